@@ -1,0 +1,3 @@
+"""gansvc: train GAN families on Ray, sweep them with Ray Tune, serve them with Ray Serve."""
+
+__version__ = "0.1.0"

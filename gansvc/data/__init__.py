@@ -1,0 +1,1 @@
+"""Datasets: layouts and manifests, ingestion (`put`, `synth`) and the per-worker input pipeline."""

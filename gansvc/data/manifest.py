@@ -1,0 +1,111 @@
+"""`manifest.json`: the description of a dataset in storage, written last by `gansvc.data put` (its commit point).
+
+Readers (the training input pipeline, `data info`, the training CLI's dry run) go through the manifest only: they never
+list the bucket, so a half-uploaded dataset (no manifest yet) is never read, and skipped files are never seen.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gansvc import storage
+from gansvc.data.spec import DataSpec
+
+MANIFEST_NAME = "manifest.json"
+FORMAT = "gansvc-dataset/1"
+LABELS_NAME = "labels.csv"
+
+# the splits each layout may have; the first is the training split of each domain
+SPLITS: dict[str, tuple[str, ...]] = {"single": ("train", "test"), "unpaired": ("trainA", "trainB", "testA", "testB")}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Skipped(Strict):
+    path: str
+    reason: str
+
+
+class SplitInfo(Strict):
+    count: int
+    files: list[str]  # paths relative to the dataset root, "/"-separated
+    sizes: dict[str, int] = Field(default_factory=dict)  # "WxH" -> number of images
+    modes: dict[str, int] = Field(default_factory=dict)  # PIL mode (RGB, L, RGBA, P...) -> number of images
+
+
+class Manifest(Strict):
+    format: Literal["gansvc-dataset/1"] = FORMAT
+    layout: Literal["single", "unpaired"]
+    splits: dict[str, SplitInfo]
+    channels: int  # 3 if any image has colour, else 1
+    # attribute -> sorted values; labels[file] = values in attribute order (label-conditioned datasets only)
+    attributes: dict[str, list[str]] = Field(default_factory=dict)
+    labels: dict[str, list[str]] = Field(default_factory=dict)
+    skipped: list[Skipped] = Field(default_factory=list)
+    source: str = ""
+    fingerprint: str = ""  # of the source's contents: a re-put of the same source is a no-op
+    created: str = ""
+    gansvc_version: str = ""
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for s in self.splits.values():
+            for k, v in s.sizes.items():
+                total[k] = total.get(k, 0) + v
+        return total
+
+    def data_spec(self, height: int | None = None, width: int | None = None, channels: int | None = None) -> DataSpec:
+        """The spec a family is built for: training size (default: the most common image size) and channels."""
+        if height is None or width is None:
+            w, h = (int(x) for x in max(self.sizes.items(), key=lambda kv: kv[1])[0].split("x"))
+            height, width = height or h, width or w
+        attrs = {k: tuple(v) for k, v in self.attributes.items()}
+        return DataSpec(layout=self.layout, height=height, width=width, channels=channels or self.channels,
+                        attributes=attrs)
+
+
+def read_manifest(root_uri: str) -> Manifest:
+    """The manifest at a dataset root, with a clear error if there is none (not a dataset, or an unfinished put)."""
+    uri = storage.parse_uri(root_uri).join(MANIFEST_NAME).uri()
+    try:
+        raw = storage.read_json(uri)
+    except storage.StorageError as err:
+        if "no such" in str(err):
+            raise storage.StorageError(
+                f"{root_uri} is not a gansvc dataset (no {MANIFEST_NAME}): ingest it with `python -m gansvc.data put "
+                f"SRC {root_uri}` or write a synthetic one with `python -m gansvc.data synth shapes {root_uri}`; "
+                "an interrupted put is completed by running it again") from None
+        raise
+    try:
+        return Manifest.model_validate(raw)
+    except Exception as err:  # noqa: BLE001 - pydantic's message names the field
+        raise storage.StorageError(f"{uri} is not a valid gansvc manifest: {err}") from None
+
+
+def format_manifest(m: Manifest, uri: str) -> str:
+    """Readable summary for `data info`."""
+    lines = [f"dataset   {uri}", f"layout    {m.layout}", f"channels  {m.channels}"]
+    for name, s in m.splits.items():
+        sizes = ", ".join(f"{k} x{v}" for k, v in sorted(s.sizes.items(), key=lambda kv: -kv[1])[:4])
+        lines.append(f"  {name:<8} {s.count:>7} images   sizes: {sizes}")
+    if m.attributes:
+        lines.append(f"labels    {len(m.labels)} labelled images")
+        for a, vals in m.attributes.items():
+            counts = {v: 0 for v in vals}
+            idx = list(m.attributes).index(a)
+            for row in m.labels.values():
+                counts[row[idx]] += 1
+            lines.append(f"  {a}: " + ", ".join(f"{v} ({n})" for v, n in counts.items()))
+    if m.skipped:
+        lines.append(f"skipped   {len(m.skipped)} file(s)")
+        lines.extend(f"  {s.path}: {s.reason}" for s in m.skipped[:20])
+        if len(m.skipped) > 20:
+            lines.append(f"  ... and {len(m.skipped) - 20} more (see {MANIFEST_NAME})")
+    lines.append(f"source    {m.source or '-'}")
+    lines.append(f"created   {m.created or '-'}  (gansvc {m.gansvc_version or '?'})")
+    return "\n".join(lines)

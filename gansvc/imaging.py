@@ -1,0 +1,43 @@
+"""Tensor <-> image helpers shared by data previews, training sample grids, offline CLIs and Serve.
+
+Pixel convention of the official CycleGAN code: x / 255 * 2 - 1 in, (y + 1) / 2 * 255 out.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(N, C, H, W) in [-1, 1] -> (N, H, W, C) uint8, rounding as (y + 1) / 2 * 255."""
+    x = ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).numpy()
+
+
+def to_pil(image: np.ndarray) -> Image.Image:
+    """(H, W, C) uint8 -> PIL image (C = 1 gives grayscale)."""
+    return Image.fromarray(image[:, :, 0], "L") if image.shape[2] == 1 else Image.fromarray(image, "RGB")
+
+
+def grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> Image.Image:
+    """A grid of (N, C, H, W) images in [-1, 1] with `pad` pixels of white between them."""
+    arr = to_uint8(images)
+    n, h, w, c = arr.shape
+    nrow = nrow or max(1, math.ceil(math.sqrt(n)))
+    rows = math.ceil(n / nrow)
+    canvas = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), 255, np.uint8)
+    for i in range(n):
+        r, col = divmod(i, nrow)
+        canvas[pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = arr[i]
+    return to_pil(canvas)
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
