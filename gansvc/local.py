@@ -303,7 +303,9 @@ def _start_s3(state: StackState, timeout: float) -> int:
            f"-s3.port={ports.s3}", f"-admin.port={w['admin']}", "-webdav=false", "-admin.ui=false",
            "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={config}", f"-bucket={state.bucket}"]
     log = root / "logs" / "s3.log"
-    proc = _spawn(cmd, log, root, dict(os.environ))
+    # SeaweedFS reads AWS_* variables too (they would replace the identities of s3.json): start it without them
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
+    proc = _spawn(cmd, log, root, env)
     try:
         _wait_until(lambda: _s3_ready(state), proc, timeout, "the S3 server (weed mini)", log)
     except BaseException:

@@ -252,6 +252,8 @@ def list_objects(uri: str) -> Iterator[ObjectInfo]:
         pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=prefix)
         for page in pages:
             for obj in page.get("Contents", []):
+                if obj["Key"] == prefix or obj["Key"].endswith("/"):
+                    continue  # directory markers (pyarrow writes them)
                 yield ObjectInfo(obj["Key"][len(prefix):], int(obj["Size"]), obj.get("ETag", "").strip('"'))
     except Exception as err:  # noqa: BLE001
         _reraise(err, uri)

@@ -1,0 +1,114 @@
+"""The family contract: what every GAN family module exports, and the small helpers all families share.
+
+A family module defines a strict pydantic config (subclass of `FamilyConfig`) and exports `SPEC = FamilySpec(...)`.
+The training loop, Tune and Serve only ever talk to a `FamilySpec`; they never name a family.
+
+- `build(cfg, data) -> GanState`: networks, optimizers, schedulers, EMA copies and extras (image pools).
+  No device placement, no DDP, no I/O: the loop moves `state.nets` / `state.ema` to the device and may replace entries of
+  `state.nets` by DDP wrappers. Optimizers must therefore be built over the parameters of the nets in `state.nets`
+  (the wrapper shares those parameters). Use `unwrap(net)` to reach the plain module (e.g. for EMA updates).
+- `train_step(state, batch, step, cfg) -> dict[str, float]`: one step of D (n_critic times where due) and G on one batch.
+  Tensors in `batch` are already on the device; create new tensors (noise, labels) on `batch[...].device`. Returns
+  detached Python floats (loss terms, etc.). Never logs, reports or checkpoints.
+- `generate(nets, z, labels, cfg) -> images` (task "generate"): `nets` are the inference nets (EMA weights when the
+  family keeps EMA), `z` is (N, cfg.latent_dim), `labels` (N, n_attributes) int64 or None. Output in [-1, 1].
+- `translate(nets, images, direction, cfg) -> {"image": ..., optional "heatmap": ...}` (tasks "translate"/"segment").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, Protocol, TypeVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from torch import Tensor, nn
+
+from gansvc.data.spec import DataSpec
+
+Task = Literal["generate", "translate", "segment"]
+Direction = Literal["a2b", "b2a"]
+Batch = Mapping[str, Tensor]
+
+
+class FamilyConfig(BaseModel):
+    """Base of every family config: strict (unknown keys are errors) and immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    # Exponential moving average of generator weights, used for sampling when on (Karras et al. 2018 / Yazici et al. 2019).
+    ema: bool = False
+    ema_decay: float = Field(0.999, gt=0.0, lt=1.0)
+
+
+class Stateful(Protocol):
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> Any: ...
+
+
+@dataclass
+class GanState:
+    """Everything a family trains and everything a checkpoint must hold to continue exactly."""
+
+    nets: dict[str, nn.Module]
+    optimizers: dict[str, torch.optim.Optimizer]
+    schedulers: dict[str, torch.optim.lr_scheduler.LRScheduler] = field(default_factory=dict)
+    # EMA copies keyed like `nets` (ema["G"] tracks nets["G"]); never wrapped in DDP, never trained by an optimizer.
+    ema: dict[str, nn.Module] = field(default_factory=dict)
+    # other state with state_dict()/load_state_dict(), e.g. image pools
+    extras: dict[str, Stateful] = field(default_factory=dict)
+    # names of the nets inference needs (e.g. ("G",) or ("G_A", "G_B")); `inference_nets()` prefers EMA copies
+    inference: tuple[str, ...] = ("G",)
+
+    def inference_nets(self) -> dict[str, nn.Module]:
+        return {k: unwrap(self.ema.get(k, self.nets[k])) for k in self.inference}
+
+
+C = TypeVar("C", bound=FamilyConfig)
+
+
+@dataclass(frozen=True)
+class FamilySpec(Generic[C]):
+    name: str
+    task: Task
+    config: type[C]
+    build: Callable[[C, DataSpec], GanState]
+    train_step: Callable[[GanState, Batch, int, C], dict[str, float]]
+    description: str = ""
+    generate: Callable[[Mapping[str, nn.Module], Tensor, Tensor | None, C], Tensor] | None = None
+    translate: Callable[[Mapping[str, nn.Module], Tensor, Direction, C], dict[str, Tensor]] | None = None
+    # preset name -> overrides of the config defaults; "report" (the founding report's setting) and "smoke" (tiny, tests)
+    presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # True when the family needs `labels` in its batches (label-conditioned)
+    conditional: bool = False
+
+    def make_config(self, preset: str | None = None, overrides: Mapping[str, Any] | None = None) -> C:
+        """Config from defaults, then a preset, then explicit overrides (validated; errors name the field)."""
+        values: dict[str, Any] = {}
+        if preset is not None:
+            if preset not in self.presets:
+                known = ", ".join(sorted(self.presets)) or "none"
+                raise ValueError(f"family {self.name!r} has no preset {preset!r}; presets: {known}")
+            values.update(self.presets[preset])
+        values.update(overrides or {})
+        return self.config.model_validate(values)
+
+
+def unwrap(net: nn.Module) -> nn.Module:
+    """The plain module behind a DistributedDataParallel (or torch.compile) wrapper."""
+    while True:
+        inner = getattr(net, "module", None) or getattr(net, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return net
+        net = inner
+
+
+def config_error_message(err: ValidationError) -> str:
+    """One line per invalid field: `field.path: message`."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(config)"
+        lines.append(f"{loc}: {e['msg']}")
+    return "; ".join(lines)

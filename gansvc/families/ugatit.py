@@ -1,0 +1,216 @@
+"""The attention model of the CycleGAN optimisation report (000, sec. 3.2 and 4.2), after U-GAT-IT (Kim et al. 2019):
+generators with a CAM auxiliary classifier, a heatmap and AdaLIN residual blocks; global (7-layer) and local (5-layer)
+discriminators with spectral norm and their own CAM; LSGAN, cycle, identity and CAM losses.
+
+Nets are named as in UGATIT-pytorch (`UGATIT.py`): genA2B, genB2A, disGA / disLA (judge domain A), disGB / disLB
+(judge domain B), so its checkpoints load strictly (`gansvc.nn.ugatit.ugatit_arch_from_state_dict` reads the arch).
+Per step (official `UGATIT.train`, fakes detached in the D step here):
+  D:  w_adv sum over D in {G, L} of [(D(x) - 1)^2 + D(fake)^2 + (eta_D(x) - 1)^2 + eta_D(fake)^2]  (report 3.2.4, 3.2.7)
+  G:  w_adv sum (D(fake) - 1)^2 + (eta_D(fake) - 1)^2  + w_cycle |x - G_ts(G_st(x))|_1 + w_identity |x - G_st(x)|_1
+      + w_cam [BCE(eta_s(x_s), 1) + BCE(eta_s(x_t), 0)]                                          (report 3.2.5-3.2.7)
+  then every AdaLIN / LIN rho is clipped to [0, 1] (report 3.2.2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from itertools import chain
+from typing import Annotated
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from gansvc import losses
+from gansvc.data.spec import DataSpec
+from gansvc.families.base import Batch, Direction, FamilyConfig, FamilySpec, GanState, unwrap
+from gansvc.nn.ema import ema_copy, ema_update
+from gansvc.nn.i2i_util import check_images, crop_to, frozen, linear_decay_scheduler, pad_to_multiple
+from gansvc.nn.ugatit import UgatitDiscriminator, UgatitGenerator, clip_rho_, ugatit_d_output_size
+
+Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
+Weight = Annotated[float, Field(ge=0.0, le=100_000.0)]
+
+GENERATORS = ("genA2B", "genB2A")
+DISCRIMINATORS = ("disGA", "disLA", "disGB", "disLB")
+
+
+class UgatitConfig(FamilyConfig):
+    # --- networks (UGATIT-pytorch main.py / UGATIT.py; report 000 Tables 1-2) ---
+    ngf: int = Field(64, ge=1, le=1024)  # --ch 64, G's first layer
+    ndf: int = Field(64, ge=1, le=1024)  # --ch 64, D's first layer
+    n_blocks: int = Field(4, ge=0, le=64)  # --n_res 4; report Table 2 "RESBLOCK NUMBER 4"
+    # light = gamma/beta MLP on pooled features. Report Table 1's 10.59 M parameters per G is the light generator with
+    # ngf 64 and 4 blocks (the full one adds a (H/4)(W/4)4ngf x 4ngf layer: ~268 M parameters at 256 px)
+    light: bool = True
+    n_dis_global: int = Field(7, ge=3, le=10)  # global D (UGATIT.py n_layers=7; report 4.2: 7 layers, RF 190)
+    n_dis_local: int = Field(5, ge=3, le=10)  # local D (n_layers=5; report 4.2: 5 layers, RF 46)
+
+    # --- loss weights (UGATIT-pytorch main.py; report Table 2 gives GAN 1, cycle 10, identity 10, CAM 100) ---
+    lambda_adv: Weight = 1.0
+    lambda_cycle: Weight = 10.0
+    lambda_identity: Weight = 10.0
+    lambda_cam: Weight = 1000.0
+
+    # --- optimisation (main.py: Adam lr 1e-4, betas (0.5, 0.999), weight decay 1e-4; report 4.3 / Table 2 same) ---
+    lr: float = Field(1e-4, gt=0.0, le=1.0)
+    betas: tuple[Beta, Beta] = (0.5, 0.999)
+    weight_decay: float = Field(1e-4, ge=0.0, le=1.0)
+    # official decay_flag: constant for the first half of training, then linear to 0. Report 000 sec. 4.4.1: 200 epochs
+    # of 100 iterations = 20 000 steps, so 10 000 + 10 000.
+    decay_start: int = Field(10_000, ge=0)
+    decay_steps: int = Field(10_000, ge=0)
+
+
+PRESETS: dict[str, dict[str, object]] = {
+    # report 000 Table 2 (its cat2dog run weighted CAM with 100); everything else is the default
+    "report": {"lambda_cam": 100.0},
+    # tiny nets for tests and CPU smoke runs (16-64 px images)
+    "smoke": {"ngf": 8, "ndf": 8, "n_blocks": 2, "n_dis_global": 4, "n_dis_local": 3},
+}
+
+
+def build(cfg: UgatitConfig, data: DataSpec) -> GanState:
+    if data.layout != "unpaired":
+        raise ValueError(f"ugatit trains on unpaired A/B images; the dataset layout is {data.layout!r}")
+    h, w, c = data.height, data.width, data.channels
+    if h % 4 or w % 4:
+        raise ValueError(f"ugatit needs image sides that are multiples of 4 (two stride-2 layers), got {h}x{w}: "
+                         "set data.size accordingly")
+    for n in (cfg.n_dis_global, cfg.n_dis_local):
+        ugatit_d_output_size(min(h, w), n)  # raises with advice when the images are too small for D
+    nets: dict[str, nn.Module] = {
+        name: UgatitGenerator(c, c, cfg.ngf, cfg.n_blocks, (h, w), cfg.light) for name in GENERATORS
+    } | {
+        name: UgatitDiscriminator(c, cfg.ndf, cfg.n_dis_global if name.startswith("disG") else cfg.n_dis_local)
+        for name in DISCRIMINATORS
+    }
+    # UGATIT-pytorch keeps PyTorch's default initialisation (no init pass)
+    opt = {
+        "G": torch.optim.Adam(chain(*(nets[k].parameters() for k in GENERATORS)), lr=cfg.lr, betas=cfg.betas,
+                              weight_decay=cfg.weight_decay),
+        "D": torch.optim.Adam(chain(*(nets[k].parameters() for k in DISCRIMINATORS)), lr=cfg.lr, betas=cfg.betas,
+                              weight_decay=cfg.weight_decay),
+    }
+    return GanState(
+        nets=nets,
+        optimizers=opt,
+        schedulers={k: linear_decay_scheduler(o, cfg.decay_start, cfg.decay_steps) for k, o in opt.items()},
+        ema={k: ema_copy(nets[k]) for k in GENERATORS} if cfg.ema else {},
+        inference=GENERATORS,
+    )
+
+
+def _d_terms(state: GanState, name: str, real: Tensor, fake: Tensor) -> tuple[Tensor, Tensor]:
+    """LSGAN loss of one discriminator on its patch logits and on its CAM logits (report 3.2.4 and 3.2.7)."""
+    logit, cam_logit, _ = state.nets[name](torch.cat([real, fake]))  # one forward: no norm couples samples
+    n = real.shape[0]
+    return (losses.d_loss("mse", logit[:n], logit[n:]), losses.d_loss("mse", cam_logit[:n], cam_logit[n:]))
+
+
+def discriminator_step(state: GanState, real_a: Tensor, real_b: Tensor, cfg: UgatitConfig) -> dict[str, float]:
+    """One update of the four discriminators on real images and detached translations."""
+    with torch.no_grad():
+        fake_a2b = state.nets["genA2B"](real_a)[0]
+        fake_b2a = state.nets["genB2A"](real_b)[0]
+    out: dict[str, Tensor] = {}
+    for dom, real, fake in (("A", real_a, fake_b2a), ("B", real_b, fake_a2b)):
+        adv_g, cam_g = _d_terms(state, f"disG{dom}", real, fake)
+        adv_l, cam_l = _d_terms(state, f"disL{dom}", real, fake)
+        out[f"D_cam_{dom}"] = cam_g + cam_l
+        out[f"D_{dom}"] = cfg.lambda_adv * (adv_g + cam_g + adv_l + cam_l)
+    opt = state.optimizers["D"]
+    opt.zero_grad(set_to_none=True)
+    (out["D_A"] + out["D_B"]).backward()
+    opt.step()
+    return {k: float(v.detach()) for k, v in out.items()}
+
+
+def generator_step(state: GanState, real_a: Tensor, real_b: Tensor, cfg: UgatitConfig) -> dict[str, float]:
+    """One update of both generators with all discriminators frozen, then rho clipping."""
+    na, nb = real_a.shape[0], real_b.shape[0]
+    with frozen(*(state.nets[k] for k in DISCRIMINATORS)):
+        # each generator sees its source domain (translation) and its target domain (identity) in one batch
+        out_ab, cam_ab, _ = state.nets["genA2B"](torch.cat([real_a, real_b]))
+        out_ba, cam_ba, _ = state.nets["genB2A"](torch.cat([real_b, real_a]))
+        fake_a2b, fake_b2b = out_ab[:na], out_ab[na:]
+        fake_b2a, fake_a2a = out_ba[:nb], out_ba[nb:]
+        fake_a2b2a = state.nets["genB2A"](fake_a2b)[0]
+        fake_b2a2b = state.nets["genA2B"](fake_b2a)[0]
+        terms: dict[str, Tensor] = {}
+        # domain A terms (official G_loss_A): D_A on B->A, A->B->A cycle, B2A identity on A, genB2A's CAM
+        # domain B terms (G_loss_B): D_B on A->B, B->A->B cycle, A2B identity on B, genA2B's CAM
+        for dom, fake, rec, real, same, cam_src, cam_tgt in (
+            ("A", fake_b2a, fake_a2b2a, real_a, fake_a2a, cam_ba[:nb], cam_ba[nb:]),
+            ("B", fake_a2b, fake_b2a2b, real_b, fake_b2b, cam_ab[:na], cam_ab[na:]),
+        ):
+            adv = fake.new_zeros(())
+            for kind in ("G", "L"):
+                logit, cam_logit, _ = state.nets[f"dis{kind}{dom}"](fake)
+                adv = adv + losses.g_loss("mse", logit) + losses.g_loss("mse", cam_logit)
+            terms[f"G_adv_{dom}"] = adv
+            terms[f"cycle_{dom}"] = losses.cycle_loss(rec, real)
+            terms[f"idt_{dom}"] = losses.identity_loss(same, real)
+            terms[f"cam_{dom}"] = losses.cam_loss(cam_src, cam_tgt)
+            terms[f"G_{dom}"] = (cfg.lambda_adv * adv + cfg.lambda_cycle * terms[f"cycle_{dom}"]
+                                 + cfg.lambda_identity * terms[f"idt_{dom}"] + cfg.lambda_cam * terms[f"cam_{dom}"])
+        opt = state.optimizers["G"]
+        opt.zero_grad(set_to_none=True)
+        (terms["G_A"] + terms["G_B"]).backward()
+        opt.step()
+    for k in GENERATORS:
+        clip_rho_(unwrap(state.nets[k]))
+    return {k: float(v.detach()) for k, v in terms.items()}
+
+
+def train_step(state: GanState, batch: Batch, step: int, cfg: UgatitConfig) -> dict[str, float]:
+    real_a, real_b = batch["A"], batch["B"]
+    d_terms = discriminator_step(state, real_a, real_b, cfg)  # official order: D, then G
+    g_terms = generator_step(state, real_a, real_b, cfg)
+    lr = state.optimizers["G"].param_groups[0]["lr"]
+    for sched in state.schedulers.values():
+        sched.step()
+    for name, ema in state.ema.items():
+        ema_update(ema, state.nets[name], cfg.ema_decay)
+    return d_terms | g_terms | {"lr": float(lr)}
+
+
+def heatmap_to_image(heatmap: Tensor, padded: tuple[int, int], size: tuple[int, int]) -> Tensor:
+    """The generator's attention map (N, 1, H/4, W/4 of the padded input) resized to the padded image, cropped to the
+    input and scaled per image to [0, 1] (UGATIT-pytorch utils `cam`: x - min, / max, resized to the image).
+    A constant map becomes 0."""
+    up = crop_to(F.interpolate(heatmap, size=padded, mode="bilinear", align_corners=False), size)
+    lo = up.amin(dim=(2, 3), keepdim=True)
+    span = up.amax(dim=(2, 3), keepdim=True) - lo
+    scaled = (up - lo) / span.clamp_min(torch.finfo(up.dtype).tiny)
+    return torch.where(span > 0, scaled, torch.zeros_like(up)).clamp(0.0, 1.0)
+
+
+@torch.no_grad()
+def translate(nets: Mapping[str, nn.Module], images: Tensor, direction: Direction, cfg: UgatitConfig
+              ) -> dict[str, Tensor]:
+    """a2b with genA2B, b2a with genB2A -> {"image": (N, C, H, W) in [-1, 1], "heatmap": (N, 1, H, W) in [0, 1]}.
+    Any H x W: reflection-padded to multiples of 4 and cropped back."""
+    if direction not in ("a2b", "b2a"):
+        raise ValueError(f"direction must be 'a2b' or 'b2a', got {direction!r}")
+    net = unwrap(nets["genA2B" if direction == "a2b" else "genB2A"])
+    check_images(images, net.DownBlock[1].in_channels)
+    padded, size = pad_to_multiple(images, 4)
+    image, _, heatmap = net(padded)
+    heat = heatmap_to_image(heatmap, (padded.shape[-2], padded.shape[-1]), size)
+    return {"image": crop_to(image, size), "heatmap": heat}
+
+
+SPEC: FamilySpec[UgatitConfig] = FamilySpec(
+    name="ugatit",
+    task="translate",
+    config=UgatitConfig,
+    build=build,
+    train_step=train_step,
+    translate=translate,
+    presets=PRESETS,
+    description="U-GAT-IT-style attention model of the CycleGAN optimisation report: CAM attention and heatmaps, "
+                "AdaLIN with clipped rho, global + local spectral-norm discriminators, LSGAN + cycle + identity + CAM "
+                "losses; loads UGATIT-pytorch checkpoints",
+)

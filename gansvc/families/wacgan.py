@@ -1,0 +1,77 @@
+"""`wacgan`: the anime-face study's (003) WAC-GAN: AC-GAN with the Wasserstein loss and a gradient penalty.
+
+Critic loss (study eq. 1): D(G(z, y')) - D(x) + class_weight * CE(C(x), y) + gp_lambda * GP, the class term on real
+images only (d_class_on_fake off; turn it on for Odena et al.'s fake-image term). G: -D(G(z, y')) + class_weight *
+CE(C(G(z, y')), y'). Conditioning as in `acgan` (shared blocks in gansvc.nn). The study gives no numbers; the
+Wasserstein part follows Gulrajani et al. 2017 (lambda 10, n_critic 5, Adam 1e-4, betas (0, 0.9), layer norm instead
+of batch norm in the critic), the rest `acgan`'s defaults (latent 100, ReLU in G, class weight 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+from pydantic import Field
+from torch import Tensor, nn
+
+from gansvc.data.spec import DataSpec
+from gansvc.families.base import Batch, FamilyConfig, FamilySpec, GanState
+from gansvc.nn import adversarial
+from gansvc.nn.gan_fields import Beta, ConditionalFields, ConvGanFields, LearningRate
+
+CONDITIONAL = True
+
+
+class WACGANConfig(FamilyConfig, ConvGanFields, ConditionalFields):
+    loss: Literal["wasserstein"] = "wasserstein"
+    gp_lambda: float = Field(10.0, gt=0.0, le=1000.0)  # Gulrajani et al. 2017
+    n_critic: int = Field(5, ge=1, le=100)
+    lr_g: LearningRate = 1e-4
+    lr_d: LearningRate = 1e-4
+    betas: tuple[Beta, Beta] = (0.0, 0.9)
+    d_layernorm: bool = True  # no batch norm with a gradient penalty
+    d_class_on_fake: bool = False  # study eq. 1: L_class(x, c) on real images
+    latent_dim: int = Field(100, ge=1, le=4096)
+    # 32 here = the DCGAN reference code's ngf=64 (512 channels at 4x4, 64 at half resolution); our G adds a
+    # full-resolution layer of g_filters channels before the output conv (report 002 baseline layout)
+    g_filters: int = Field(32, ge=1, le=1024)
+    d_filters: int = Field(64, ge=1, le=1024)
+    activation: Literal["relu", "leakyrelu"] = "relu"
+    d_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)  # unused by the Wasserstein loss
+
+
+def build(cfg: WACGANConfig, data: DataSpec) -> GanState:
+    nets, opts, ema = adversarial.build_parts(cfg, data, "wacgan", CONDITIONAL)
+    return GanState(nets=nets, optimizers=opts, ema=ema, inference=("G",))
+
+
+def d_step(state: GanState, real: Tensor, labels: Tensor | None, step: int, cfg: WACGANConfig) -> dict[str, Tensor]:
+    return adversarial.d_step(state, real, labels, step, cfg)
+
+
+def g_step(state: GanState, real: Tensor, labels: Tensor | None, step: int, cfg: WACGANConfig) -> dict[str, Tensor]:
+    return adversarial.g_step(state, real, labels, step, cfg)
+
+
+def train_step(state: GanState, batch: Batch, step: int, cfg: WACGANConfig) -> dict[str, float]:
+    return adversarial.train_step(state, batch, step, cfg, CONDITIONAL)
+
+
+def generate(nets: Mapping[str, nn.Module], z: Tensor, labels: Tensor | None, cfg: WACGANConfig) -> Tensor:
+    return adversarial.generate(nets, z, labels, cfg, CONDITIONAL)
+
+
+PRESETS: dict[str, dict[str, object]] = {
+    "report": {"loss": "wasserstein", "gp_lambda": 10.0, "n_critic": 5, "optimizer": "adam", "lr_g": 1e-4,
+               "lr_d": 1e-4, "betas": (0.0, 0.9), "d_batchnorm": False, "d_layernorm": True,
+               "class_weight": 1.0, "d_class_on_fake": False},
+    "smoke": {"latent_dim": 16, "g_filters": 8, "d_filters": 8, "max_filters": 64},
+}
+
+SPEC: FamilySpec[WACGANConfig] = FamilySpec(
+    name="wacgan", task="generate", config=WACGANConfig, build=build, train_step=train_step, generate=generate,
+    presets=PRESETS, conditional=CONDITIONAL,
+    description="WAC-GAN: AC-GAN with Wasserstein loss and gradient penalty (anime-face study)",
+)
