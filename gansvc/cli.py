@@ -11,7 +11,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "local": ("gansvc.local", "the embedded stack: S3 server + Ray head on 127.0.0.1 (up/down/status/env)"),
     "data": ("gansvc.data.__main__", "datasets: put a folder/zip/URL in S3, write synthetic ones, show manifests"),
-    "train": ("gansvc.train", "train a GAN family on Ray Train"),
+    "train": ("gansvc.train.__main__", "train a GAN family on Ray Train"),
     "tune": ("gansvc.tune", "sweep hyperparameters with Ray Tune"),
     "registry": ("gansvc.registry", "promoted models: list/show/promote/import/delete"),
     "generate": ("gansvc.generate", "offline generation from a promoted model"),

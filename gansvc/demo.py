@@ -1,14 +1,15 @@
 """`python -m gansvc.demo`: the end-to-end story on the embedded stack, in a few minutes on a laptop CPU.
 
-Today: start the stack, write the synthetic datasets to its S3, and run the input pipeline as a Ray job on the
-cluster (`ray job submit`), which writes preview grids back to S3; the demo downloads them into `demo-output/`.
-Training, promotion and serving join this script as they land.
+Start the stack, write the synthetic datasets to its S3, run the input pipeline as a Ray job, train a dcgan (noise ->
+image) and a cyclegan (image -> image) with `ray job submit` (2 DDP workers each), promote both into the registry,
+and run offline generation and translation through the registry. Everything it made lands in `demo-output/`.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ def _step(title: str) -> None:
 
 
 def _run(cmd: list[str], env: dict[str, str]) -> None:
-    print("$ " + " ".join(cmd), flush=True)
+    print("$ " + shlex.join(cmd), flush=True)
     subprocess.run(cmd, check=True, env=env)
 
 
@@ -31,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", type=Path, default=None, help="embedded stack state (default ~/.gansvc/local)")
     parser.add_argument("--out", type=Path, default=Path("demo-output"), help="where results land locally")
     parser.add_argument("--count", type=int, default=2000, help="synthetic training images per domain")
+    parser.add_argument("--steps", type=int, default=400, help="training steps of the dcgan (cyclegan: half)")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     state_dir = (args.state_dir or local.default_state_dir()).expanduser().resolve()
@@ -52,17 +54,50 @@ def main(argv: list[str] | None = None) -> int:
     _run([py, "-m", "gansvc.data", "synth", "stripes", f"{bucket}/datasets/stripes", "--count", str(args.count // 2)],
          env)
 
-    _step("3. the training input pipeline as a Ray job on the cluster (reads S3, writes previews to S3)")
+    _step("3. the training input pipeline as a Ray job (reads S3, writes previews to S3)")
     job = (f"python -m gansvc.data preview {bucket}/datasets/shapes {bucket}/demo/shapes-preview.png && "
            f"python -m gansvc.data preview {bucket}/datasets/stripes {bucket}/demo/stripes-preview.png --n 8")
-    _run([str(Path(py).parent / "ray"), "job", "submit", "--", "bash", "-c", job], env)
+    ray = str(Path(py).parent / "ray")
+    _run([ray, "job", "submit", "--", "bash", "-c", job], env)
 
-    _step(f"4. results in {args.out}/")
+    _step("4. train a noise -> image model (dcgan on shapes, 2 DDP workers) with `ray job submit`")
+    common = ["--num-workers", "2", "--checkpoint-every", "100", "--eval-every", "100", "--log-every", "50"]
+    _run([ray, "job", "submit", "--", "python", "-m", "gansvc.train", "dcgan", "--dataset",
+          f"{bucket}/datasets/shapes", "--name", "demo-dcgan", "--max-steps", str(args.steps), "--batch-size", "32",
+          "--set", "model.g_filters=16", "--set", "model.d_filters=32", *common], env)
+
+    _step("5. train a translation model (cyclegan on stripes: plain -> striped) the same way")
+    _run([ray, "job", "submit", "--", "python", "-m", "gansvc.train", "cyclegan", "--dataset",
+          f"{bucket}/datasets/stripes", "--name", "demo-cyclegan", "--max-steps", str(args.steps // 2),
+          "--batch-size", "4", "--set", "model.ngf=16", "--set", "model.ndf=16", "--set", "model.n_blocks=3",
+          *common], env)
+
+    _step("6. promote both into the model registry")
+    _run([py, "-m", "gansvc.registry", "promote", "demo-dcgan", "--name", "shapes-dcgan"], env)
+    _run([py, "-m", "gansvc.registry", "promote", "demo-cyclegan", "--name", "stripes-cyclegan"], env)
+    _run([py, "-m", "gansvc.registry", "list"], env)
+
+    _step("7. offline inference through the registry (the load path Serve uses)")
     args.out.mkdir(parents=True, exist_ok=True)
+    _run([py, "-m", "gansvc.generate", "--model", "shapes-dcgan", "--n", "16", "--seed", "0", "--grid",
+          str(args.out / "generated")], env)
+    sample = args.out / "stripes-testA-0.png"
+    sample.write_bytes(storage.read_bytes(f"{bucket}/datasets/stripes/testA/000000.png"))
+    _run([py, "-m", "gansvc.translate", "--model", "stripes-cyclegan", "--direction", "a2b", str(sample),
+          str(args.out / "stripes-testA-0-a2b.png")], env)
+    for run_name in ("demo-dcgan", "demo-cyclegan"):
+        (args.out / f"{run_name}-curves.png").write_bytes(
+            storage.read_bytes(f"{bucket}/runs/{run_name}/samples/curves.png"))
+        grids = sorted(o.rel for o in storage.list_objects(f"{bucket}/runs/{run_name}/samples")
+                       if o.rel.startswith("step-"))
+        (args.out / f"{run_name}-samples.png").write_bytes(
+            storage.read_bytes(f"{bucket}/runs/{run_name}/samples/{grids[-1]}"))
+
+    _step(f"8. results in {args.out}/")
     for name in ("shapes-preview.png", "stripes-preview.png"):
-        target = args.out / name
-        target.write_bytes(storage.read_bytes(f"{bucket}/demo/{name}"))
-        print(f"  {target.resolve()}")
+        (args.out / name).write_bytes(storage.read_bytes(f"{bucket}/demo/{name}"))
+    for path in sorted(args.out.rglob("*.png")):
+        print(f"  {path.resolve()}")
     print(f"\ndone in {time.perf_counter() - t0:.0f}s. The stack keeps running; try:")
     print(f'  eval "$(python -m gansvc.local env{" --state-dir " + str(state_dir) if args.state_dir else ""})"')
     print(f"  python -m gansvc.data info {bucket}/datasets/shapes")

@@ -1,0 +1,169 @@
+"""The experiment config: data + family (model) + loop + scaling + run storage + metrics.
+
+One strict pydantic model (`extra="forbid"` everywhere). The `model` section holds overrides of the family's config;
+`resolve()` validates them against the family (defaults, then `preset`, then `model`), so an error names the field
+(`model.lr_g: Input should be greater than 0`). Every Tune axis is a path into this config (`model.lr_g`,
+`loop.batch_size`...). A config arriving in a Ray worker or Tune trial is validated again first thing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from gansvc.data.pipeline import DataConfig
+from gansvc.families import get_family
+from gansvc.families.base import FamilyConfig, FamilySpec
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LoopConfig(Strict):
+    max_steps: int | None = Field(None, ge=1, description="stop after this many steps (one step = one G update)")
+    epochs: float | None = Field(None, gt=0, description="or stop after this many passes over the data")
+    batch_size: int = Field(64, ge=1, description="per worker")
+    seed: int = 0
+    log_every: int = Field(50, ge=1)
+    checkpoint_every: int = Field(500, ge=1)
+    eval_every: int = Field(1000, ge=1)
+    keep_checkpoints: int = Field(3, ge=1, description="most recent checkpoints kept (the best is kept apart)")
+    grid_size: int = Field(64, ge=1, le=256, description="images in each sample grid")
+    # GPU switches (ignored on CPU): bf16 autocast, channels_last memory format, torch.compile, TF32 matmuls
+    amp: bool = True
+    channels_last: bool = True
+    compile: bool = False
+    tf32: bool = True
+
+    @model_validator(mode="after")
+    def _one_stop(self) -> LoopConfig:
+        if self.max_steps is None and self.epochs is None:
+            raise ValueError("give loop.max_steps or loop.epochs (--max-steps / --epochs)")
+        return self
+
+
+class ScalingSection(Strict):
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(1.0, ge=0)
+    max_failures: int = Field(2, ge=0, description="restarts of a crashed worker group from the latest checkpoint")
+
+
+class RunSection(Strict):
+    name: str = Field("", pattern=r"^[A-Za-z0-9_.\-]*$", description="same name = resume; default: family-timestamp")
+    storage: str = Field("", description="where runs go (s3://bucket/prefix or a folder); default $GANSVC_STORAGE/runs")
+
+    def storage_root(self) -> str:
+        if self.storage:
+            return self.storage
+        base = os.environ.get("GANSVC_STORAGE")
+        return f"{base.rstrip('/')}/runs" if base else str(Path.home() / "gansvc-runs")
+
+
+class MetricsSection(Strict):
+    inception: str | None = Field(None, description="path or s3:// URI of torchvision inception_v3 weights")
+    samples: int = Field(1000, ge=16, description="generated images per FID/KID/IS evaluation")
+    reference_samples: int = Field(5000, ge=16, description="real images for the cached reference statistics")
+    metric: Literal["auto", "fid", "kid", "swd"] = Field("auto", description="drives the best checkpoint; "
+                                                         "auto = kid with Inception weights, else swd")
+
+
+class ExperimentConfig(Strict):
+    family: str
+    preset: str | None = None
+    model: dict[str, Any] = Field(default_factory=dict)
+    data: DataConfig
+    loop: LoopConfig
+    scaling: ScalingSection = ScalingSection()
+    run: RunSection = RunSection()
+    metrics: MetricsSection = MetricsSection()
+
+    def spec(self) -> FamilySpec:
+        return get_family(self.family)
+
+    def family_config(self) -> FamilyConfig:
+        return self.spec().make_config(self.preset, self.model)
+
+    def resolved(self) -> ExperimentConfig:
+        """The same config with `model` expanded to every field of the family config (what a run stores)."""
+        fam = self.family_config()
+        run = self.run.model_copy(update={"storage": self.run.storage_root()})
+        return self.model_copy(update={"model": fam.model_dump(mode="json"), "preset": None, "run": run})
+
+
+class ConfigError(ValueError):
+    """An invalid experiment config; the message names each bad field."""
+
+
+def format_validation(err: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        loc = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "config"
+        lines.append(f"  {loc}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def set_path(d: dict[str, Any], dotted: str, value: Any) -> None:
+    """`set_path(cfg, "model.lr_g", 1e-4)`: nested assignment, creating sections as needed."""
+    keys = dotted.split(".")
+    if not all(keys):
+        raise ConfigError(f"bad key {dotted!r}: use dotted paths like model.lr_g or loop.batch_size")
+    cur = d
+    for k in keys[:-1]:
+        nxt = cur.setdefault(k, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"cannot set {dotted}: {k} is not a section")
+        cur = nxt
+    cur[keys[-1]] = value
+
+
+def parse_set(item: str) -> tuple[str, Any]:
+    """`key.path=value` with YAML typing of the value (1e-4 -> float, true -> bool, [3,5] -> list)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key.path=value")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def load_yaml(path: str) -> dict[str, Any]:
+    from gansvc import storage
+
+    try:
+        raw = yaml.safe_load(storage.read_bytes(storage.parse_uri(path).uri()).decode())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (family, data, loop, ...)")
+    return raw
+
+
+def build_config(raw: dict[str, Any]) -> ExperimentConfig:
+    """Validate a raw dict (from YAML + flags) into an ExperimentConfig whose family config is valid too."""
+    try:
+        cfg = ExperimentConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError("invalid config:\n" + format_validation(err)) from None
+    try:
+        spec = cfg.spec()
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    try:
+        spec.make_config(cfg.preset, cfg.model)
+    except ValidationError as err:
+        raise ConfigError(f"invalid {cfg.family} config:\n" + format_validation(err, "model.")) from None
+    except ValueError as err:  # unknown preset
+        raise ConfigError(str(err)) from None
+    return cfg

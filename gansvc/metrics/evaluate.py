@@ -1,0 +1,124 @@
+"""The training loop's one call: quality metrics of a generator against cached reference statistics.
+
+`evaluate` streams `n_samples` generated (or translated) images through the feature extractor `batch_size` at a
+time: only the running feature statistics, the first KID features, the IS split sums and the SWD patch descriptors
+of the first images are kept, never all images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from gansvc.metrics.distances import frechet_distance, kernel_inception_distance
+from gansvc.metrics.inception import FeatureExtractor
+from gansvc.metrics.reference import ReferenceStats
+from gansvc.metrics.stats import FeatureStats, ISStats
+from gansvc.metrics.swd import SWDDescriptors, swd_from_descriptors
+
+Task = Literal["generate", "translate"]
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    name: str
+    mode: Literal["min", "max"]  # "min": lower is better (Ray Tune's `mode`)
+    description: str
+
+
+METRICS: dict[str, MetricInfo] = {m.name: m for m in (
+    MetricInfo("fid", "min", "Frechet Inception Distance (Heusel et al. 2017), torchvision Inception pool features"),
+    MetricInfo("kid", "min", "Kernel Inception Distance (Binkowski et al. 2018), unbiased MMD^2, cubic kernel"),
+    MetricInfo("kid_std", "min", "std of KID over its random subsets (its uncertainty, not a quality)"),
+    MetricInfo("is", "max", "Inception Score (Salimans et al. 2016); only for noise/label -> image families"),
+    MetricInfo("is_std", "min", "std of IS over its splits (its uncertainty, not a quality)"),
+    MetricInfo("swd", "min", "Sliced Wasserstein Distance x1e3 on Laplacian-pyramid patches (Karras et al. 2018), "
+                             "mean over levels; needs no weights, always reported"),
+)}
+
+
+def describe_metrics() -> dict[str, MetricInfo]:
+    """Every metric `evaluate` can return, whether lower is better ("min") and what it is."""
+    return dict(METRICS)
+
+
+def metric_mode(name: str) -> Literal["min", "max"]:
+    """"min" when lower is better, "max" when higher is (for Ray Tune and best-checkpoint selection)."""
+    if name not in METRICS:
+        raise ValueError(f"unknown metric {name!r}; known: {', '.join(METRICS)}")
+    return METRICS[name].mode
+
+
+def _like_reference(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    """CPU float images with the reference images' channels and size (SWD compares patches pixel for pixel)."""
+    x = images.detach().to("cpu", torch.float32)
+    c, h, w = shape
+    if x.shape[1] != c:
+        if x.shape[1] == 1 and c == 3:
+            x = x.expand(-1, 3, -1, -1)
+        else:
+            raise ValueError(f"generated images have {x.shape[1]} channels, the real ones {c}")
+    if tuple(x.shape[-2:]) != (h, w):
+        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=x.shape[-1] > w)
+    return x
+
+
+def evaluate(sample_fn: Callable[[int], torch.Tensor], real: ReferenceStats, extractor: FeatureExtractor | None,
+             n_samples: int, batch_size: int, task: Task, seed: int = 0, kid_subsets: int = 100,
+             kid_subset_size: int = 1000, is_splits: int = 10, swd_nhoods: int = 64) -> dict[str, float]:
+    """Quality of `sample_fn`'s images against `real` (see `reference_stats`).
+
+    `sample_fn(n)` returns n images (n, C, H, W) in [-1, 1] (clamped) on any device: generated from noise / labels
+    (task "generate") or translations of source images (task "translate", `real` then describes the target domain).
+    Returns {"fid", "kid", "kid_std", "is", "is_std", "swd"} for "generate" with an extractor, the same without
+    "is"/"is_std" for "translate", and {"swd"} alone without an extractor. SWD uses the first
+    min(n_samples, len(real.swd_images)) images. `extractor` must be the one `real` was computed with.
+    """
+    if task not in ("generate", "translate"):
+        raise ValueError(f"task must be 'generate' or 'translate', got {task!r}")
+    if n_samples < 2 or batch_size < 1:
+        raise ValueError(f"evaluate needs n_samples >= 2 and batch_size >= 1, got {n_samples}, {batch_size}")
+    if extractor is not None and real.extractor_id != extractor.id:
+        raise ValueError(f"reference statistics {real.uri or ''} were computed with feature extractor "
+                         f"{real.extractor_id!r}, not {extractor.id!r}: compute them with this extractor")
+    shape = tuple(int(s) for s in real.swd_images.shape[1:])
+    swd_n = min(n_samples, len(real.swd_images))
+    fake_desc = SWDDescriptors(swd_nhoods, seed=seed)
+    feats: FeatureStats | None = None
+    scores = ISStats(n_samples, is_splits) if extractor is not None and task == "generate" else None
+    done = 0
+    with torch.inference_mode():
+        while done < n_samples:
+            want = min(batch_size, n_samples - done)
+            images = sample_fn(want)
+            if images.ndim != 4 or len(images) != want:
+                raise ValueError(f"sample_fn({want}) returned shape {tuple(images.shape)}: expected ({want}, C, H, W)")
+            images = images.float().clamp(-1, 1)
+            if extractor is not None:
+                f, logits = extractor.extract(images, batch_size)
+                if feats is None:
+                    feats = FeatureStats(f.shape[1], keep=len(real.kid_features))
+                feats.update(f)
+                if scores is not None:
+                    scores.update(logits, logits=True)
+            if fake_desc.n_images < swd_n:
+                fake_desc.update(_like_reference(images[: swd_n - fake_desc.n_images], shape))
+            done += want
+            del images
+    results: dict[str, float] = {}
+    if extractor is not None and feats is not None:
+        results["fid"] = frechet_distance(feats.mean, feats.cov, real.mu, real.sigma)
+        results["kid"], results["kid_std"] = kernel_inception_distance(real.kid_features, feats.kept, kid_subsets,
+                                                                       kid_subset_size, seed)
+        if scores is not None:
+            results["is"], results["is_std"] = scores.result()
+    real_desc = SWDDescriptors(swd_nhoods, seed=seed)  # same seed: same patch positions as the generated set
+    for chunk in real.swd_tensor()[:swd_n].split(max(batch_size, 1)):
+        real_desc.update(chunk)
+    results["swd"] = float(np.mean(swd_from_descriptors(real_desc.finalize(), fake_desc.finalize(), seed=seed)))
+    return results

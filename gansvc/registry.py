@@ -1,0 +1,253 @@
+"""The model registry: promoted models by name, kept in storage (`python -m gansvc.registry`).
+
+Layout under the registry root (`--registry`, else `$GANSVC_REGISTRY`, else `$GANSVC_STORAGE/registry`, else
+`~/.gansvc/registry`):
+    entries/NAME.json                 the entry (written last: it commits a promotion)
+    models/NAME/vN/model.pt           a copy of the promoted inference weights (a run may delete its old checkpoints)
+
+An entry names the family, task, family config, data spec (size, channels, attributes), source run or checkpoint,
+dataset, metrics, version and creation time. `load_model(NAME)` is the one load path of Serve and the offline CLIs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from gansvc import storage
+from gansvc.checkpoint import META_FILE, MODEL_FILE, CheckpointError, InferenceModel, load_inference
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_.\-]{0,62}$"
+
+
+class RegistryError(RuntimeError):
+    """A registry operation could not be done; the message says why and what to do."""
+
+
+def default_root() -> str:
+    if os.environ.get("GANSVC_REGISTRY"):
+        return os.environ["GANSVC_REGISTRY"]
+    if os.environ.get("GANSVC_STORAGE"):
+        return f"{os.environ['GANSVC_STORAGE'].rstrip('/')}/registry"
+    return str(Path.home() / ".gansvc" / "registry")
+
+
+def _check_name(name: str) -> None:
+    import re
+
+    if not re.match(NAME_PATTERN, name):
+        raise RegistryError(f"invalid model name {name!r}: use lowercase letters, digits, '-', '_' or '.' "
+                            "(at most 63 characters, starting with a letter or digit)")
+
+
+def _entry_uri(root: str, name: str) -> str:
+    return storage.parse_uri(root).join("entries", f"{name}.json").uri()
+
+
+def get_entry(name: str, root: str | None = None) -> dict[str, Any]:
+    root = root or default_root()
+    uri = _entry_uri(root, name)
+    if not storage.exists(uri):
+        known = ", ".join(e["name"] for e in list_entries(root)) or "none"
+        raise RegistryError(f"no model named {name!r} in the registry at {root} (models: {known})")
+    return storage.read_json(uri)
+
+
+def list_entries(root: str | None = None) -> list[dict[str, Any]]:
+    root = root or default_root()
+    out = []
+    for obj in storage.list_objects(storage.parse_uri(root).join("entries").uri()):
+        if obj.rel.endswith(".json") and "/" not in obj.rel:
+            out.append(storage.read_json(storage.parse_uri(root).join("entries", obj.rel).uri()))
+    return sorted(out, key=lambda e: e["name"])
+
+
+def load_model(name: str, root: str | None = None, device: str = "cpu") -> tuple[dict[str, Any], InferenceModel]:
+    """(entry, inference model) of a registered name: the load path of Serve, generate and translate."""
+    entry = get_entry(name, root)
+    return entry, load_inference(entry["checkpoint"], device)
+
+
+# ---------------------------------------------------------------------------------------------------------- promote
+
+def _checkpoints(run: storage.Location) -> list[tuple[int, str, dict[str, Any]]]:
+    """(step, checkpoint URI, meta) of every checkpoint of a run."""
+    found = []
+    for obj in storage.list_objects(run.uri()):
+        parts = obj.rel.split("/")
+        if len(parts) == 2 and parts[0].startswith("checkpoint") and parts[1] == META_FILE:
+            meta = storage.read_json(run.join(obj.rel).uri())
+            found.append((int(meta.get("step", 0)), run.join(parts[0]).uri(), meta))
+    return sorted(found)
+
+
+def resolve_source(source: str, metric: str | None, runs_root: str | None = None) -> tuple[str, dict[str, Any]]:
+    """A model file URI and its metadata from a checkpoint dir, a run dir or a run name (best checkpoint wins)."""
+    loc = storage.parse_uri(source)
+    if not source.startswith(("s3://", "/", ".", "file:")) and not Path(source).exists():
+        from gansvc.config import RunSection
+
+        loc = storage.parse_uri(RunSection(storage=runs_root or "").storage_root()).join(source)
+    if storage.exists(loc.join(MODEL_FILE).uri()):  # a checkpoint directory
+        meta_uri = loc.join(META_FILE).uri()
+        return loc.join(MODEL_FILE).uri(), storage.read_json(meta_uri) if storage.exists(meta_uri) else {}
+    if not storage.exists(loc.join("gansvc-config.json").uri()):
+        raise RegistryError(f"{loc.uri()} is neither a gansvc checkpoint (no {MODEL_FILE}) nor a training run "
+                            "(no gansvc-config.json): give a run name, a run URI or a checkpoint URI")
+    best_uri = loc.join("best", META_FILE).uri()
+    if storage.exists(best_uri):
+        best = storage.read_json(best_uri)
+        if metric is None or best.get("metric") == metric:
+            return loc.join("best", MODEL_FILE).uri(), {**best, "metrics": best.get("metrics", {})}
+    ckpts = _checkpoints(loc)
+    if not ckpts:
+        raise RegistryError(f"run {loc.uri()} has no checkpoint yet")
+    if metric is not None:
+        scored = [c for c in ckpts if metric in c[2].get("metrics", {})]
+        if not scored:
+            raise RegistryError(f"no checkpoint of {loc.uri()} has metric {metric!r}; drop --metric to take the "
+                                "latest, or evaluate with that metric")
+        step, uri, meta = min(scored, key=lambda c: c[2]["metrics"][metric])
+    else:
+        step, uri, meta = ckpts[-1]
+    return storage.parse_uri(uri).join(MODEL_FILE).uri(), meta
+
+
+def register(name: str, model_bytes: bytes, source: str, metrics: dict[str, Any], dataset: str = "",
+             root: str | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Store a model file under NAME (validated by loading it) and write its entry; re-registering bumps the version."""
+    _check_name(name)
+    root = root or default_root()
+    from gansvc.checkpoint import _load_bytes, load_inference_payload
+
+    model = load_inference_payload(_load_bytes(model_bytes, source), source)  # refuse what will not load
+    previous = storage.read_json(_entry_uri(root, name)) if storage.exists(_entry_uri(root, name)) else None
+    version = (previous or {}).get("version", 0) + 1
+    model_uri = storage.parse_uri(root).join("models", name, f"v{version}", MODEL_FILE).uri()
+    storage.write_bytes(model_uri, model_bytes)
+    entry = {
+        "name": name, "version": version, "family": model.spec.name, "task": model.spec.task,
+        "checkpoint": model_uri, "source": source, "dataset": dataset,
+        "config": json.loads(model.config.model_dump_json()), "data_spec": model.data.to_dict(),
+        "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float)},
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **(extra or {}),
+    }
+    storage.write_json(_entry_uri(root, name), entry)
+    return entry
+
+
+def promote(source: str, name: str, metric: str | None = None, root: str | None = None,
+            runs_root: str | None = None) -> dict[str, Any]:
+    model_uri, meta = resolve_source(source, metric, runs_root)
+    dataset = ""
+    config_uri = _run_config_uri(model_uri)
+    if config_uri and storage.exists(config_uri):
+        dataset = storage.read_json(config_uri).get("data", {}).get("uri", "")
+    return register(name, storage.read_bytes(model_uri), model_uri, meta.get("metrics", {}), dataset, root,
+                    {"step": meta.get("step")})
+
+
+def _run_config_uri(model_uri: str) -> str | None:
+    """The run's gansvc-config.json for RUN/checkpoint-X/model.pt or RUN/best/model.pt."""
+    loc = storage.parse_uri(model_uri)
+    path = loc.key if loc.is_s3 else loc.path
+    parts = path.rstrip("/").split("/")
+    if len(parts) < 3:
+        return None
+    run_path = "/".join(parts[:-2])
+    return f"s3://{loc.bucket}/{run_path}/gansvc-config.json" if loc.is_s3 else f"{run_path}/gansvc-config.json"
+
+
+def delete(name: str, root: str | None = None) -> None:
+    root = root or default_root()
+    get_entry(name, root)  # a clear error for an unknown name
+    storage.delete(_entry_uri(root, name))  # first: the name disappears atomically
+    for obj in storage.list_objects(storage.parse_uri(root).join("models", name).uri()):
+        storage.delete(storage.parse_uri(root).join("models", name, obj.rel).uri())
+
+
+# -------------------------------------------------------------------------------------------------------------- CLI
+
+def _table(entries: list[dict[str, Any]]) -> str:
+    rows = [("NAME", "VERSION", "FAMILY", "TASK", "SIZE", "METRICS", "CREATED")]
+    for e in entries:
+        d = e.get("data_spec", {})
+        metrics = " ".join(f"{k}={v:.4g}" for k, v in e.get("metrics", {}).items() if k in ("fid", "kid", "swd", "is"))
+        rows.append((e["name"], str(e["version"]), e["family"], e["task"],
+                     f"{d.get('height')}x{d.get('width')}x{d.get('channels')}", metrics or "-", e["created"]))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m gansvc.registry",
+                                description="Promoted models: a name -> inference weights + family, config, data "
+                                            "spec, metrics. Serve and the offline CLIs load models by name.")
+    root_help = "registry root (default $GANSVC_REGISTRY or $GANSVC_STORAGE/registry)"
+    p.add_argument("--registry", default=None, help=root_help)
+    common = argparse.ArgumentParser(add_help=False)  # --registry also after the subcommand
+    common.add_argument("--registry", default=argparse.SUPPRESS, help=root_help)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="registered models", parents=[common])
+    p_show = sub.add_parser("show", help="one entry as JSON", parents=[common])
+    p_show.add_argument("name")
+    p_pro = sub.add_parser("promote", help="register a run's best (or a given) checkpoint under a name",
+                           parents=[common])
+    p_pro.add_argument("source", help="run name, run URI or checkpoint URI")
+    p_pro.add_argument("--name", required=True)
+    p_pro.add_argument("--metric", default=None, help="pick the checkpoint with the lowest value of this metric "
+                                                      "(default: the run's best, else its latest)")
+    p_pro.add_argument("--runs", default=None, help="where run names are looked up (default $GANSVC_STORAGE/runs)")
+    p_del = sub.add_parser("delete", help="remove a model and its stored weights", parents=[common])
+    p_del.add_argument("name")
+    _add_import_parser(sub, common)
+    args = p.parse_args(argv)
+    root = args.registry or default_root()
+    try:
+        if args.cmd == "list":
+            entries = list_entries(root)
+            print(_table(entries) if entries else f"no models in {root} (promote one: python -m gansvc.registry "
+                                                  "promote RUN --name NAME)")
+        elif args.cmd == "show":
+            print(json.dumps(get_entry(args.name, root), indent=2))
+        elif args.cmd == "promote":
+            entry = promote(args.source, args.name, args.metric, root, args.runs)
+            print(f"promoted {entry['source']} as {entry['name']} v{entry['version']} ({entry['family']}, "
+                  f"step {entry.get('step')})")
+        elif args.cmd == "delete":
+            delete(args.name, root)
+            print(f"deleted {args.name}")
+        else:
+            return _run_import(args, root)
+        return 0
+    except (RegistryError, CheckpointError, storage.StorageError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _add_import_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    p_imp = sub.add_parser("import", help="import official checkpoints (cyclegan-official, ugatit-pytorch)",
+                           parents=[common])
+    p_imp.add_argument("file")
+    p_imp.add_argument("--format", required=True, choices=["cyclegan-official", "ugatit-pytorch"])
+    p_imp.add_argument("--b2a", default=None, help="cyclegan-official: the B->A generator file (G_B)")
+    p_imp.add_argument("--name", required=True)
+
+
+def _run_import(args: argparse.Namespace, root: str) -> int:
+    try:
+        from gansvc.importers import import_checkpoint
+    except ImportError:
+        raise RegistryError("checkpoint import is not available in this version") from None
+    entry = import_checkpoint(args.format, args.file, args.name, b2a=args.b2a, root=root)
+    print(f"imported {args.file} as {entry['name']} v{entry['version']} ({entry['family']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""`python -m gansvc.train FAMILY --dataset URI [options]`: data-parallel GAN training on Ray Train.
+
+Run it on a cluster with `ray job submit -- python -m gansvc.train ...`, or directly: it connects to `RAY_ADDRESS`
+or starts a local Ray. The config is validated and the dataset checked before any worker starts; re-running with the
+same `--name` (and storage) resumes from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+from typing import Any
+
+import yaml
+
+from gansvc import storage
+from gansvc.checkpoint import CheckpointError
+from gansvc.config import ConfigError, ExperimentConfig, build_config, load_yaml, parse_set, set_path
+from gansvc.data.pipeline import ImageDataset
+from gansvc.families import FAMILIES
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m gansvc.train", description=__doc__.strip().splitlines()[0],
+                                epilog="Families: " + ", ".join(FAMILIES) + ". Any config field can be set with "
+                                "--set, e.g. --set model.lr_g=1e-4 --set data.load_size=36.")
+    p.add_argument("family", nargs="?", help="family to train (or `family:` in --config)")
+    p.add_argument("--dataset", help="dataset root: s3://bucket/prefix or a folder with manifest.json")
+    p.add_argument("--config", help="experiment config YAML (local path or s3:// URI); flags override it")
+    p.add_argument("--preset", help="family preset, e.g. report or smoke")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config field")
+    p.add_argument("--num-workers", type=int, help="data-parallel workers (default 1)")
+    p.add_argument("--gpus-per-worker", type=float, help="GPUs per worker; > 0 trains on GPUs (NCCL)")
+    p.add_argument("--cpus-per-worker", type=float, help="CPUs per worker (default 1)")
+    p.add_argument("--storage", help="where runs and checkpoints go (default $GANSVC_STORAGE/runs)")
+    p.add_argument("--name", help="run name; the same name resumes (default FAMILY-TIMESTAMP)")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps")
+    p.add_argument("--epochs", type=float, help="or after this many epochs")
+    p.add_argument("--batch-size", type=int, help="per worker (default 64)")
+    p.add_argument("--size", type=int, help="training image size (default: the dataset's)")
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--eval-every", type=int)
+    p.add_argument("--log-every", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--max-failures", type=int, help="restarts of a crashed worker group (default 2)")
+    p.add_argument("--dry-run", action="store_true", help="validate config and dataset, print the config, exit")
+    return p
+
+
+FLAG_PATHS = {
+    "dataset": "data.uri", "preset": "preset", "num_workers": "scaling.num_workers",
+    "cpus_per_worker": "scaling.cpus_per_worker", "storage": "run.storage", "name": "run.name",
+    "max_steps": "loop.max_steps", "epochs": "loop.epochs", "batch_size": "loop.batch_size", "size": "data.size",
+    "checkpoint_every": "loop.checkpoint_every", "eval_every": "loop.eval_every", "log_every": "loop.log_every",
+    "seed": "loop.seed", "max_failures": "scaling.max_failures",
+}
+
+
+def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    raw: dict[str, Any] = load_yaml(args.config) if args.config else {}
+    if args.family:
+        if raw.get("family") not in (None, args.family):
+            raise ConfigError(f"the command names family {args.family!r} but {args.config} says {raw['family']!r}")
+        raw["family"] = args.family
+    if "family" not in raw:
+        raise ConfigError("name a family: python -m gansvc.train FAMILY ... (one of: " + ", ".join(FAMILIES) + ")")
+    for flag, path in FLAG_PATHS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            set_path(raw, path, value)
+    if args.gpus_per_worker is not None:
+        set_path(raw, "scaling.gpus_per_worker", args.gpus_per_worker)
+        set_path(raw, "scaling.use_gpu", args.gpus_per_worker > 0)
+    for item in args.set:
+        set_path(raw, *parse_set(item))
+    if not raw.get("data", {}).get("uri"):
+        raise ConfigError("give the dataset: --dataset s3://bucket/prefix (or data.uri in --config)")
+    loop = raw.get("loop") or {}
+    if loop.get("max_steps") is None and loop.get("epochs") is None:
+        raise ConfigError("say how long to train: --max-steps N or --epochs E (loop.max_steps / loop.epochs)")
+    if not raw.get("run", {}).get("name"):
+        set_path(raw, "run.name", f"{raw['family']}-{dt.datetime.now():%Y%m%d-%H%M%S}")
+    return build_config(raw)
+
+
+def run_uri(cfg: ExperimentConfig) -> str:
+    return storage.parse_uri(cfg.run.storage_root()).join(cfg.run.name).uri()
+
+
+def preflight(cfg: ExperimentConfig) -> ImageDataset:
+    """Everything that can be checked before a worker starts: dataset fit, network build, storage, resume fit."""
+    spec = cfg.spec()
+    try:
+        dataset = ImageDataset(cfg.data)
+    except (storage.StorageError, ValueError) as err:
+        raise ConfigError(f"dataset: {err}") from None
+    layout, attrs = dataset.spec.layout, dataset.spec.attributes
+    if spec.task == "generate" and layout != "single":
+        raise ConfigError(f"{spec.name} generates images from noise and needs a single-domain dataset "
+                          f"(train/ [test/]); {cfg.data.uri} is {layout}")
+    if spec.task in ("translate", "segment") and layout != "unpaired":
+        raise ConfigError(f"{spec.name} translates between domains and needs an unpaired dataset (trainA/ trainB/); "
+                          f"{cfg.data.uri} is {layout}")
+    if spec.conditional and not attrs:
+        raise ConfigError(f"{spec.name} is label-conditioned: {cfg.data.uri} has no labels.csv attributes")
+    per_worker = -(-len(dataset) // cfg.scaling.num_workers)
+    if cfg.loop.batch_size > per_worker:
+        raise ConfigError(f"--batch-size {cfg.loop.batch_size} exceeds the {per_worker} images each of "
+                          f"{cfg.scaling.num_workers} worker(s) gets: lower it or use fewer workers")
+    try:
+        state = spec.build(cfg.family_config(), dataset.spec)
+    except ValueError as err:
+        raise ConfigError(f"{spec.name} cannot be built for this data ({dataset.spec.height}x{dataset.spec.width}x"
+                          f"{dataset.spec.channels}): {err}") from None
+    root = cfg.run.storage_root()
+    try:
+        storage.check_bucket(root)
+    except storage.StorageError as err:
+        raise ConfigError(f"run storage: {err}") from None
+    _check_resume_fits(cfg, state, dataset)
+    return dataset
+
+
+def _check_resume_fits(cfg: ExperimentConfig, state: Any, dataset: ImageDataset) -> None:
+    """A run of this name that exists must be of the same family and network shapes (else: refuse, name why)."""
+    stored_uri = storage.parse_uri(run_uri(cfg)).join("gansvc-config.json").uri()
+    if not storage.exists(stored_uri):
+        return
+    stored = ExperimentConfig.model_validate(storage.read_json(stored_uri))
+    where = f"run {cfg.run.name!r} in {cfg.run.storage_root()}"
+    if stored.family != cfg.family:
+        raise CheckpointError(f"{where} was trained as {stored.family!r}, not {cfg.family!r}: use another --name")
+    old = stored.spec().build(stored.family_config(), ImageDataset(stored.data).spec)
+    for name, net in state.nets.items():
+        a = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+        b = {k: tuple(v.shape) for k, v in old.nets[name].state_dict().items()}
+        if a != b:
+            diff = sorted(set(a.items()) ^ set(b.items()))[:3]
+            raise CheckpointError(f"{where} has networks of other shapes than this config ({name}: {diff}); resume "
+                                  "it with its own config (see gansvc-config.json there) or use another --name")
+
+
+def fit(cfg: ExperimentConfig) -> Any:
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from gansvc.train.loop import train_loop
+
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=True)
+    fs, path = storage.arrow_filesystem(cfg.run.storage_root())
+    resources = {"CPU": cfg.scaling.cpus_per_worker}
+    if cfg.scaling.use_gpu:
+        resources["GPU"] = cfg.scaling.gpus_per_worker
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"experiment": cfg.model_dump(mode="json"), "run_uri": run_uri(cfg)},
+        scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(name=cfg.run.name, storage_path=path, storage_filesystem=fs,
+                             checkpoint_config=CheckpointConfig(num_to_keep=cfg.loop.keep_checkpoints),
+                             failure_config=FailureConfig(max_failures=cfg.scaling.max_failures)),
+    )
+    return trainer.fit()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        preflight(cfg)
+    except (ConfigError, CheckpointError, storage.StorageError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    resolved = cfg.resolved()
+    print("resolved config:\n" + yaml.safe_dump(resolved.model_dump(mode="json"), sort_keys=False), flush=True)
+    if args.dry_run:
+        print("dry run: config and dataset are valid; nothing was started")
+        return 0
+    from gansvc.train.loop import DIVERGED_FILE
+
+    run = storage.parse_uri(run_uri(cfg))
+    storage.write_json(run.join("gansvc-config.json").uri(), resolved.model_dump(mode="json"))
+    storage.delete(run.join(DIVERGED_FILE).uri())  # a new attempt (e.g. with a lower learning rate)
+    result = fit(resolved)
+    metrics = result.metrics or {}
+    if result.error is not None:
+        print(f"error: training failed: {result.error}", file=sys.stderr)
+        return 1
+    if storage.exists(run.join(DIVERGED_FILE).uri()):
+        print(f"error: {storage.read_json(run.join(DIVERGED_FILE).uri())['error']}", file=sys.stderr)
+        return 1
+    uri = run.uri()
+    ckpt = result.checkpoint.path if result.checkpoint is not None else None
+    print(json.dumps({"run": uri, "step": metrics.get("step"), "checkpoint": ckpt,
+                      "samples": storage.parse_uri(uri).join("samples").uri()}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

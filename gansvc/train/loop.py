@@ -1,0 +1,248 @@
+"""The one training loop (`train_loop_per_worker`), shared by every family: it never names one.
+
+Per worker: validate the config, build the family, place nets on the device (DDP when world size > 1), read this
+worker's data shard, run `train_step`, and do all reporting, evaluation and checkpointing. Resume comes from
+`ray.train.get_checkpoint()`: nets, EMA, optimizers, schedulers, extras, each worker's RNG, the step and the data
+position, so a resumed run continues exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gansvc import storage
+from gansvc.checkpoint import CheckpointError, restore_training, save_checkpoint, save_rng
+from gansvc.config import ExperimentConfig
+from gansvc.data.pipeline import BatchStream, ImageDataset
+from gansvc.families.base import FamilySpec, GanState, unwrap
+from gansvc.train.evaluation import Evaluator
+
+
+DIVERGED_FILE = "diverged.json"
+
+
+def _dist() -> Any:
+    import torch.distributed as dist
+
+    return dist if dist.is_available() and dist.is_initialized() else None
+
+
+def _all_true(flag: bool) -> bool:
+    """True on every worker iff `flag` is true on every worker (one tiny all-reduce)."""
+    dist = _dist()
+    if dist is None:
+        return flag
+    t = torch.tensor([0 if flag else 1], dtype=torch.int64)
+    dist.all_reduce(t)
+    return int(t.item()) == 0
+
+
+def weights_digest(state: GanState) -> str:
+    """A hash of every trained net's parameters: equal on every DDP worker when gradients are synced.
+
+    Buffers are left out on purpose: batch-norm running statistics are per worker between forwards (DDP broadcasts
+    rank 0's at the start of each forward, and rank 0's are what a checkpoint stores).
+    """
+    h = hashlib.sha256()
+    for name in sorted(state.nets):
+        for key, t in sorted(unwrap(state.nets[name]).named_parameters()):
+            h.update(f"{name}.{key}".encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def replicas_identical(state: GanState) -> bool:
+    dist = _dist()
+    if dist is None:
+        return True
+    digests: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(digests, weights_digest(state))
+    return len(set(digests)) == 1
+
+
+def grad_norms(state: GanState) -> dict[str, float]:
+    """L2 norm of each net's gradients as the step left them (the last update of that net)."""
+    out = {}
+    for name, net in state.nets.items():
+        grads = [p.grad.detach().float().norm() for p in unwrap(net).parameters() if p.grad is not None]
+        if grads:
+            out[f"grad_norm/{name}"] = float(torch.stack(grads).norm())
+    return out
+
+
+def learning_rates(state: GanState) -> dict[str, float]:
+    return {f"lr/{name}": float(opt.param_groups[0]["lr"]) for name, opt in state.optimizers.items()}
+
+
+def _place(state: GanState, device: torch.device, world: int, cfg: ExperimentConfig) -> None:
+    import ray.train.torch
+
+    cuda = device.type == "cuda"
+    memory_format = torch.channels_last if cuda and cfg.loop.channels_last else torch.contiguous_format
+    for name, net in state.ema.items():
+        state.ema[name] = net.to(device, memory_format=memory_format)
+    for name, net in state.nets.items():
+        net = net.to(device, memory_format=memory_format)
+        if world > 1:
+            net = ray.train.torch.prepare_model(net, move_to_device=False)
+        if cuda and cfg.loop.compile:
+            net = torch.compile(net)
+        state.nets[name] = net
+    # optimizer state follows its parameters (after a restore on CPU, move it to the device)
+    for opt in state.optimizers.values():
+        for st in opt.state.values():
+            for k, v in st.items():
+                if isinstance(v, torch.Tensor) and v.device != device and v.dim() > 0:
+                    st[k] = v.to(device)
+
+
+def _autocast(device: torch.device, cfg: ExperimentConfig) -> contextlib.AbstractContextManager:
+    if device.type == "cuda" and cfg.loop.amp:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _max_steps(cfg: ExperimentConfig, steps_per_epoch: int) -> int:
+    limits = []
+    if cfg.loop.max_steps is not None:
+        limits.append(cfg.loop.max_steps)
+    if cfg.loop.epochs is not None:
+        limits.append(max(1, math.ceil(cfg.loop.epochs * steps_per_epoch)))
+    return min(limits)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _quiet_ray_train_reports() -> None:
+    """Ray Train V2 logs every report at INFO (whole metric dicts); our progress line says it readably."""
+    import logging
+
+    try:
+        from ray.train.v2._internal.execution import context as v2_context
+    except ImportError:
+        return
+    logging.getLogger(v2_context.__file__).setLevel(logging.WARNING)
+
+
+def train_loop(loop_config: dict[str, Any]) -> None:
+    """`train_loop_per_worker` of the TorchTrainer: `loop_config` = {"experiment": dict, "run_uri": str}."""
+    import ray.train
+    import ray.train.torch
+
+    cfg = ExperimentConfig.model_validate(loop_config["experiment"])  # validated first thing in the worker
+    _quiet_ray_train_reports()
+    run_uri: str = loop_config["run_uri"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device() if cfg.scaling.use_gpu else torch.device("cpu")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = cfg.loop.tf32
+        torch.backends.cudnn.allow_tf32 = cfg.loop.tf32
+        torch.backends.cudnn.benchmark = True
+
+    spec: FamilySpec = cfg.spec()
+    fam_cfg = cfg.family_config()
+    dataset = ImageDataset(cfg.data)
+    _seed_everything(cfg.loop.seed)  # the same initial weights on every worker
+    state = spec.build(fam_cfg, dataset.spec)
+    _seed_everything(cfg.loop.seed * 1000 + 1 + rank)  # then different noise per worker
+
+    step, position = 0, {"epoch": 0, "batch": 0}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as ckpt_dir:
+            step, position = restore_training(Path(ckpt_dir), spec, state, rank)
+        if rank == 0:
+            print(f"[gansvc] resumed at step {step} (epoch {position['epoch']}, batch {position['batch']})",
+                  flush=True)
+    _place(state, device, world, cfg)
+    for net in state.nets.values():
+        net.train()
+
+    stream = BatchStream(dataset, cfg.loop.batch_size, rank, world, cfg.loop.seed, **position)
+    max_steps = _max_steps(cfg, stream.batches_per_epoch)
+    evaluator = Evaluator(cfg, spec, fam_cfg, dataset, run_uri, device) if rank == 0 else None
+    experiment_json = cfg.model_dump_json()
+    sums: dict[str, float] = {}
+    n_in_window, window_start, wait_start = 0, time.perf_counter(), stream.wait_s
+    run_start, start_step = time.perf_counter(), step
+    try:
+        while step < max_steps:
+            batch = next(stream)
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            if device.type == "cuda" and cfg.loop.channels_last:
+                batch = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
+                         for k, v in batch.items()}
+            with _autocast(device, cfg):
+                out = spec.train_step(state, batch, step, fam_cfg)
+            step += 1
+            finite = all(math.isfinite(v) for v in out.values())
+            if not _all_true(finite):
+                bad = {k: v for k, v in out.items() if not math.isfinite(v)}
+                message = (f"non-finite loss at step {step} ({bad or 'on another worker'}): training stopped; the "
+                           "last checkpoint is kept. Lower the learning rates or change the loss, then start a new "
+                           "run (resuming would diverge again)")
+                if rank == 0:
+                    print(f"[gansvc] {message}", flush=True)
+                    # Result.metrics only holds the latest checkpoint's metrics: tell the driver through storage
+                    storage.write_json(storage.parse_uri(run_uri).join(DIVERGED_FILE).uri(),
+                                       {"step": step, "error": message})
+                ray.train.report({"step": step, "diverged": 1.0})
+                return
+            for k, v in out.items():
+                sums[k] = sums.get(k, 0.0) + v
+            n_in_window += 1
+            is_last = step >= max_steps
+            do_ckpt = step % cfg.loop.checkpoint_every == 0 or is_last
+            do_eval = step % cfg.loop.eval_every == 0 or is_last
+            do_log = step % cfg.loop.log_every == 0 or do_ckpt or do_eval
+            if not do_log:
+                continue
+            elapsed = time.perf_counter() - window_start
+            metrics: dict[str, Any] = {k: v / n_in_window for k, v in sums.items()}
+            metrics.update(step=step, epoch=stream.position[0],
+                           images_per_s=n_in_window * cfg.loop.batch_size * world / max(elapsed, 1e-9),
+                           step_time_s=elapsed / n_in_window,
+                           data_wait_frac=(stream.wait_s - wait_start) / max(elapsed, 1e-9))
+            metrics.update(learning_rates(state))
+            metrics.update(grad_norms(state))
+            if evaluator is not None:
+                if do_eval:
+                    metrics.update(evaluator.evaluate(state, step, metrics))
+                else:
+                    evaluator.record(metrics)
+            if rank == 0:
+                done = step - start_step
+                eta = (time.perf_counter() - run_start) / max(done, 1) * (max_steps - step)
+                losses = "  ".join(f"{k} {v:.4g}" for k, v in list(out.items())[:6])
+                print(f"[gansvc] step {step}/{max_steps}  {losses}  {metrics['images_per_s']:.0f} img/s  "
+                      f"data wait {100 * metrics['data_wait_frac']:.1f}%  ETA {eta:.0f}s", flush=True)
+            if do_ckpt:
+                metrics["replicas_identical"] = 1.0 if replicas_identical(state) else 0.0
+                with tempfile.TemporaryDirectory(prefix="gansvc-ckpt-") as tmp:
+                    if rank == 0:
+                        save_checkpoint(Path(tmp), spec, fam_cfg, dataset.spec, state, step, stream.state_dict(),
+                                        experiment_json, {k: v for k, v in metrics.items()
+                                                          if isinstance(v, float | int)})
+                    save_rng(Path(tmp), rank)
+                    ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                                     checkpoint_dir_name=f"checkpoint-{step:08d}")
+            else:
+                ray.train.report(metrics)
+            sums, n_in_window, window_start, wait_start = {}, 0, time.perf_counter(), stream.wait_s
+    except CheckpointError as err:
+        raise RuntimeError(str(err)) from None
+    finally:
+        stream.close()

@@ -1,0 +1,77 @@
+"""Quality metrics during training (rank 0): FID/KID/IS with Inception weights, SWD always (gansvc.metrics).
+
+Reference statistics of the real images are cached in storage per dataset (`<dataset>/.gansvc-cache/`), so only the
+first run on a dataset pays for them. Without Inception weights the run says so once and reports SWD only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from gansvc.config import ExperimentConfig
+from gansvc.data.pipeline import BatchStream, ImageDataset
+from gansvc.families.base import FamilyConfig, FamilySpec, GanState
+from gansvc.families.sampling import sample_labels, sample_latents
+from gansvc.metrics import evaluate, load_inception, reference_stats
+
+EVAL_SEED = 4321
+
+
+class QualityMetrics:
+    def __init__(self, cfg: ExperimentConfig, spec: FamilySpec, dataset: ImageDataset, device: torch.device) -> None:
+        self.cfg, self.spec, self.dataset, self.device = cfg, spec, dataset, device
+        self.extractor, message = load_inception(cfg.metrics.inception, device)
+        print(f"[gansvc] metrics: {message}", flush=True)
+        self.task = "generate" if spec.task == "generate" else "translate"
+        key = "image" if self.task == "generate" else "B"
+        self.real = reference_stats(cfg.data, self.extractor, cfg.metrics.reference_samples, key, quiet=True)
+        wanted = cfg.metrics.metric
+        if wanted == "auto":
+            wanted = "kid" if self.extractor is not None else "swd"
+        elif wanted in ("fid", "kid") and self.extractor is None:
+            print(f"[gansvc] metrics: {wanted} needs Inception weights; the best checkpoint is chosen by swd",
+                  flush=True)
+            wanted = "swd"
+        self.metric = wanted
+
+    def _sources(self) -> Any:
+        """An endless stream of source (A) images for translation metrics, fixed order (no flip, center crop)."""
+        splits = self.dataset.manifest.splits
+        split = "test" if "testA" in splits else "train"
+        ds = ImageDataset(self.cfg.data.model_copy(update={"split": split, "flip": False, "crop": "center"}),
+                          self.dataset.manifest)
+        stream = BatchStream(ds, batch_size=1, seed=EVAL_SEED)
+        try:
+            while True:
+                yield next(stream)["A"]
+        finally:
+            stream.close()
+
+    def evaluate(self, state: GanState, fam_cfg: FamilyConfig) -> dict[str, float]:
+        nets = state.inference_nets()
+        modes = {k: n.training for k, n in nets.items()}
+        for n in nets.values():
+            n.eval()
+        drawn = [0]
+        sources = self._sources() if self.task == "translate" else None
+
+        def sample(n: int) -> torch.Tensor:
+            seed = EVAL_SEED + drawn[0]
+            drawn[0] += n
+            if self.task == "generate":
+                z = sample_latents(fam_cfg, n, seed, self.device)
+                labels = sample_labels(self.dataset.spec, n, seed, self.device) if self.spec.conditional else None
+                return self.spec.generate(nets, z, labels, fam_cfg)
+            a = torch.cat([next(sources) for _ in range(n)]).to(self.device)
+            return self.spec.translate(nets, a, "a2b", fam_cfg)["image"]
+
+        try:
+            return evaluate(sample, self.real, self.extractor, self.cfg.metrics.samples, batch_size=64,
+                            task=self.task)
+        finally:
+            if sources is not None:
+                sources.close()
+            for k, n in nets.items():
+                n.train(modes[k])
