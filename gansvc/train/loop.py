@@ -120,6 +120,16 @@ def _max_steps(cfg: ExperimentConfig, steps_per_epoch: int) -> int:
     return min(limits)
 
 
+def _set_lrs(state: GanState, lrs: dict[str, list[float]]) -> None:
+    """Put this config's learning rates back after loading another run's optimizer state (PBT's new values win)."""
+    for name, opt in state.optimizers.items():
+        for group, lr in zip(opt.param_groups, lrs[name], strict=True):
+            group["lr"] = lr
+            group["initial_lr"] = lr
+    for sched in state.schedulers.values():
+        sched.base_lrs = [g["initial_lr"] for g in sched.optimizer.param_groups]
+
+
 def _seed_everything(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
@@ -160,12 +170,20 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     _seed_everything(cfg.loop.seed * 1000 + 1 + rank)  # then different noise per worker
 
     step, position = 0, {"epoch": 0, "batch": 0}
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint, source = ray.train.get_checkpoint(), "resumed"
+    if checkpoint is None and loop_config.get("init_from"):
+        # start from another run's checkpoint (PBT exploit): its weights and data position, this config's lrs
+        fs, path = storage.arrow_filesystem(loop_config["init_from"])
+        checkpoint, source = ray.train.Checkpoint(path=path, filesystem=fs), "initialised from " + loop_config[
+            "init_from"]
     if checkpoint is not None:
+        fresh_lrs = {k: [g["lr"] for g in o.param_groups] for k, o in state.optimizers.items()}
         with checkpoint.as_directory() as ckpt_dir:
             step, position = restore_training(Path(ckpt_dir), spec, state, rank)
+        if source != "resumed":
+            _set_lrs(state, fresh_lrs)
         if rank == 0:
-            print(f"[gansvc] resumed at step {step} (epoch {position['epoch']}, batch {position['batch']})",
+            print(f"[gansvc] {source} at step {step} (epoch {position['epoch']}, batch {position['batch']})",
                   flush=True)
     _place(state, device, world, cfg)
     for net in state.nets.values():
@@ -176,6 +194,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     evaluator = Evaluator(cfg, spec, fam_cfg, dataset, run_uri, device) if rank == 0 else None
     experiment_json = cfg.model_dump_json()
     sums: dict[str, float] = {}
+    quality: dict[str, float] = {}  # the latest evaluation, carried in every report (schedulers compare on it)
     n_in_window, window_start, wait_start = 0, time.perf_counter(), stream.wait_s
     run_start, start_step = time.perf_counter(), step
     try:
@@ -220,9 +239,10 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             metrics.update(grad_norms(state))
             if evaluator is not None:
                 if do_eval:
-                    metrics.update(evaluator.evaluate(state, step, metrics))
+                    quality = evaluator.evaluate(state, step, metrics)
                 else:
                     evaluator.record(metrics)
+            metrics.update(quality)
             if rank == 0:
                 done = step - start_step
                 eta = (time.perf_counter() - run_start) / max(done, 1) * (max_steps - step)
