@@ -96,8 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     _step(f"8. results in {args.out}/")
     for name in ("shapes-preview.png", "stripes-preview.png"):
         (args.out / name).write_bytes(storage.read_bytes(f"{bucket}/demo/{name}"))
-    for path in sorted(args.out.rglob("*.png")):
+    for path in sorted(args.out.glob("*.png")):
         print(f"  {path.resolve()}")
+    print(f"  {(args.out / 'generated').resolve()}/  (16 generated images and a grid)")
     print(f"\ndone in {time.perf_counter() - t0:.0f}s. The stack keeps running; try:")
     print(f'  eval "$(python -m gansvc.local env{" --state-dir " + str(state_dir) if args.state_dir else ""})"')
     print(f"  python -m gansvc.data info {bucket}/datasets/shapes")
