@@ -211,7 +211,7 @@ def _trial_config(base: dict[str, Any], sampled: dict[str, Any], trial_id: str, 
     return build_config(raw)
 
 
-def _fit(cfg: ExperimentConfig, init_from: str | None = None) -> Any:
+def _fit(cfg: ExperimentConfig, init_from: str | None = None, forward_reports: bool = True) -> Any:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
@@ -231,7 +231,7 @@ def _fit(cfg: ExperimentConfig, init_from: str | None = None) -> Any:
         scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
                                      resources_per_worker=resources),
         run_config=RunConfig(name=cfg.run.name, storage_path=path, storage_filesystem=fs,
-                             callbacks=[TuneReportCallback()],
+                             callbacks=[TuneReportCallback()] if forward_reports else [],
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.loop.keep_checkpoints),
                              failure_config=FailureConfig(max_failures=cfg.scaling.max_failures)),
     )
@@ -271,7 +271,7 @@ def trial_fn(config: dict[str, Any]) -> None:
         seg_cfg = cfg.model_copy(update={
             "run": cfg.run.model_copy(update={"name": f"{trial_id}-from{start:08d}-s{segment}"}),
             "loop": cfg.loop.model_copy(update={"max_steps": end, "checkpoint_every": end})})
-        result = _fit(seg_cfg, init_from)
+        result = _fit(seg_cfg, init_from, forward_reports=False)  # Tune sees one result (+ checkpoint) a segment
         init_from = storage.parse_uri(seg_cfg.run.storage_root()).join(
             seg_cfg.run.name, f"checkpoint-{end:08d}").uri()
         segment += 1
@@ -392,7 +392,7 @@ def run_sweep(spec: SweepSpec, name: str, storage_root: str, max_steps: int | No
         if not mutations:
             raise SweepError("PBT mutates choice/uniform/loguniform/randint axes: give at least one")
         scheduler = PopulationBasedTraining(time_attr="step", perturbation_interval=interval,
-                                            hyperparam_mutations=mutations)
+                                            hyperparam_mutations=mutations, require_attrs=False)
     else:
         scheduler = FIFOScheduler()
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # the metric appears from the first eval on
@@ -423,6 +423,8 @@ def run_sweep(spec: SweepSpec, name: str, storage_root: str, max_steps: int | No
     interrupted = False
     try:
         grid = tuner.fit()
+    except tune.TuneError as err:
+        raise SweepError(f"the sweep could not run: {str(err).strip().splitlines()[-1]}") from None
     except KeyboardInterrupt:
         interrupted = True
         grid = tune.Tuner.restore(tune_path, trainable=trainable, storage_filesystem=fs).get_results()
@@ -498,6 +500,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SweepError, ConfigError, storage.StorageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:  # noqa: BLE001 - Tune/Train internals: one readable line, not a traceback
+        print(f"error: the sweep failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -124,3 +124,18 @@ def test_resume_skips_finished_trials(ray_stack, shapes: str, tmp_path: Path, s3
     assert storage.read_json(meta_key)["created"] == before, "the finished trial was not run again"
     rows = storage.read_json(f"{s3_prefix}/sweeps/res/results.json")
     assert len(rows) == 2 and all(r["status"] == "completed" for r in rows)
+
+
+def test_pbt_runs_trials_in_segments(ray_stack, shapes: str, tmp_path: Path, s3_prefix: str) -> None:  # noqa: ANN001
+    """PBT: each trial runs in segments of perturbation_interval steps, each continuing from a checkpoint."""
+    spec = _spec(tmp_path, shapes, space={"model.lr_g": {"loguniform": [1.0e-4, 1.0e-3]}},
+                 scheduler={"type": "pbt", "perturbation_interval": 3}, num_samples=2)
+    out = _tune(str(spec), "--storage", s3_prefix, "--name", "pbt")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    rows = storage.read_json(f"{s3_prefix}/sweeps/pbt/results.json")
+    assert len(rows) == 2 and all(r["status"] == "completed" and r["step"] == 6 for r in rows)
+    runs = {o.rel.split("/")[0] for o in storage.list_objects(f"{s3_prefix}/sweeps/pbt/trials")}
+    for row in rows:
+        segments = sorted(r for r in runs if r.startswith(row["trial"]))
+        assert len(segments) == 2, segments  # steps 0-3 and 3-6
+        assert row["run"].endswith(segments[-1]) and row["checkpoint"]
