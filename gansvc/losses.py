@@ -158,3 +158,19 @@ def cam_loss(cam_source: Tensor, cam_target: Tensor) -> Tensor:
     """BCE(cam_source, 1) + BCE(cam_target, 0), each a mean over its logits."""
     return (F.binary_cross_entropy_with_logits(cam_source, torch.ones_like(cam_source))
             + F.binary_cross_entropy_with_logits(cam_target, torch.zeros_like(cam_target)))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Semantic consistency (report 001, eq. 4; after CyCADA, Hoffman et al. 2018): the L2 distance between the features a
+# frozen segmentation network computes for a source image and for its translation, as a mean of squared differences
+# over all elements (the "L2 loss" convention of the LSGAN terms above). The source side is the fixed target: no
+# gradient flows into it; the translated side carries the gradient back through the frozen network to the generator.
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def semantic_loss(source_features: Tensor, translated_features: Tensor) -> Tensor:
+    """mean((Sem(G(x)) - Sem(x))^2) for feature maps of the same shape; `source_features` is detached."""
+    if source_features.shape != translated_features.shape:
+        raise ValueError(f"feature maps differ in shape: {tuple(source_features.shape)} vs "
+                         f"{tuple(translated_features.shape)}")
+    return F.mse_loss(translated_features, source_features.detach())

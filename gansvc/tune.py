@@ -104,7 +104,7 @@ class SweepSpec(Strict):
     base: dict[str, Any] = Field(default_factory=dict, description="experiment config overrides (as --config)")
     space: dict[str, Axis]
     metric: str = Field("auto", description="auto = kid with Inception weights, else swd")
-    mode: Literal["min", "max"] = "min"
+    mode: Literal["min", "max"] | None = Field(None, description="default: the metric's (max for miou/is, else min)")
     scheduler: SchedulerSpec = SchedulerSpec()
     num_samples: int = Field(1, ge=1, description="samples of the space (grid axes multiply)")
     max_concurrent: int = Field(2, ge=1)
@@ -173,6 +173,8 @@ def validate(spec: SweepSpec, base: dict[str, Any]) -> ExperimentConfig:
 
 
 def resolve_metric(spec: SweepSpec, cfg: ExperimentConfig) -> str:
+    if spec.metric == "auto" and cfg.spec().task == "segment":
+        return "miou"
     if spec.metric != "auto":
         if spec.metric in ("fid", "kid") and not _have_inception(cfg):
             raise SweepError(f"metric {spec.metric} needs Inception weights (metrics.inception in base, or "
@@ -373,6 +375,10 @@ def run_sweep(spec: SweepSpec, name: str, storage_root: str, max_steps: int | No
     base = base_config(spec, name, storage_root, max_steps)
     cfg = validate(spec, base)
     metric = resolve_metric(spec, cfg)
+    if spec.mode is None:
+        from gansvc.metrics import METRICS
+
+        spec = spec.model_copy(update={"mode": METRICS[metric].mode if metric in METRICS else "min"})
     from gansvc.train.__main__ import preflight
 
     try:
@@ -492,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = validate(spec, base)
             trials = expand_trials(spec)
             print(f"sweep {name}: family {spec.family}, dataset {cfg.data.uri}, scheduler {spec.scheduler.type}, "
-                  f"metric {spec.metric} ({spec.mode}), {len(trials)} trial(s), {spec.max_concurrent} at a time")
+                  f"metric {spec.metric} ({spec.mode or 'its own direction'}), {len(trials)} trial(s), {spec.max_concurrent} at a time")
             for i, t in enumerate(trials):
                 print(f"  trial {i:3d}: " + ", ".join(f"{k}={v}" for k, v in t.items()))
             return 0

@@ -27,7 +27,8 @@ def datasets(stack) -> dict[str, str]:  # noqa: ANN001
     root = f"s3://{stack.bucket}/train-data"
     uris = {"single": f"{root}/shapes", "unpaired": f"{root}/stripes"}
     put(str(synth("shapes", count=64, size=16, seed=0, test_count=8)), uris["single"], quiet=True)
-    put(str(synth("stripes", count=32, size=16, seed=0, test_count=4)), uris["unpaired"], quiet=True)
+    # with masks: the segmenter trains on them, the translation families ignore them
+    put(str(synth("stripes", count=32, size=16, seed=0, test_count=4, masks=True)), uris["unpaired"], quiet=True)
     return uris
 
 
@@ -141,8 +142,12 @@ def test_job_submission_two_workers_resume_promote(ray_stack, datasets: dict[str
     assert "checkpoint-00000030/model.pt" in _run_objects(s3_prefix, "job")
 
     registry = f"{s3_prefix}/registry"
+    best = storage.read_json(f"{s3_prefix}/job/best/meta.json")  # the best evaluation (swd without Inception)
     entry = promote(f"{s3_prefix}/job", "shapes-dcgan", root=registry)
-    assert entry["family"] == "dcgan" and entry["step"] == 30 and entry["dataset"] == datasets["single"]
+    assert entry["family"] == "dcgan" and entry["step"] == best["step"] and entry["dataset"] == datasets["single"]
+    assert entry["metrics"][best["metric"]] == best["value"]
+    latest = promote(f"{s3_prefix}/job/checkpoint-00000030", "shapes-dcgan-30", root=registry)
+    assert latest["step"] == 30
     _, model = load_model("shapes-dcgan", registry)
     z = torch.randn(3, model.config.latent_dim)
     assert model.spec.generate(model.nets, z, None, model.config).shape == (3, 3, 16, 16)

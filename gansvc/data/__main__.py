@@ -47,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m gansvc.data",
         description="Datasets for gansvc. Layouts: unpaired (trainA/ trainB/ [testA/ testB/], the official CycleGAN "
                     "zips), single (train/ [test/], or images at the root) with an optional labels.csv (file + one "
-                    "column per attribute). Destinations are s3://bucket/prefix (AWS env vars select the endpoint) "
+                    "column per attribute); optional segmentation masks in train_masks/ (trainA_masks/ ...: one PNG "
+                    "of class indices per image, same name, 255 = ignore) with classes.txt. "
+                    "Destinations are s3://bucket/prefix (AWS env vars select the endpoint) "
                     "or a local folder.")
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_put = sub.add_parser("put", help="validate and upload a folder, a .zip or an http(s) zip URL")
@@ -65,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     p_syn.add_argument("--size", type=int, default=32, help="image side in pixels (default 32)")
     p_syn.add_argument("--seed", type=int, default=0)
     p_syn.add_argument("--grayscale", action="store_true", help="single-channel images")
+    p_syn.add_argument("--masks", action="store_true", help="also write segmentation masks (stripes; shapes-seg "
+                       "always has them)")
     p_syn.add_argument("--overwrite", action="store_true")
     p_syn.add_argument("--quiet", action="store_true")
     p_prev = sub.add_parser("preview", help="write a PNG grid of training batches as the model sees them "
@@ -93,11 +97,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         params = f"synth:{args.name}:count={args.count}:test={args.test_count}:size={args.size}:seed={args.seed}"
         params += ":gray" if args.grayscale else ""
+        params += ":masks" if args.masks else ""
         done = existing_manifest(args.dest)
         if done is not None and done.source == params:  # same parameters = same images: skip generating them
             _report(PutResult(args.dest, done, 0, 0, up_to_date=True), 0.0)
             return 0
-        folder = synth(args.name, args.count, args.size, args.seed, args.test_count, args.grayscale)
+        folder = synth(args.name, args.count, args.size, args.seed, args.test_count, args.grayscale, args.masks)
         try:
             result = put(str(folder), args.dest, args.overwrite, quiet=args.quiet, source_id=params)
         finally:

@@ -6,6 +6,14 @@ CycleGAN zips `horse2zebra/trainA/...`):
 - single:   `train/` and optional `test/`; or images directly at the root (taken as `train`);
 - optional `labels.csv` at the root (single layout): header row, first column the file name (as `train/x.png`,
   `x.png` or the bare name), one column per attribute (e.g. `hair_color,eye_color`).
+- optional segmentation masks, any layout: one PNG of class indices per image in a parallel folder named after the
+  split plus `_masks`, same relative path, extension `.png`: `train/x.jpg` -> `train_masks/x.png`,
+  `test/sub/y.png` -> `test_masks/sub/y.png`, `trainA/z.png` -> `trainA_masks/z.png` (images at the root of a single
+  dataset take theirs from `train_masks/`). A mask is an 8-bit single-channel PNG (PIL mode L, or P whose palette
+  indices are the classes), the size of its image, values 0..K-1 plus 255 = ignore. K is the number of lines of an
+  optional `classes.txt` at the root (line i names class i; values >= K are then errors), else max value + 1.
+  A split may have no masks at all (e.g. trainB/ without trainB_masks/); in a split that has a masks folder, an image
+  without a valid mask and a mask without an image are skipped with the reason (an invalid mask skips its image too).
 
 Every file is decoded; corrupt and non-image files are skipped and listed in the manifest with the reason. The upload
 skips objects already present with the same content (MD5 = ETag), so re-running an interrupted put completes it, and
@@ -26,12 +34,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
 from gansvc import __version__, storage
-from gansvc.data.manifest import (LABELS_NAME, MANIFEST_NAME, SPLITS, Manifest, Skipped, SplitInfo,
-                                  read_manifest)
+from gansvc.data.manifest import (CLASSES_NAME, LABELS_NAME, MANIFEST_NAME, SPLITS, Manifest, Skipped, SplitInfo,
+                                  mask_folder, read_manifest)
+from gansvc.data.spec import IGNORE_INDEX
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm"}
 CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
@@ -57,6 +67,7 @@ class Checked:
     size_wh: str = ""
     mode: str = ""
     skip_reason: str = ""
+    max_class: int = -1  # masks: largest class index present (255 = ignore not counted); -1 if none
 
 
 @dataclass(frozen=True)
@@ -243,6 +254,115 @@ def parse_labels(raw: bytes, images: dict[str, list[str]],
     return values, labels
 
 
+# ----------------------------------------------------------------------------------------------------------- masks
+
+def mask_split_of(rel: str, layout: str) -> str | None:
+    """The split whose masks folder holds `rel` (`train_masks/x.png` -> `train`), or None."""
+    top = rel.split("/", 1)[0]
+    return next((s for s in SPLITS[layout] if "/" in rel and top == mask_folder(s)), None)
+
+
+def mask_rel_for(image_rel: str, layout: str) -> str:
+    """Where the mask of an image lives: `train/a/x.jpg` -> `train_masks/a/x.png` (root images: `train_masks/`)."""
+    split = split_of(image_rel, layout) or "train"
+    inner = image_rel.split("/", 1)[1] if "/" in image_rel else image_rel
+    return f"{mask_folder(split)}/{Path(inner).with_suffix('.png').as_posix()}"
+
+
+def parse_classes(raw: bytes) -> list[str]:
+    """Class names from classes.txt: one per line, line i = class i; trailing blank lines ignored."""
+    try:
+        lines = [ln.strip() for ln in raw.decode("utf-8-sig").splitlines()]
+    except UnicodeDecodeError:
+        raise DatasetError(f"{CLASSES_NAME} is not UTF-8 text") from None
+    while lines and not lines[-1]:
+        lines.pop()
+    if not lines:
+        raise DatasetError(f"{CLASSES_NAME} is empty: write one class name per line (line 1 = class 0)")
+    if any(not ln for ln in lines):
+        raise DatasetError(f"{CLASSES_NAME} line {lines.index('') + 1} is empty: every class index needs a name")
+    if len(set(lines)) != len(lines):
+        raise DatasetError(f"{CLASSES_NAME} names a class twice: {sorted({x for x in lines if lines.count(x) > 1})}")
+    if len(lines) > IGNORE_INDEX:
+        raise DatasetError(f"{CLASSES_NAME} has {len(lines)} classes; at most {IGNORE_INDEX} fit in 8-bit masks "
+                           f"({IGNORE_INDEX} means ignore)")
+    return lines
+
+
+def check_mask(f: SourceFile, image: Checked, num_classes: int | None) -> Checked:
+    """Decode a mask fully and check it against its image: PNG, single channel (L or P), same size, values in range."""
+    if Path(f.rel).suffix.lower() != ".png":
+        return Checked(f, skip_reason="masks must be PNG files (lossless class indices)")
+    data = f.read()
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            if im.width * im.height > MAX_PIXELS:
+                return Checked(f, skip_reason=f"mask too large ({im.width}x{im.height} pixels)")
+            im.load()
+            if im.mode not in ("L", "P"):
+                return Checked(f, skip_reason=f"a mask must be single-channel class indices (PIL mode L or P), "
+                                              f"this one is {im.mode}")
+            size = f"{im.width}x{im.height}"
+            arr = np.asarray(im)
+    except Exception as err:  # noqa: BLE001 - PIL raises many kinds; all mean "cannot decode"
+        return Checked(f, skip_reason=f"corrupt or unreadable mask ({type(err).__name__}: {err})")
+    if size != image.size_wh:
+        return Checked(f, skip_reason=f"mask is {size} but its image {image.file.rel} is {image.size_wh}")
+    present = np.flatnonzero(np.bincount(arr.ravel(), minlength=256))
+    classes = present[present != IGNORE_INDEX]
+    if num_classes is not None and classes.size and classes.max() >= num_classes:
+        bad = ", ".join(str(v) for v in classes[classes >= num_classes][:5])
+        return Checked(f, skip_reason=f"values {bad} out of range: {CLASSES_NAME} has {num_classes} classes "
+                                      f"(0..{num_classes - 1}; {IGNORE_INDEX} = ignore)")
+    return Checked(f, md5=hashlib.md5(data).hexdigest(), size_wh=size, mode=im.mode,
+                   max_class=int(classes.max()) if classes.size else -1)
+
+
+def pair_masks(images: list[Checked], masks: list[SourceFile], skipped_images: set[str], layout: str,
+               num_classes: int | None, threads: int, quiet: bool
+               ) -> tuple[list[Checked], dict[str, Checked], list[Skipped]]:
+    """Match masks to images and validate them. Returns (images kept, image rel -> valid mask, skips).
+
+    In a split with a masks folder every image needs a valid mask: an image without one is skipped, as is a mask
+    without an image (or whose image was skipped) and an invalid mask together with its image.
+    """
+    by_rel = {f.rel: f for f in masks}
+    masked = {mask_split_of(f.rel, layout) for f in masks}
+    skips: list[Skipped] = []
+    pairs: list[tuple[SourceFile, Checked]] = []
+    kept: list[Checked] = []
+    claimed: set[str] = set()
+    for c in images:
+        split = split_of(c.file.rel, layout)
+        want = mask_rel_for(c.file.rel, layout)
+        if split not in masked:
+            kept.append(c)
+        elif want in by_rel:
+            pairs.append((by_rel[want], c))
+            claimed.add(want)
+        else:
+            skips.append(Skipped(path=c.file.rel, reason=f"no mask: expected {want} (every image of a split with "
+                                                         f"a {mask_folder(split or 'train')}/ folder needs one)"))
+    of_skipped = {mask_rel_for(s, layout) for s in skipped_images}
+    for f in masks:
+        if f.rel not in claimed:
+            skips.append(Skipped(path=f.rel, reason="its image was skipped" if f.rel in of_skipped else
+                                 "no image for this mask (same path under the split folder, any image extension)"))
+    with ThreadPoolExecutor(threads) as pool:
+        checked = list(tqdm(pool.map(lambda p: check_mask(p[0], p[1], num_classes), pairs), total=len(pairs),
+                            desc="validating masks", unit="file", disable=quiet or not pairs, mininterval=0.5))
+    valid: dict[str, Checked] = {}
+    for (_, image), mask in zip(pairs, checked, strict=True):
+        if mask.skip_reason:
+            skips.append(Skipped(path=mask.file.rel, reason=mask.skip_reason))
+            skips.append(Skipped(path=image.file.rel,
+                                 reason=f"its mask {mask.file.rel} is invalid: {mask.skip_reason}"))
+        else:
+            kept.append(image)
+            valid[image.file.rel] = mask
+    return kept, valid, skips
+
+
 # ------------------------------------------------------------------------------------------------------------- put
 
 def fingerprint(files: list[SourceFile]) -> str:
@@ -276,13 +396,19 @@ def put(src: str, dest: str, overwrite: bool = False, threads: int = 16, quiet: 
                            "Choose another prefix, or pass --overwrite to replace it")
     layout = detect_layout(files)
     labels_file = next((f for f in files if f.rel == LABELS_NAME), None)
-    candidates = [f for f in files if f.rel not in (LABELS_NAME, MANIFEST_NAME)]
+    classes_file = next((f for f in files if f.rel == CLASSES_NAME), None)
+    candidates = [f for f in files if f.rel not in (LABELS_NAME, MANIFEST_NAME, CLASSES_NAME)]
     skipped: list[Skipped] = []
     in_layout: list[SourceFile] = []
+    mask_files: list[SourceFile] = []
     for f in candidates:
-        if split_of(f.rel, layout) is None:
+        if mask_split_of(f.rel, layout) is not None:
+            mask_files.append(f)
+        elif split_of(f.rel, layout) is None:
             allowed = ", ".join(f"{s}/" for s in SPLITS[layout])
-            skipped.append(Skipped(path=f.rel, reason=f"outside the {layout} layout's folders ({allowed})"))
+            masks = ", ".join(f"{mask_folder(s)}/" for s in SPLITS[layout])
+            skipped.append(Skipped(path=f.rel, reason=f"outside the {layout} layout's folders ({allowed}; "
+                                                      f"masks in {masks})"))
         else:
             in_layout.append(f)
     with ThreadPoolExecutor(threads) as pool:
@@ -290,7 +416,17 @@ def put(src: str, dest: str, overwrite: bool = False, threads: int = 16, quiet: 
                             unit="file", disable=quiet, mininterval=0.5))
     good = [c for c in checked if not c.skip_reason]
     skipped += [Skipped(path=c.file.rel, reason=c.skip_reason) for c in checked if c.skip_reason]
-    splits = _split_infos(good, layout)
+    class_names = parse_classes(classes_file.read()) if classes_file is not None else []
+    if class_names and not mask_files:
+        raise DatasetError(f"{CLASSES_NAME} names mask classes but there are no masks: put them in "
+                           + ", ".join(f"{mask_folder(s)}/" for s in SPLITS[layout]))
+    masks: dict[str, Checked] = {}
+    if mask_files:
+        good, masks, mask_skips = pair_masks(good, mask_files, {c.file.rel for c in checked if c.skip_reason},
+                                             layout, len(class_names) or None, threads, quiet)
+        skipped += mask_skips
+    num_classes = (len(class_names) or max(1, max(m.max_class for m in masks.values()) + 1)) if masks else 0
+    splits = _split_infos(good, layout, masks)
     if layout == "unpaired" and not (splits.get("trainA") and splits.get("trainB")):
         raise DatasetError("no valid images in trainA/ or trainB/: an unpaired dataset needs both")
     if not splits.get("train") and layout == "single":
@@ -307,15 +443,17 @@ def put(src: str, dest: str, overwrite: bool = False, threads: int = 16, quiet: 
             shown = ", ".join(unlabelled[:5]) + (f" and {len(unlabelled) - 5} more" if len(unlabelled) > 5 else "")
             raise DatasetError(f"{len(unlabelled)} training image(s) have no row in {LABELS_NAME}: {shown}. "
                                "Add rows for them or remove them")
-    uploaded, reused = _upload(good, labels_file, dest, overwrite, threads, quiet)
+    uploaded, reused = _upload(good + list(masks.values()), labels_file, dest, overwrite, threads, quiet,
+                               classes_file if masks else None)
     manifest = Manifest(layout=layout, splits=splits, channels=_channels(good), attributes=attributes, labels=labels,
-                        skipped=skipped, source=source_id or described, fingerprint=fp,
+                        num_classes=num_classes, classes=class_names if masks else [], skipped=skipped,
+                        source=source_id or described, fingerprint=fp,
                         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), gansvc_version=__version__)
     storage.write_json(storage.parse_uri(dest).join(MANIFEST_NAME).uri(), manifest.model_dump())
     return PutResult(dest, manifest, uploaded, reused, up_to_date=False)
 
 
-def _split_infos(good: list[Checked], layout: str) -> dict[str, SplitInfo]:
+def _split_infos(good: list[Checked], layout: str, masks: dict[str, Checked] | None = None) -> dict[str, SplitInfo]:
     out: dict[str, SplitInfo] = {}
     for split in SPLITS[layout]:
         mine = sorted((c for c in good if split_of(c.file.rel, layout) == split), key=lambda c: c.file.rel)
@@ -326,7 +464,9 @@ def _split_infos(good: list[Checked], layout: str) -> dict[str, SplitInfo]:
         for c in mine:
             sizes[c.size_wh] = sizes.get(c.size_wh, 0) + 1
             modes[c.mode] = modes.get(c.mode, 0) + 1
-        out[split] = SplitInfo(count=len(mine), files=[c.file.rel for c in mine], sizes=sizes, modes=modes)
+        found = {c.file.rel: masks[c.file.rel].file.rel for c in mine if masks and c.file.rel in masks}
+        out[split] = SplitInfo(count=len(mine), files=[c.file.rel for c in mine], sizes=sizes, modes=modes,
+                               masks=found)
     return out
 
 
@@ -336,13 +476,14 @@ def _channels(good: list[Checked]) -> int:
 
 
 def _upload(good: list[Checked], labels_file: SourceFile | None, dest: str, overwrite: bool, threads: int,
-            quiet: bool) -> tuple[int, int]:
+            quiet: bool, classes_file: SourceFile | None = None) -> tuple[int, int]:
     """Upload what is not there yet (same MD5/ETag = same content); with overwrite, drop objects not in the set."""
     root = storage.parse_uri(dest)
     existing = {o.rel: o for o in storage.list_objects(dest)}
     todo = [c for c in good if existing.get(c.file.rel) is None or not _same(existing[c.file.rel], c)]
-    if labels_file is not None:
-        todo.append(Checked(labels_file, md5=hashlib.md5(labels_file.read()).hexdigest()))
+    sidecars = [f for f in (labels_file, classes_file) if f is not None]
+    for side in sidecars:
+        todo.append(Checked(side, md5=hashlib.md5(side.read()).hexdigest()))
 
     def send(c: Checked) -> None:
         ext = Path(c.file.rel).suffix.lower()
@@ -352,11 +493,11 @@ def _upload(good: list[Checked], labels_file: SourceFile | None, dest: str, over
         list(tqdm(pool.map(send, todo), total=len(todo), desc="uploading", unit="file", disable=quiet,
                   mininterval=0.5))
     if overwrite:
-        keep = {c.file.rel for c in good} | {LABELS_NAME, MANIFEST_NAME}
+        keep = {c.file.rel for c in good} | {LABELS_NAME, CLASSES_NAME, MANIFEST_NAME}
         for rel in existing:
             if rel not in keep:
                 storage.delete(root.join(rel).uri())
-    return len(todo), len(good) - sum(1 for c in todo if c.file.rel != LABELS_NAME)
+    return len(todo), len(good) - sum(1 for c in todo if c.file.rel not in (LABELS_NAME, CLASSES_NAME))
 
 
 def _same(obj: storage.ObjectInfo, c: Checked) -> bool:

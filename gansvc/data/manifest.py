@@ -2,6 +2,10 @@
 
 Readers (the training input pipeline, `data info`, the training CLI's dry run) go through the manifest only: they never
 list the bucket, so a half-uploaded dataset (no manifest yet) is never read, and skipped files are never seen.
+
+Segmentation masks (optional; see `gansvc.data.ingest` for the layout) are recorded per split as image -> mask paths
+(`SplitInfo.masks`), with the dataset's `num_classes` and optional class names (`classes.txt`). Manifests written
+before masks existed have neither field and load unchanged.
 """
 
 from __future__ import annotations
@@ -16,9 +20,16 @@ from gansvc.data.spec import DataSpec
 MANIFEST_NAME = "manifest.json"
 FORMAT = "gansvc-dataset/1"
 LABELS_NAME = "labels.csv"
+CLASSES_NAME = "classes.txt"  # optional: one class name per line, line i names mask value i
+MASKS_SUFFIX = "_masks"  # masks of split `train` live in `train_masks/`, of `trainA` in `trainA_masks/`
 
 # the splits each layout may have; the first is the training split of each domain
 SPLITS: dict[str, tuple[str, ...]] = {"single": ("train", "test"), "unpaired": ("trainA", "trainB", "testA", "testB")}
+
+
+def mask_folder(split: str) -> str:
+    """The folder holding the masks of a split's images: `train` -> `train_masks`, `trainA` -> `trainA_masks`."""
+    return split + MASKS_SUFFIX
 
 
 class Strict(BaseModel):
@@ -35,6 +46,9 @@ class SplitInfo(Strict):
     files: list[str]  # paths relative to the dataset root, "/"-separated
     sizes: dict[str, int] = Field(default_factory=dict)  # "WxH" -> number of images
     modes: dict[str, int] = Field(default_factory=dict)  # PIL mode (RGB, L, RGBA, P...) -> number of images
+    # image path -> mask path (e.g. "train/x.jpg" -> "train_masks/x.png"); empty when the split has no masks, else
+    # every image of the split has one (put skips images without)
+    masks: dict[str, str] = Field(default_factory=dict)
 
 
 class Manifest(Strict):
@@ -45,6 +59,9 @@ class Manifest(Strict):
     # attribute -> sorted values; labels[file] = values in attribute order (label-conditioned datasets only)
     attributes: dict[str, list[str]] = Field(default_factory=dict)
     labels: dict[str, list[str]] = Field(default_factory=dict)
+    # segmentation masks: number of classes (0 = no masks) and their names when classes.txt gave them
+    num_classes: int = 0
+    classes: list[str] = Field(default_factory=list)
     skipped: list[Skipped] = Field(default_factory=list)
     source: str = ""
     fingerprint: str = ""  # of the source's contents: a re-put of the same source is a no-op
@@ -66,7 +83,11 @@ class Manifest(Strict):
             height, width = height or h, width or w
         attrs = {k: tuple(v) for k, v in self.attributes.items()}
         return DataSpec(layout=self.layout, height=height, width=width, channels=channels or self.channels,
-                        attributes=attrs)
+                        attributes=attrs, num_classes=self.num_classes)
+
+    def masked_splits(self) -> list[str]:
+        """The splits whose images all have masks."""
+        return [name for name, s in self.splits.items() if s.masks and len(s.masks) == s.count]
 
 
 def read_manifest(root_uri: str) -> Manifest:
@@ -92,7 +113,8 @@ def format_manifest(m: Manifest, uri: str) -> str:
     lines = [f"dataset   {uri}", f"layout    {m.layout}", f"channels  {m.channels}"]
     for name, s in m.splits.items():
         sizes = ", ".join(f"{k} x{v}" for k, v in sorted(s.sizes.items(), key=lambda kv: -kv[1])[:4])
-        lines.append(f"  {name:<8} {s.count:>7} images   sizes: {sizes}")
+        masks = f"   masks: {len(s.masks)}" if s.masks else ""
+        lines.append(f"  {name:<8} {s.count:>7} images   sizes: {sizes}{masks}")
     if m.attributes:
         lines.append(f"labels    {len(m.labels)} labelled images")
         for a, vals in m.attributes.items():
@@ -101,6 +123,9 @@ def format_manifest(m: Manifest, uri: str) -> str:
             for row in m.labels.values():
                 counts[row[idx]] += 1
             lines.append(f"  {a}: " + ", ".join(f"{v} ({n})" for v, n in counts.items()))
+    if m.num_classes:
+        names = ", ".join(f"{i} {n}" for i, n in enumerate(m.classes)) if m.classes else "unnamed (no classes.txt)"
+        lines.append(f"classes   {m.num_classes}: {names}")
     if m.skipped:
         lines.append(f"skipped   {len(m.skipped)} file(s)")
         lines.extend(f"  {s.path}: {s.reason}" for s in m.skipped[:20])

@@ -12,6 +12,10 @@ multiple of the world size, and rank r takes positions r, r + world, ...; so the
 cover the dataset (when its size divides evenly; else at most world-1 samples repeat). Unpaired data follows the
 official CycleGAN loader: an epoch has max(|A|, |B|) pairs, A and B drawn from independent permutations.
 Augmentation randomness depends only on (seed, epoch, position), so a resumed run sees identical batches.
+
+Segmentation masks (when the manifest has them for every image of a stream) come as "mask" (single) or "A_mask" /
+"B_mask" (unpaired), (B, H, W) int64, resized with nearest neighbour and cropped and flipped exactly like their image
+(one draw of crop offsets and flip per image, applied to both). The draws are the same with or without masks.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -35,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gansvc import storage
 from gansvc.data.manifest import Manifest, read_manifest
-from gansvc.data.spec import DataSpec
+from gansvc.data.spec import DataSpec, mask_key
 
 
 class DataConfig(BaseModel):
@@ -140,6 +144,7 @@ class Sample:
 
     files: dict[str, str]
     labels: tuple[int, ...] = ()
+    masks: dict[str, str] = field(default_factory=dict)  # batch key ("mask", "A_mask") -> mask file
 
 
 def decode(data: bytes, channels: int) -> Image.Image:
@@ -152,24 +157,61 @@ def decode(data: bytes, channels: int) -> Image.Image:
         return im.convert("L" if channels == 1 else "RGB")
 
 
-def transform(im: Image.Image, size: tuple[int, int], load: tuple[int, int], crop: str, flip: bool,
-              rng: np.random.Generator) -> torch.Tensor:
-    """resize to `load` (H, W), crop `size`, maybe flip, scale to [-1, 1] (x / 127.5 - 1); returns (C, H, W)."""
-    if (im.height, im.width) != load:
-        im = im.resize((load[1], load[0]), Image.Resampling.BICUBIC)
+@dataclass(frozen=True)
+class Geometry:
+    """One image's augmentation: resize to `load` (H, W), crop `size` at (top, left), then maybe flip."""
+
+    size: tuple[int, int]
+    load: tuple[int, int]
+    top: int
+    left: int
+    flip: bool
+
+
+def draw_geometry(size: tuple[int, int], load: tuple[int, int], crop: str, flip: bool,
+                  rng: np.random.Generator) -> Geometry:
     (h, w), (lh, lw) = size, load
+    top, left = 0, 0
     if (lh, lw) != (h, w):
         if crop == "random":
             top, left = int(rng.integers(0, lh - h + 1)), int(rng.integers(0, lw - w + 1))
         else:
             top, left = (lh - h) // 2, (lw - w) // 2
-        im = im.crop((left, top, left + w, top + h))
-    arr = np.asarray(im, dtype=np.float32)
+    return Geometry(size, load, top, left, bool(flip and rng.random() < 0.5))
+
+
+def _apply(im: Image.Image, g: Geometry, resample: Image.Resampling) -> np.ndarray:
+    if (im.height, im.width) != g.load:
+        im = im.resize((g.load[1], g.load[0]), resample)
+    if g.load != g.size:
+        im = im.crop((g.left, g.top, g.left + g.size[1], g.top + g.size[0]))
+    arr = np.asarray(im)
+    return arr[:, ::-1] if g.flip else arr
+
+
+def transform(im: Image.Image, size: tuple[int, int], load: tuple[int, int], crop: str, flip: bool,
+              rng: np.random.Generator, geometry: Geometry | None = None) -> torch.Tensor:
+    """resize to `load` (H, W), crop `size`, maybe flip, scale to [-1, 1] (x / 127.5 - 1); returns (C, H, W).
+    `geometry` replays given draws (see `draw_geometry`) instead of drawing from `rng`."""
+    g = geometry or draw_geometry(size, load, crop, flip, rng)
+    arr = _apply(im, g, Image.Resampling.BICUBIC).astype(np.float32)
     if arr.ndim == 2:
         arr = arr[:, :, None]
-    if flip and rng.random() < 0.5:
-        arr = arr[:, ::-1]
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).div_(127.5).sub_(1.0)
+
+
+def decode_mask(data: bytes) -> Image.Image:
+    """A mask file as a mode-L image of class indices (a P image's palette indices, not its colours)."""
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        if im.mode not in ("L", "P"):
+            raise ValueError(f"a mask must be mode L or P, got {im.mode}")
+        return Image.fromarray(np.asarray(im).astype(np.uint8), "L")
+
+
+def transform_mask(mask: Image.Image, g: Geometry) -> torch.Tensor:
+    """The image's geometry applied to its mask (nearest-neighbour resize: no invented classes); (H, W) int64."""
+    return torch.from_numpy(np.ascontiguousarray(_apply(mask, g, Image.Resampling.NEAREST)).astype(np.int64))
 
 
 class ImageDataset:
@@ -195,6 +237,11 @@ class ImageDataset:
             if cfg.split not in m.splits:
                 raise ValueError(f"{cfg.uri} has no {cfg.split!r} split (it has {', '.join(m.splits)})")
             self.streams = {"image": m.splits[cfg.split].files}
+        # per stream whose every image has a mask: image file -> mask file
+        split_of_stream = {"A": f"{cfg.split}A", "B": f"{cfg.split}B", "image": cfg.split}
+        self.masks: dict[str, dict[str, str]] = {
+            k: m.splits[split_of_stream[k]].masks for k in self.streams
+            if split_of_stream[k] in m.masked_splits()}
         attrs = list(m.attributes)
         self.labels: dict[str, tuple[int, ...]] = {
             rel: tuple(m.attributes[a].index(v) for a, v in zip(attrs, row, strict=True)) for rel, row in m.labels.items()
@@ -209,16 +256,28 @@ class ImageDataset:
         positions = shard_positions(n, epoch, seed, rank, world)
         if "image" in self.streams:
             files = self.streams["image"]
-            return [Sample({"image": files[i]}, self.labels.get(files[i], ())) for i in positions]
+            return [Sample({"image": files[i]}, self.labels.get(files[i], ()), self._masks_of({"image": files[i]}))
+                    for i in positions]
         a = _tiled_permutation(len(self.streams["A"]), n, seed, epoch, 1)
         b = _tiled_permutation(len(self.streams["B"]), n, seed, epoch, 2)
-        return [Sample({"A": self.streams["A"][a[i]], "B": self.streams["B"][b[i]]}) for i in positions]
+        out = []
+        for i in positions:
+            files = {"A": self.streams["A"][a[i]], "B": self.streams["B"][b[i]]}
+            out.append(Sample(files, masks=self._masks_of(files)))
+        return out
+
+    def _masks_of(self, files: dict[str, str]) -> dict[str, str]:
+        return {mask_key(k): self.masks[k][rel] for k, rel in files.items() if k in self.masks}
 
     def load_sample(self, sample: Sample, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         out = {}
         for key, rel in sample.files.items():
             im = decode(self.bytes.read(rel), self.spec.channels)
-            out[key] = transform(im, self.size, self.load, self.cfg.crop, self.cfg.flip, rng)
+            g = draw_geometry(self.size, self.load, self.cfg.crop, self.cfg.flip, rng)
+            out[key] = transform(im, self.size, self.load, self.cfg.crop, self.cfg.flip, rng, geometry=g)
+            mask_rel = sample.masks.get(mask_key(key))
+            if mask_rel is not None:
+                out[mask_key(key)] = transform_mask(decode_mask(self.bytes.read(mask_rel)), g)
         if sample.labels:
             out["labels"] = torch.tensor(sample.labels, dtype=torch.int64)
         return out
@@ -256,7 +315,8 @@ class BatchStream:
                 samples = ds.epoch_samples(epoch, self.seed, self.rank, self.world)
                 if epoch == self.position[0] or ds.bytes.cache is not None:
                     # warm this epoch's files ahead of decoding, in the background (no-op once all are cached)
-                    rels = [f for smp in samples[batch * self.batch_size:] for f in smp.files.values()]
+                    rels = [f for smp in samples[batch * self.batch_size:]
+                            for f in (*smp.files.values(), *smp.masks.values())]
                     threading.Thread(target=ds.bytes.warm, args=(rels,), daemon=True).start()
                 for b in range(batch, self.batches_per_epoch):
                     chunk = samples[b * self.batch_size:(b + 1) * self.batch_size]

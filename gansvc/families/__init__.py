@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from gansvc.families import acgan, dcgan, wacgan, wgan, wgan_gp
 from gansvc.families import cyclegan, ugatit
+from gansvc.families import segmenter, semantic_cyclegan
 from gansvc.families.base import FamilySpec
 
 _SPECS: list[FamilySpec] = [
     # one line per family, e.g.: dcgan.SPEC,
     dcgan.SPEC, wgan.SPEC, wgan_gp.SPEC, acgan.SPEC, wacgan.SPEC,
     cyclegan.SPEC, ugatit.SPEC,
+    semantic_cyclegan.SPEC, segmenter.SPEC,
 ]
 
 FAMILIES: dict[str, FamilySpec] = {s.name: s for s in _SPECS}

@@ -12,12 +12,16 @@ The training loop, Tune and Serve only ever talk to a `FamilySpec`; they never n
   detached Python floats (loss terms, etc.). Never logs, reports or checkpoints.
 - `generate(nets, z, labels, cfg) -> images` (task "generate"): `nets` are the inference nets (EMA weights when the
   family keeps EMA), `z` is (N, cfg.latent_dim), `labels` (N, n_attributes) int64 or None. Output in [-1, 1].
-- `translate(nets, images, direction, cfg) -> {"image": ..., optional "heatmap": ...}` (tasks "translate"/"segment").
+- `translate(nets, images, direction, cfg) -> {"image": ..., optional "heatmap": ...}` (tasks "translate"/"segment";
+  a "segment" family returns {"image": the predicted mask coloured with the fixed palette of
+  `gansvc.metrics.segmentation`, in [-1, 1], "mask": (N, H, W) int64 classes}).
+- optional `evaluate(state, batches, cfg) -> dict[str, float]`: held-out metrics beyond image quality (e.g. mIoU), see
+  `FamilySpec.evaluate`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
@@ -83,6 +87,12 @@ class FamilySpec(Generic[C]):
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # True when the family needs `labels` in its batches (label-conditioned)
     conditional: bool = False
+    # Optional held-out evaluation beyond image quality, called by the training evaluator (rank 0) at each evaluation:
+    # (state, batches, cfg) -> metrics. `batches` iterates batches of the test split (the train split when there is
+    # none, or when only it has masks) in a fixed order without augmentation, on the device, masks included
+    # ("mask" / "A_mask" / "B_mask"); inference nets are in eval mode and gradients are off. Return {} when the data
+    # lacks what the metric needs. A "segment" family returns "miou" (higher is better): it picks the best checkpoint.
+    evaluate: Callable[[GanState, Iterable[Batch], C], dict[str, float]] | None = None
 
     def make_config(self, preset: str | None = None, overrides: Mapping[str, Any] | None = None) -> C:
         """Config from defaults, then a preset, then explicit overrides (validated; errors name the field)."""

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from gansvc import losses
 from gansvc.data.spec import DataSpec
 from gansvc.families.base import Batch, Direction, FamilyConfig, FamilySpec, GanState, unwrap
+from gansvc.nn import cycle
 from gansvc.nn.ema import ema_copy, ema_update
 from gansvc.nn.i2i_util import check_images, crop_to, frozen, init_normal_, linear_decay_scheduler, pad_to_multiple
 from gansvc.nn.patchgan import NLayerDiscriminator, patchgan_output_size
@@ -137,21 +138,9 @@ def generator_step(state: GanState, real_a: Tensor, real_b: Tensor, cfg: Cyclega
 def discriminator_step(state: GanState, real_a: Tensor, real_b: Tensor, fake_b: Tensor, fake_a: Tensor,
                        cfg: CycleganConfig) -> dict[str, float]:
     """One update of D_A (real B vs pooled G_A(a)) and D_B (real A vs pooled G_B(b)); fakes are detached."""
-    pooled_b = state.extras["fake_B_pool"].query(fake_b.detach())  # type: ignore[attr-defined]
-    pooled_a = state.extras["fake_A_pool"].query(fake_a.detach())  # type: ignore[attr-defined]
-    out: dict[str, Tensor] = {}
-    total = real_a.new_zeros(())
-    for name, real, fake in (("D_A", real_b, pooled_b), ("D_B", real_a, pooled_a)):
-        # real and fake in one forward (instance norm is per sample): one DDP forward per backward
-        logits = state.nets[name](torch.cat([real, fake]))
-        # Zhu et al. sec. 4: the D objective is divided by 2 to slow D down relative to G
-        out[name] = 0.5 * losses.d_loss(cfg.loss, logits[: real.shape[0]], logits[real.shape[0]:])
-        total = total + out[name]
-    opt = state.optimizers["D"]
-    opt.zero_grad(set_to_none=True)
-    total.backward()
-    opt.step()
-    return {k: float(v.detach()) for k, v in out.items()}
+    return cycle.discriminator_step(state.nets["D_A"], state.nets["D_B"], state.optimizers["D"],
+                                    state.extras["fake_B_pool"], state.extras["fake_A_pool"],  # type: ignore[arg-type]
+                                    real_a, real_b, fake_b, fake_a, cfg.loss)
 
 
 def train_step(state: GanState, batch: Batch, step: int, cfg: CycleganConfig) -> dict[str, float]:

@@ -39,6 +39,11 @@ METRICS: dict[str, MetricInfo] = {m.name: m for m in (
     MetricInfo("is_std", "min", "std of IS over its splits (its uncertainty, not a quality)"),
     MetricInfo("swd", "min", "Sliced Wasserstein Distance x1e3 on Laplacian-pyramid patches (Karras et al. 2018), "
                              "mean over levels; needs no weights, always reported"),
+    MetricInfo("miou", "max", "mean IoU of a segmenter on the test split (segment families)"),
+    MetricInfo("pixel_acc", "max", "pixel accuracy of a segmenter on the test split"),
+    MetricInfo("fcn_miou", "max", "FCN score (Isola et al. 2017): mean IoU of the frozen segmenter on A->B translations"),
+    MetricInfo("fcn_pixel_acc", "max", "pixel accuracy of the frozen segmenter on A->B translations"),
+    MetricInfo("fcn_miou_real", "max", "mean IoU of the frozen segmenter on real A images (the FCN score's ceiling)"),
 )}
 
 

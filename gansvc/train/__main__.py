@@ -101,7 +101,7 @@ def preflight(cfg: ExperimentConfig) -> ImageDataset:
     if spec.task == "generate" and layout != "single":
         raise ConfigError(f"{spec.name} generates images from noise and needs a single-domain dataset "
                           f"(train/ [test/]); {cfg.data.uri} is {layout}")
-    if spec.task in ("translate", "segment") and layout != "unpaired":
+    if spec.task == "translate" and layout != "unpaired":
         raise ConfigError(f"{spec.name} translates between domains and needs an unpaired dataset (trainA/ trainB/); "
                           f"{cfg.data.uri} is {layout}")
     if spec.conditional and not attrs:

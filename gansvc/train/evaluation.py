@@ -18,6 +18,7 @@ from gansvc import storage
 from gansvc.checkpoint import inference_payload
 from gansvc.config import ExperimentConfig
 from gansvc.data.pipeline import BatchStream, ImageDataset
+from gansvc.data.spec import mask_key
 from gansvc.families.base import FamilyConfig, FamilySpec, GanState
 from gansvc.families.sampling import sample_labels, sample_latents
 from gansvc.imaging import grid, png_bytes
@@ -50,7 +51,8 @@ class Evaluator:
         stream = BatchStream(ds, batch_size=k, seed=GRID_SEED)
         batch = next(stream)
         stream.close()
-        return {key: v.to(self.device) for key, v in batch.items() if key in ("A", "B", "image")}
+        keep = ("A", "B", "image", "mask", "A_mask", "B_mask")  # masks: the truth row of segment grids
+        return {key: v.to(self.device) for key, v in batch.items() if key in keep}
 
     def _has_split(self, name: str) -> bool:
         splits = self.dataset.manifest.splits
@@ -67,7 +69,7 @@ class Evaluator:
             if self.spec.task == "generate":
                 return self.spec.generate(nets, self.fixed["z"], self.fixed.get("labels"), self.fam_cfg).float()
             rows = []
-            for key, direction in (("A", "a2b"), ("B", "b2a")):
+            for key, direction in (("A", "a2b"), ("B", "b2a"), ("image", "a2b")):
                 if key not in self.fixed:
                     continue
                 out = self.spec.translate(nets, self.fixed[key], direction, self.fam_cfg)
@@ -75,7 +77,12 @@ class Evaluator:
                 if "heatmap" in out:  # [0, 1] -> [-1, 1], grey to the image's channels
                     heat = out["heatmap"].float() * 2 - 1
                     rows.append(heat.expand(-1, self.fixed[key].shape[1], -1, -1))
-            return torch.cat(rows)
+                if self.spec.task == "segment" and mask_key(key) in self.fixed:  # image, prediction, truth
+                    from gansvc.metrics.segmentation import colorize
+
+                    rows.append(colorize(self.fixed[mask_key(key)]))
+            channels = max(r.shape[1] for r in rows)  # grey images beside coloured masks: expand to RGB
+            return torch.cat([r.expand(-1, channels, -1, -1) for r in rows])
         finally:
             for k, n in nets.items():
                 n.train(modes[k])
@@ -97,7 +104,8 @@ class Evaluator:
     # ---------------------------------------------------------------------------------------------- evaluate
     def evaluate(self, state: GanState, step: int, metrics: dict[str, Any]) -> dict[str, float]:
         images = self.sample_grid(state)
-        nrow = self.fixed["A"].shape[0] if "A" in self.fixed else None
+        first = self.fixed.get("A", self.fixed.get("image"))
+        nrow = first.shape[0] if first is not None else None
         storage.write_bytes(self.run.join("samples", f"step-{step:08d}.png").uri(),
                             png_bytes(grid(images, nrow=nrow)), "image/png")
         results = self.quality.evaluate(state, self.fam_cfg) if self.quality is not None else {}
@@ -112,7 +120,9 @@ class Evaluator:
         if name is None or name not in results:
             return
         value = results[name]
-        if self.best is not None and self.best.get("metric") == name and self.best["value"] <= value:
+        higher_is_better = getattr(self.quality, "mode", "min") == "max"  # e.g. segmentation mIoU
+        if self.best is not None and self.best.get("metric") == name and (
+                self.best["value"] >= value if higher_is_better else self.best["value"] <= value):
             return
         payload = inference_payload(self.spec, self.fam_cfg, self.dataset.spec, state,
                                     {"step": step, "metrics": results})
@@ -142,7 +152,7 @@ def plot_curves(history: list[dict[str, float]]) -> bytes:
     steps = [h.get("step", i) for i, h in enumerate(history)]
     keys = sorted({k for h in history for k in h})
     losses = [k for k in keys if k.startswith("loss")]
-    quality = [k for k in keys if k in ("fid", "kid", "is", "swd")]
+    quality = [k for k in keys if k in ("fid", "kid", "is", "swd", "miou", "fcn_miou")]
     fig, axes = plt.subplots(1, 2 if quality else 1, figsize=(11 if quality else 6, 3.6), squeeze=False)
     for k in losses:
         axes[0][0].plot(steps, [h.get(k, float("nan")) for h in history], label=k)
@@ -153,7 +163,7 @@ def plot_curves(history: list[dict[str, float]]) -> bytes:
         for k in quality:
             pts = [(s, h[k]) for s, h in zip(steps, history, strict=True) if k in h]
             axes[0][1].plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=k)
-        axes[0][1].set(xlabel="step", title="quality (lower is better, except is)")
+        axes[0][1].set(xlabel="step", title="quality (lower is better, except is and miou)")
         axes[0][1].legend(fontsize=7)
     fig.tight_layout()
     buf = io.BytesIO()

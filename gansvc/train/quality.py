@@ -2,6 +2,9 @@
 
 Reference statistics of the real images are cached in storage per dataset (`<dataset>/.gansvc-cache/`), so only the
 first run on a dataset pays for them. Without Inception weights the run says so once and reports SWD only.
+
+A family with an `evaluate` hook (FamilySpec.evaluate) adds its own held-out metrics (e.g. semantic-cyclegan's FCN
+score). Task "segment" has no image distribution to compare: its hook's mIoU (higher is better) is the metric.
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ EVAL_SEED = 4321
 class QualityMetrics:
     def __init__(self, cfg: ExperimentConfig, spec: FamilySpec, dataset: ImageDataset, device: torch.device) -> None:
         self.cfg, self.spec, self.dataset, self.device = cfg, spec, dataset, device
+        self.mode = "min"  # of `metric`: "max" when higher is better
+        if spec.task == "segment":  # masks, not images, are the output: mIoU on held-out masks picks the best
+            self.extractor, self.real, self.task, self.metric, self.mode = None, None, "segment", "miou", "max"
+            return
         self.extractor, message = load_inception(cfg.metrics.inception, device)
         print(f"[gansvc] metrics: {message}", flush=True)
         self.task = "generate" if spec.task == "generate" else "translate"
@@ -49,7 +56,39 @@ class QualityMetrics:
         finally:
             stream.close()
 
+    def _family_metrics(self, state: GanState, fam_cfg: FamilyConfig) -> dict[str, float]:
+        """The family's own held-out metrics (FamilySpec.evaluate) on up to metrics.samples items of the test split
+        (the train split when there is none, or when only it has masks), fixed order, no augmentation."""
+        m = self.dataset.manifest
+        names = ("test",) if m.layout == "single" else ("testA", "testB")
+        split = "test" if all(n in m.splits for n in names) else "train"
+        if m.masked_splits() and not any(n in m.masked_splits() for n in names):
+            split = "train"
+        ds = ImageDataset(self.cfg.data.model_copy(update={"split": split, "flip": False, "crop": "center"}), m)
+        n = min(len(ds), self.cfg.metrics.samples)
+        bs = min(16, n)
+        stream = BatchStream(ds, batch_size=bs, seed=EVAL_SEED)
+        nets = state.inference_nets()
+        modes = {k: net.training for k, net in nets.items()}
+        for net in nets.values():
+            net.eval()
+
+        def batches() -> Any:
+            for _ in range(n // bs):
+                yield {k: v.to(self.device) for k, v in next(stream).items()}
+
+        try:
+            with torch.no_grad():
+                return self.spec.evaluate(state, batches(), fam_cfg)
+        finally:
+            stream.close()
+            for k, net in nets.items():
+                net.train(modes[k])
+
     def evaluate(self, state: GanState, fam_cfg: FamilyConfig) -> dict[str, float]:
+        extra = self._family_metrics(state, fam_cfg) if self.spec.evaluate is not None else {}
+        if self.task == "segment":
+            return extra
         nets = state.inference_nets()
         modes = {k: n.training for k, n in nets.items()}
         for n in nets.values():
@@ -68,8 +107,8 @@ class QualityMetrics:
             return self.spec.translate(nets, a, "a2b", fam_cfg)["image"]
 
         try:
-            return evaluate(sample, self.real, self.extractor, self.cfg.metrics.samples, batch_size=64,
-                            task=self.task)
+            return extra | evaluate(sample, self.real, self.extractor, self.cfg.metrics.samples, batch_size=64,
+                                    task=self.task)
         finally:
             if sources is not None:
                 sources.close()
