@@ -17,7 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from gansvc import local
+# Ray reads this once, at its first import: set it before any test module imports ray (see gansvc/local.py)
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+
+from gansvc import local  # noqa: E402
 
 
 def free_port_base() -> int:

@@ -1,0 +1,108 @@
+"""Application builders for `serve deploy` / `serve run` and the deploy config the CLI derives from serve/gansvc.yaml.
+
+Design: one Serve application per model plus one front-door application.
+- `gansvc.serve.app:build_app` with args that have a `model` key builds a model application (one `GanModel`
+  deployment, no HTTP route, its own replicas/autoscaling/batching; see `ModelArgs`).
+- Without a `model` key it builds the front door (`Ingress`, FastAPI, route "/"; see `IngressArgs`), which discovers
+  the model applications and serves each under its application name: /v1/models/<app name>/...
+Redeploying a config that adds an application leaves the unchanged applications' replicas alone (Serve compares each
+application's import path + args), so served models keep answering while a new one loads. Changing one model's args
+(e.g. `revision`, to pick up a newly promoted version) restarts only that model's replicas, with a surge
+(`max_surge_percent`): the old replicas answer until the new ones have loaded.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from ray import serve
+from ray.serve import Application
+
+from gansvc.serve.schemas import INGRESS_DEPLOYMENT, MODEL_DEPLOYMENT, IngressArgs, ModelArgs
+
+DEFAULT_CONFIG = Path("serve") / "gansvc.yaml"
+INGRESS_APP = "gansvc"
+
+
+def model_app(args: ModelArgs) -> Application:
+    from gansvc.serve.model import GanModel
+
+    a = args.autoscaling
+    autoscaling = {"min_replicas": a.min_replicas, "max_replicas": a.max_replicas,
+                   "target_ongoing_requests": a.target_ongoing_requests}
+    if a.initial_replicas is not None:
+        autoscaling["initial_replicas"] = a.initial_replicas
+    deployment = serve.deployment(GanModel, name=MODEL_DEPLOYMENT).options(
+        ray_actor_options={"num_cpus": args.num_cpus, "num_gpus": args.num_gpus},
+        max_ongoing_requests=args.ongoing_limit(), autoscaling_config=autoscaling,
+        max_surge_percent=args.max_surge_percent)
+    return deployment.bind(args.model_dump())
+
+
+def ingress_app(args: IngressArgs) -> Application:
+    from gansvc.serve.ingress import Ingress
+
+    deployment = serve.deployment(Ingress, name=INGRESS_DEPLOYMENT).options(
+        ray_actor_options={"num_cpus": args.num_cpus}, num_replicas=args.num_replicas,
+        max_ongoing_requests=args.max_ongoing_requests, max_surge_percent=args.max_surge_percent)
+    return deployment.bind(args.model_dump())
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """`import_path: gansvc.serve.app:build_app`: a model application when args has `model`, else the front door."""
+    args = dict(args or {})
+    if "model" in args:
+        return model_app(ModelArgs.model_validate(args))
+    return ingress_app(IngressArgs.model_validate(args))
+
+
+# ---------------------------------------------------------------------------------------------------- deploy config
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def check_config(config: dict[str, Any]) -> Any:
+    """Validate a deploy config: Serve's own schema, then every application's args against ours (strict)."""
+    from ray.serve.schema import ServeDeploySchema
+
+    schema = ServeDeploySchema.model_validate(config)
+    for app in schema.applications:
+        if app.import_path.startswith("gansvc.serve.app:"):
+            args = app.args or {}
+            (ModelArgs if "model" in args else IngressArgs).model_validate(args)
+    return schema
+
+
+def is_model_app(app: dict[str, Any]) -> bool:
+    return str(app.get("import_path", "")).startswith("gansvc.serve.app:") and "model" in (app.get("args") or {})
+
+
+def deploy_config(base: dict[str, Any], models: list[str] | None = None, port: int | None = None,
+                  registry: str | None = None) -> dict[str, Any]:
+    """The config to deploy: `base` (serve/gansvc.yaml) with only the `models` listed (None: all of base's), each
+    from its own entry in base or, for a model base does not name, a copy of base's first model application."""
+    config = copy.deepcopy(base)
+    apps = config.get("applications", [])
+    front = [a for a in apps if not is_model_app(a)]
+    by_name = {a["name"]: a for a in apps if is_model_app(a)}
+    template = next(iter(by_name.values()), {"import_path": "gansvc.serve.app:build_app", "route_prefix": None,
+                                              "args": {}})
+    chosen = []
+    for name in (models if models is not None else list(by_name)):
+        app = copy.deepcopy(by_name.get(name) or {**template, "name": name,
+                                                   "args": {**template.get("args", {}), "model": name}})
+        app["route_prefix"] = None  # models are reached through the front door only
+        if registry:
+            app["args"]["registry"] = registry
+        chosen.append(app)
+    config["applications"] = front + chosen
+    if port is not None:
+        config.setdefault("http_options", {})["port"] = port
+    check_config(config)
+    return config

@@ -1,0 +1,169 @@
+"""The model deployment: one registered model per Serve application, loaded once per replica, batched with @serve.batch.
+
+- Load: `registry.load_model` (generator nets only, EMA weights where the family keeps them), eval, no grad; on CUDA
+  the nets run in bf16 with channels_last.
+- Generation batching: the latents (and labels) of every request in a batch are drawn from each request's own seed,
+  concatenated, run as ONE forward pass and split back, so requests with different n share a pass.
+- Translation batching: the requests of a batch are grouped by (direction, height, width); each group is one forward
+  pass (same-size requests are stacked, different sizes run one pass per size).
+- Metrics (ray.serve.metrics, exported by Ray with a `ray_` prefix and deployment/replica/application tags):
+  gansvc_model_requests, gansvc_images, gansvc_batch_size, gansvc_forward_seconds, each tagged model and task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import torch
+from ray import serve
+from ray.serve.metrics import Counter, Histogram
+
+from gansvc.families.sampling import encode_labels, sample_latents
+from gansvc.imaging import grid, png_bytes, to_pil, to_uint8
+from gansvc.registry import load_model
+from gansvc.serve.schemas import GenJob, JobResult, ModelArgs, TranslateJob
+
+BATCH_BOUNDS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+SECONDS_BOUNDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+
+
+def truncate(z: torch.Tensor, threshold: float, seed: int) -> torch.Tensor:
+    """Redraw every component with |z_i| > threshold (seeded, at most 1000 rounds, then clamp): the truncation trick."""
+    gen = torch.Generator(device="cpu").manual_seed((int(seed) * 1_000_003 + 12_345) % (2**63))
+    z = z.clone()
+    for _ in range(1000):
+        mask = z.abs() > threshold
+        if not mask.any():
+            break
+        z[mask] = torch.randn(int(mask.sum()), generator=gen, dtype=z.dtype)
+    return z.clamp(-threshold, threshold)
+
+
+class GanModel:
+    def __init__(self, args: dict[str, Any]) -> None:
+        self.args = ModelArgs.model_validate(args)
+        if self.args.torch_threads:
+            torch.set_num_threads(self.args.torch_threads)
+        want_cuda = self.args.device == "cuda" or (self.args.device == "auto" and torch.cuda.is_available())
+        self.device = torch.device("cuda" if want_cuda else "cpu")
+        self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self.entry, self.m = load_model(self.args.model, self.args.registry, str(self.device))
+        if self.device.type == "cuda":
+            for net in self.m.nets.values():
+                net.to(dtype=self.dtype, memory_format=torch.channels_last)
+        self.task = self.m.spec.task
+        self.version = int(self.entry.get("version", 0))
+        self.directions = list(self.entry.get("directions") or self.m.extra.get("directions") or ["a2b", "b2a"])
+        # a warm-up pass at the training size, which also tells whether the family returns attention heatmaps
+        d = self.m.data
+        self.has_heatmap = self.task != "generate" and "heatmap" in self._translate_pass(
+            torch.zeros(1, d.channels, d.height, d.width), self.directions[0])
+        self._generate_batch.set_max_batch_size(self.args.max_batch_size)
+        self._generate_batch.set_batch_wait_timeout_s(self.args.batch_wait_timeout_s)
+        self._translate_batch.set_max_batch_size(self.args.max_batch_size)
+        self._translate_batch.set_batch_wait_timeout_s(self.args.batch_wait_timeout_s)
+        try:
+            ctx = serve.get_replica_context()
+            self.replica, self.served_as = ctx.replica_id.unique_id, ctx.app_name or self.args.model
+        except Exception:  # noqa: BLE001 - outside a replica (unit use)
+            self.replica, self.served_as = "local", self.args.model
+        tags = ("model", "task")
+        self.m_requests = Counter("gansvc_model_requests", "requests run by a model replica", tags)
+        self.m_images = Counter("gansvc_images", "images produced", tags)
+        self.m_batch = Histogram("gansvc_batch_size", "requests per forward pass", BATCH_BOUNDS, tags)
+        self.m_forward = Histogram("gansvc_forward_seconds", "forward pass + PNG encoding time", SECONDS_BOUNDS, tags)
+        self.tags = {"model": self.served_as, "task": self.task}  # the served name, as the front door's metrics
+        for metric in (self.m_requests, self.m_images, self.m_batch, self.m_forward):
+            metric.set_default_tags(dict(self.tags))  # Serve adds its tags to (mutates) the dict
+
+    # ------------------------------------------------------------------------------------------------------ info
+
+    def info(self) -> dict[str, Any]:
+        e, d, cfg = self.entry, self.m.data, self.m.config
+        return {
+            "registry_name": e["name"], "family": e["family"], "task": self.task,
+            "image": {"height": d.height, "width": d.width, "channels": d.channels},
+            "attributes": {k: list(v) for k, v in d.attributes.items()}, "conditional": bool(self.m.spec.conditional),
+            "latent_dim": getattr(cfg, "latent_dim", None), "metrics": dict(e.get("metrics", {})),
+            "version": int(e.get("version", 0)), "created": e.get("created"),
+            "directions": self.directions if self.task != "generate" else [], "heatmap": self.has_heatmap,
+            "max_n": self.args.max_n, "data_spec": d.to_dict(), "replica": self.replica,
+        }
+
+    # ------------------------------------------------------------------------------------------------ generation
+
+    async def generate(self, job: GenJob) -> JobResult:
+        return await self._generate_batch(job)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def _generate_batch(self, jobs: list[GenJob]) -> list[JobResult]:
+        return await asyncio.to_thread(self._run_generate, jobs)
+
+    @torch.inference_mode()
+    def _run_generate(self, jobs: list[GenJob]) -> list[JobResult]:
+        t0 = time.perf_counter()
+        zs, ys = [], []
+        for job in jobs:
+            z = sample_latents(self.m.config, job.n, job.seed)
+            zs.append(truncate(z, job.truncation, job.seed) if job.truncation else z)
+            if self.m.spec.conditional:
+                ys.append(encode_labels(self.m.data, job.labels or [{}] * job.n, seed=job.seed))
+        z = torch.cat(zs).to(self.device, self.dtype)
+        y = torch.cat(ys).to(self.device) if ys else None
+        assert self.m.spec.generate is not None
+        images = self.m.spec.generate(self.m.nets, z, y, self.m.config).float().cpu()
+        out, start, total = [], 0, z.shape[0]
+        for job in jobs:
+            part = images[start:start + job.n]
+            start += job.n
+            pngs = [png_bytes(grid(part))] if job.fmt == "grid" else [png_bytes(to_pil(a)) for a in to_uint8(part)]
+            out.append(JobResult(pngs, batch_requests=len(jobs), batch_images=total, replica=self.replica,
+                                 version=self.version))
+        self._observe(len(jobs), total, time.perf_counter() - t0)
+        return out
+
+    # ----------------------------------------------------------------------------------------------- translation
+
+    async def translate(self, job: TranslateJob) -> JobResult:
+        return await self._translate_batch(job)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def _translate_batch(self, jobs: list[TranslateJob]) -> list[JobResult]:
+        return await asyncio.to_thread(self._run_translate, jobs)
+
+    def _translate_pass(self, x: torch.Tensor, direction: str) -> dict[str, torch.Tensor]:
+        x = x.to(self.device, self.dtype)
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        assert self.m.spec.translate is not None
+        with torch.inference_mode():
+            return {k: v.float().cpu() for k, v in self.m.spec.translate(self.m.nets, x, direction,  # type: ignore
+                                                                          self.m.config).items()}
+
+    def _run_translate(self, jobs: list[TranslateJob]) -> list[JobResult]:
+        t0 = time.perf_counter()
+        groups: dict[tuple[str, int, int], list[int]] = {}
+        for i, job in enumerate(jobs):
+            groups.setdefault((job.direction, *job.image.shape[:2]), []).append(i)
+        out: list[JobResult | None] = [None] * len(jobs)
+        for (direction, _, _), idx in groups.items():
+            x = torch.stack([torch.from_numpy(jobs[i].image.copy()).permute(2, 0, 1) for i in idx]).float()
+            res = self._translate_pass(x / 255.0 * 2.0 - 1.0, direction)
+            imgs = to_uint8(res["image"])
+            heat = to_uint8(res["heatmap"] * 2.0 - 1.0) if "heatmap" in res else None
+            for k, i in enumerate(idx):
+                hm = [png_bytes(to_pil(heat[k]))] if jobs[i].heatmap and heat is not None else []
+                out[i] = JobResult([png_bytes(to_pil(imgs[k]))], hm, batch_requests=len(jobs), batch_images=len(jobs),
+                                   replica=self.replica, version=self.version, extra={"groups": len(groups)})
+        self._observe(len(jobs), len(jobs), time.perf_counter() - t0)
+        return [r for r in out if r is not None]
+
+    # --------------------------------------------------------------------------------------------------- metrics
+
+    def _observe(self, requests: int, images: int, seconds: float) -> None:
+        self.m_requests.inc(requests)
+        self.m_images.inc(images)
+        self.m_batch.observe(requests)
+        self.m_forward.observe(seconds)

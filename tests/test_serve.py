@@ -1,0 +1,403 @@
+"""Ray Serve: the HTTP API over real HTTP on a real Serve instance of the embedded stack, models in a real S3 registry.
+
+One module-scoped deployment (front door + an acgan and a ugatit smoke model, deployed declaratively through the
+dashboard's Serve REST API as `serve deploy` does); a cyclegan one-way import is added later by `python -m
+gansvc.serve` while the acgan model is polled. Serve is shut down at the end of the module.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures as cf
+import io
+import re
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import requests
+import torch
+import yaml
+from PIL import Image
+
+from gansvc.checkpoint import inference_payload
+from gansvc.data.spec import DataSpec
+from gansvc.families import FAMILIES
+from gansvc.registry import register
+from gansvc.serve.uploads import ApiError, multipart_file
+
+# Every test runs with the stack's environment: Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER (keep 127.0.0.1) when it is
+# first imported, so nothing here imports Ray (gansvc.serve.app / .model) before the `stack` fixture has set it.
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("stack")]
+ROOT = Path(__file__).resolve().parents[1]
+ATTRS = DataSpec("single", 16, 16, 3, {"hair_color": ("blue", "red", "green"), "eye_color": ("brown", "blue")})
+PAIRS = DataSpec("unpaired", 32, 32, 3)
+MAX_BYTES, MAX_PIXELS = 64 * 1024, 64 * 64
+
+
+def _model_bytes(family: str, data: DataSpec, seed: int, extra: dict[str, Any] | None = None) -> bytes:
+    """A model file as training writes it, from freshly built smoke nets."""
+    spec = FAMILIES[family]
+    cfg = spec.make_config("smoke")
+    torch.manual_seed(seed)
+    buf = io.BytesIO()
+    torch.save(inference_payload(spec, cfg, data, spec.build(cfg, data), extra), buf)
+    return buf.getvalue()
+
+
+def _png(h: int, w: int, seed: int = 0, fmt: str = "PNG") -> bytes:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(buf, fmt)
+    return buf.getvalue()
+
+
+def _image(data: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(data))
+
+
+def _model_app(name: str, registry: str, **args: Any) -> dict[str, Any]:
+    return {"name": name, "route_prefix": None, "import_path": "gansvc.serve.app:build_app",
+            "args": {"model": name, "registry": registry, "num_cpus": 0.2, "max_batch_size": 16,
+                     "batch_wait_timeout_s": 0.05, "torch_threads": 1, **args}}
+
+
+# ------------------------------------------------------------------------------------------- no cluster needed
+
+def test_config_file_validates_and_builds() -> None:
+    from gansvc.serve.app import build_app, check_config, deploy_config, load_config
+
+    config = load_config(ROOT / "serve" / "gansvc.yaml")
+    schema = check_config(config)  # ServeDeploySchema + our strict args schemas
+    assert schema.http_options.host == "127.0.0.1"
+    apps = {a.name: a for a in schema.applications}
+    assert apps["gansvc"].route_prefix == "/"
+    models = [a for a in schema.applications if "model" in (a.args or {})]
+    assert models and all(a.route_prefix is None and a.args["num_gpus"] == 0 for a in models)
+    for app in schema.applications:
+        built = build_app(app.args)
+        assert type(built).__name__ == "Application"
+    derived = deploy_config(config, ["shapes-dcgan", "new-model"], port=12345, registry="s3://b/reg")
+    names = [a["name"] for a in derived["applications"]]
+    assert names == ["gansvc", "shapes-dcgan", "new-model"] and derived["http_options"]["port"] == 12345
+    new = derived["applications"][-1]["args"]
+    assert new["model"] == "new-model" and new["registry"] == "s3://b/reg"
+    bad = {**config, "applications": [{**config["applications"][0], "args": {"max_pixles": 10}}]}
+    with pytest.raises(ValueError, match="max_pixles"):
+        check_config(bad)
+
+
+def test_serve_never_imports_training_or_ingestion() -> None:
+    check = ("import sys; import gansvc.serve.app, gansvc.serve.ingress, gansvc.serve.model, gansvc.serve.__main__; "
+             "print(sorted(m for m in sys.modules if m.startswith(('gansvc.train', 'gansvc.tune', "
+             "'gansvc.data.pipeline', 'gansvc.data.ingest'))))")
+    out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_truncation_and_multipart_helpers() -> None:
+    from gansvc.serve.model import truncate
+
+    z = torch.randn(64, 16, generator=torch.Generator().manual_seed(0)) * 3
+    t = truncate(z, 0.5, seed=3)
+    assert t.abs().max() <= 0.5 and torch.equal(t, truncate(z, 0.5, seed=3))
+    kept = z.abs() <= 0.5
+    assert torch.equal(t[kept], z[kept]), "components inside the threshold are kept"
+    png = _png(9, 9)
+    body = (b"--XyZ\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n--XyZ\r\n"
+            b"Content-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n"
+            + png + b"\r\n--XyZ--\r\n")
+    assert multipart_file(body, "multipart/form-data; boundary=XyZ") == png
+    with pytest.raises(ApiError) as err:
+        multipart_file(body.replace(b"image/png", b"text/html"), "multipart/form-data; boundary=XyZ")
+    assert err.value.status == 415
+
+
+# ------------------------------------------------------------------------------------------------ on Serve
+
+class Served:
+    def __init__(self, url: str, dashboard: str, metrics_url: str, config_path: Path, registry: str) -> None:
+        self.url, self.dashboard, self.metrics_url = url, dashboard, metrics_url
+        self.config_path, self.registry = config_path, registry
+
+    def gen(self, name: str = "gen", **body: Any) -> requests.Response:
+        return requests.post(f"{self.url}/v1/models/{name}/generate", json=body, timeout=120)
+
+    def tr(self, data: bytes, name: str = "ugat", ctype: str = "image/png", **query: Any) -> requests.Response:
+        return requests.post(f"{self.url}/v1/models/{name}/translate", params=query, data=data,
+                             headers={"Content-Type": ctype}, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def served(ray_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from ray import serve
+
+    from gansvc.serve.__main__ import deploy, wait_running
+    from gansvc.serve.app import check_config
+
+    registry = f"s3://{ray_stack.bucket}/t-serve-{uuid.uuid4().hex[:10]}/registry"
+    register("gen", _model_bytes("acgan", ATTRS, 0), "test", {"fid": 12.5}, root=registry)
+    register("ugat", _model_bytes("ugatit", PAIRS, 1), "test", {}, root=registry)
+    one_way = {"directions": ["a2b"]}
+    register("cyc1", _model_bytes("cyclegan", PAIRS, 2, one_way), "test", {}, root=registry, extra=one_way)
+    port = ray_stack.ports.serve_http
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    config = {
+        "proxy_location": "HeadOnly", "http_options": {"host": "127.0.0.1", "port": port},
+        "applications": [
+            {"name": "gansvc", "route_prefix": "/", "import_path": "gansvc.serve.app:build_app",
+             "args": {"num_cpus": 0.1, "max_request_bytes": MAX_BYTES, "max_pixels": MAX_PIXELS,
+                      "expect_models": ["gen", "ugat"]}},
+            _model_app("gen", registry), _model_app("ugat", registry)]}
+    # the redeploy: cyc1 (a copy of the file's first model app) added, ugat replaced (a new revision), gen untouched
+    path = tmp_path_factory.mktemp("serve") / "gansvc-test.yaml"
+    apps = [config["applications"][0], _model_app("cyc1", registry), _model_app("ugat", registry, revision="2")]
+    path.write_text(yaml.safe_dump({**config, "applications": apps}))
+    check_config(config)
+    dashboard = ray_stack.dashboard_url
+    try:
+        deploy(dashboard, config)
+        wait_running(dashboard, ["gansvc", "gen", "ugat"], timeout=240)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while requests.get(f"{url}/readyz", timeout=30).status_code != 200:
+            assert time.monotonic() < deadline, requests.get(f"{url}/readyz", timeout=30).text
+            time.sleep(0.5)
+        yield Served(url, dashboard, ray_stack.metrics_url, path, registry)
+    finally:
+        serve.shutdown()
+
+
+def test_health_models_and_docs(served: Served) -> None:
+    assert requests.get(f"{served.url}/healthz", timeout=30).json() == {"status": "ok"}
+    ready = requests.get(f"{served.url}/readyz", timeout=30)
+    assert ready.status_code == 200 and ready.json()["models"] == {"gen": "RUNNING", "ugat": "RUNNING"}
+    models = {m["name"]: m for m in requests.get(f"{served.url}/v1/models", timeout=30).json()["models"]}
+    assert set(models) == {"gen", "ugat"}
+    gen, ugat = models["gen"], models["ugat"]
+    assert gen["family"] == "acgan" and gen["task"] == "generate" and gen["conditional"]
+    assert gen["attributes"] == {"hair_color": ["blue", "red", "green"], "eye_color": ["brown", "blue"]}
+    assert gen["image"] == {"height": 16, "width": 16, "channels": 3} and gen["metrics"] == {"fid": 12.5}
+    assert gen["version"] == 1 and gen["max_n"] == 64
+    assert ugat["task"] == "translate" and ugat["directions"] == ["a2b", "b2a"] and ugat["heatmap"]
+    docs = requests.get(f"{served.url}/docs", timeout=30)
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    paths = requests.get(f"{served.url}/openapi.json", timeout=30).json()["paths"]
+    assert {"/v1/models", "/v1/models/{name}/generate", "/v1/models/{name}/translate", "/healthz",
+            "/readyz"} <= set(paths)
+
+
+def test_generate_is_seeded(served: Served) -> None:
+    one = served.gen(n=1, seed=7)
+    assert one.status_code == 200 and one.headers["content-type"] == "image/png", one.text
+    assert _image(one.content).size == (16, 16) and one.headers["X-Seed"] == "7"
+    assert served.gen(n=1, seed=7).content == one.content, "same seed, same model: same image"
+    assert served.gen(n=1, seed=8).content != one.content
+    free = served.gen(n=1)  # no seed: the server picks one and says which
+    assert served.gen(n=1, seed=int(free.headers["X-Seed"])).content == free.content
+    grid = served.gen(n=4, seed=7)
+    assert grid.headers["content-type"] == "image/png" and _image(grid.content).size == (2 + 2 * 18, 2 + 2 * 18)
+    js = served.gen(n=3, seed=7, format="json").json()
+    assert js["seed"] == 7 and js["model"] == "gen" and len(js["images"]) == 3
+    first = base64.b64decode(js["images"][0])
+    assert np.array_equal(np.asarray(_image(first)), np.asarray(_image(one.content))), "image 0 of seed 7 = n=1 image"
+    blue = served.gen(n=2, seed=5, labels={"hair_color": "blue", "eye_color": "brown"}, format="json").json()
+    red = served.gen(n=2, seed=5, labels={"hair_color": "red", "eye_color": "brown"}, format="json").json()
+    assert blue["images"] != red["images"], "labels condition the images"
+    per_image = served.gen(n=2, seed=5, format="json", labels=[{"hair_color": "blue", "eye_color": "brown"},
+                                                               {"hair_color": "red", "eye_color": "brown"}]).json()
+    assert per_image["images"] == [blue["images"][0], red["images"][1]]
+    trunc = served.gen(n=1, seed=7, truncation=0.5)
+    assert trunc.status_code == 200 and trunc.content != one.content
+    assert served.gen(n=1, seed=7, truncation=0.5).content == trunc.content
+
+
+def test_translate_sizes_directions_heatmap(served: Served) -> None:
+    png = _png(20, 28, seed=1)  # non-square, not a multiple of 4
+    a2b, b2a = served.tr(png, direction="a2b"), served.tr(png, direction="b2a")
+    for r in (a2b, b2a):
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png", r.text
+        assert _image(r.content).size == (28, 20)
+    assert a2b.content != b2a.content
+    form = requests.post(f"{served.url}/v1/models/ugat/translate", files={"image": ("x.png", png, "image/png")},
+                         timeout=120)
+    assert form.status_code == 200 and form.content == a2b.content, "multipart and raw uploads agree"
+    jpeg = served.tr(_png(33, 17, seed=2, fmt="JPEG"), ctype="image/jpeg", direction="b2a")
+    assert jpeg.status_code == 200 and _image(jpeg.content).size == (17, 33)
+    both = served.tr(png, direction="a2b", heatmap="true")
+    assert both.status_code == 200 and both.headers["content-type"] == "application/json"
+    body = both.json()
+    assert (body["width"], body["height"]) == (28, 20)
+    assert base64.b64decode(body["image"]) == a2b.content
+    heat = _image(base64.b64decode(body["heatmap"]))
+    assert heat.size == (28, 20) and heat.mode == "L"
+
+
+def _chunks(data: bytes) -> Any:
+    for i in range(0, len(data), 8192):
+        yield data[i:i + 8192]
+
+
+def test_bad_input_gets_clear_4xx(served: Served) -> None:
+    big = _png(70, 70)  # 4900 pixels > MAX_PIXELS, small in bytes
+    noise = np.random.default_rng(0).integers(0, 256, MAX_BYTES + 10, dtype=np.uint8).tobytes()
+    cases = [
+        (served.gen("nope", n=1), 404, "unknown_model", "gen, ugat"),
+        (served.tr(_png(16, 16), name="nope"), 404, "unknown_model", "no model named 'nope'"),
+        (requests.post(f"{served.url}/v1/models/..%2F..%2Fetc%2Fpasswd/generate", json={}, timeout=30), 404, None, ""),
+        (served.gen(n=65), 422, "n_out_of_range", "at most 64"),
+        (served.gen(n=0), 422, "invalid_request", "greater than or equal to 1"),
+        (served.gen(labels={"hair_color": "pink"}), 422, "invalid_labels", "allowed: blue, red, green"),
+        (served.gen(labels={"size": "big"}), 422, "invalid_labels", "attributes: hair_color, eye_color"),
+        (served.gen(labels=[{"hair_color": "blue"}], n=2), 422, "invalid_labels", "n=2"),
+        (served.gen(n=2, format="png"), 422, "invalid_format", "n=1"),
+        (served.gen(n=1, uri="file:///etc/passwd"), 422, "invalid_request", "uri: Extra inputs are not permitted"),
+        (served.gen("ugat", n=1), 400, "wrong_task", "/v1/models/ugat/translate"),
+        (served.tr(_png(16, 16), name="gen"), 400, "wrong_task", "/v1/models/gen/generate"),
+        (served.tr(b"\x89PNG\r\n\x1a\n" + b"\0" * 64), 400, "invalid_image", "PNG or JPEG"),
+        (served.tr(_png(16, 16)[:120]), 400, "invalid_image", "corrupt or truncated"),
+        (served.tr(b"hello, not an image"), 400, "invalid_image", "PNG or JPEG"),
+        (served.tr(_png(4, 40)), 400, "image_too_small", "at least 8"),
+        (served.tr(big), 413, "image_too_large", f"limit is {MAX_PIXELS}"),
+        (served.tr(noise), 413, "payload_too_large", str(MAX_BYTES)),
+        (requests.post(f"{served.url}/v1/models/ugat/translate", data=_chunks(noise),  # no Content-Length
+                       headers={"Content-Type": "image/png"}, timeout=60), 413, "payload_too_large", str(MAX_BYTES)),
+        (served.tr(_png(16, 16), ctype="text/plain"), 415, "unsupported_media_type", "image/png"),
+        (served.tr(b'{"path": "/etc/passwd"}', ctype="application/json"), 415, "unsupported_media_type", ""),
+        (requests.post(f"{served.url}/v1/models/ugat/translate", files={"path": (None, "/etc/passwd")}, timeout=30),
+         400, "invalid_multipart", "field named 'image'"),
+        (served.tr(_png(16, 16), direction="c2d"), 422, "invalid_request", "direction"),
+        (served.tr(_png(16, 16), heatmap="maybe"), 422, "invalid_request", "heatmap"),
+    ]
+    for i, (resp, status, code, text) in enumerate(cases):
+        assert resp.status_code == status, (i, resp.status_code, resp.text)
+        if code is not None:
+            err = resp.json()["error"]
+            assert err["code"] == code and text in err["message"], (i, err)
+    # the replicas keep serving
+    assert served.gen(n=1, seed=1).status_code == 200 and served.tr(_png(16, 16)).status_code == 200
+
+
+def _burst(served: Served, threads: int = 16, rounds: int = 2) -> tuple[list[int], list[int]]:
+    """Concurrent generate (different n) and translate (two sizes) requests; returns their X-Batch-Size values."""
+    def gen(i: int) -> tuple[int, list[str]]:
+        r = served.gen(n=1 + i % 3, seed=100 + i, format="json")
+        assert r.status_code == 200 and len(r.json()["images"]) == 1 + i % 3, r.text
+        return int(r.headers["X-Batch-Size"]), r.json()["images"]
+
+    def tr(i: int) -> int:
+        h, w = (16, 24) if i % 2 else (20, 12)
+        r = served.tr(_png(h, w, seed=i), direction="a2b" if i % 3 else "b2a")
+        assert r.status_code == 200 and _image(r.content).size == (w, h), r.text
+        return int(r.headers["X-Batch-Size"])
+
+    with cf.ThreadPoolExecutor(threads) as pool:
+        gens = list(pool.map(gen, range(threads * rounds)))
+        trs = list(pool.map(tr, range(threads * rounds)))
+    alone = served.gen(n=2, seed=101, format="json")  # request 1 of the burst, unbatched
+    assert alone.headers["X-Batch-Size"] == "1"
+    for batched, single in zip(gens[1][1], alone.json()["images"], strict=True):
+        a, b = (np.asarray(_image(base64.b64decode(x)), dtype=int) for x in (batched, single))
+        assert np.abs(a - b).max() <= 1, "batching with other requests must not change a request's images"
+    return [g[0] for g in gens], trs
+
+
+def test_concurrent_requests_are_batched(served: Served) -> None:
+    gens, trs = _burst(served)
+    assert max(gens) > 1, f"16 concurrent generate requests never shared a forward pass: {gens}"
+    assert max(trs) > 1, f"16 concurrent translate requests never shared a batch: {trs}"
+
+
+def _scrape(url: str) -> str:
+    try:
+        return requests.get(url, timeout=10).text
+    except requests.RequestException:
+        return ""
+
+
+def _value(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_metrics_are_exported_for_prometheus(served: Served) -> None:
+    gens, _ = _burst(served, threads=8, rounds=1)
+    served.gen("nope")
+    want = {
+        ("ray_gansvc_http_requests_total", (("model", "gen"), ("endpoint", "generate"), ("status", "200"))): 8,
+        ("ray_gansvc_http_errors_total", (("endpoint", "generate"), ("kind", "unknown_model"))): 1,
+        ("ray_gansvc_http_request_seconds_count", (("model", "ugat"), ("endpoint", "translate"))): 8,
+        ("ray_gansvc_images_total", (("model", "gen"), ("deployment", "GanModel"), ("application", "gen"))): 16,
+        ("ray_gansvc_batch_size_count", (("model", "gen"), ("task", "generate"))): 1,
+        ("ray_gansvc_forward_seconds_count", (("model", "ugat"), ("task", "translate"))): 1,
+        ("ray_gansvc_model_requests_total", (("model", "ugat"),)): 8,
+    }
+    deadline, text, missing = time.monotonic() + 60, "", list(want)
+    while time.monotonic() < deadline:  # Ray exports custom metrics every few seconds
+        text = _scrape(served.metrics_url)
+        missing = [k for k, v in want.items() if _value(text, k[0], **dict(k[1])) < v]
+        if not missing:
+            break
+        time.sleep(2)
+    assert not missing, f"not (yet) exported: {missing}"
+    if max(gens) > 1:  # the batch-size histogram saw batches above 1
+        single = _value(text, "ray_gansvc_batch_size_bucket", model="gen", le="1.0")
+        assert _value(text, "ray_gansvc_batch_size_count", model="gen") > single
+    assert re.search(r'ray_gansvc_http_request_seconds_bucket\{[^}]*deployment="Ingress"', text)
+
+
+def test_models_added_and_replaced_by_redeploy_while_serving(served: Served) -> None:
+    register("ugat", _model_bytes("ugatit", PAIRS, 9), "test", {}, root=served.registry)  # promoted again: v2
+    stop, polls = threading.Event(), {"gen": [], "ugat": []}
+    png = _png(18, 26, seed=4)
+
+    def poll() -> None:
+        while not stop.is_set():
+            for name, call in (("gen", lambda: served.gen(n=1, seed=3)), ("ugat", lambda: served.tr(png))):
+                try:
+                    r = call()
+                    polls[name].append((r.status_code, r.headers.get("X-Replica"), r.headers.get("X-Model-Version")))
+                except requests.RequestException as err:
+                    polls[name].append((str(err), None, None))
+            time.sleep(0.05)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    try:
+        time.sleep(0.5)
+        cli = subprocess.run([sys.executable, "-m", "gansvc.serve", "--config", str(served.config_path), "--models",
+                              "cyc1,ugat", "--detach", "--timeout", "240"], capture_output=True, text=True, timeout=300)
+        assert cli.returncode == 0, cli.stderr
+        assert f"serves cyc1, ugat at {served.url}" in cli.stdout
+        deadline = time.monotonic() + 60
+        while not (polls["ugat"] and polls["ugat"][-1][2] == "2" and "cyc1" in [
+                m["name"] for m in requests.get(f"{served.url}/v1/models", timeout=30).json()["models"]]):
+            assert time.monotonic() < deadline, "the new model or the new version never became reachable"
+            time.sleep(0.3)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        poller.join()
+    for name in ("gen", "ugat"):
+        assert len(polls[name]) > 5 and all(p[0] == 200 for p in polls[name]), (name, polls[name])
+    assert len({p[1] for p in polls["gen"]}) == 1, f"gen's replica was restarted: {set(polls['gen'])}"
+    versions = [p[2] for p in polls["ugat"]]
+    assert versions[0] == "1" and versions[-1] == "2", versions  # old and new replicas overlap during the surge
+    ready = requests.get(f"{served.url}/readyz", timeout=30).json()
+    assert ready["ready"] and set(ready["models"]) == {"gen", "ugat", "cyc1"}
+    ok = served.tr(png, name="cyc1", direction="a2b")
+    assert ok.status_code == 200 and _image(ok.content).size == (26, 18)
+    one_way = served.tr(png, name="cyc1", direction="b2a")
+    assert one_way.status_code == 400 and one_way.json()["error"]["code"] == "unsupported_direction"
+    assert "a2b only" in one_way.json()["error"]["message"]
+    no_heat = served.tr(png, name="cyc1", heatmap="true")
+    assert no_heat.status_code == 400 and no_heat.json()["error"]["code"] == "no_heatmap"
