@@ -2,17 +2,20 @@
 
 Start the stack, write the synthetic datasets to its S3, run the input pipeline as a Ray job, train a dcgan (noise ->
 image) and a cyclegan (image -> image) with `ray job submit` (2 DDP workers each), promote both into the registry,
-and run offline generation and translation through the registry. Everything it made lands in `demo-output/`.
+run offline generation and translation through the registry, serve both with Ray Serve and call both HTTP endpoints.
+Everything it made lands in `demo-output/`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from gansvc import local, storage
@@ -25,6 +28,15 @@ def _step(title: str) -> None:
 def _run(cmd: list[str], env: dict[str, str]) -> None:
     print("$ " + shlex.join(cmd), flush=True)
     subprocess.run(cmd, check=True, env=env)
+
+
+def _http(url: str, body: bytes, content_type: str, out: Path) -> None:
+    """POST to the running service and save the image it returns."""
+    request = urllib.request.Request(url, data=body, headers={"content-type": content_type}, method="POST")
+    print(f"$ POST {url}", flush=True)
+    with urllib.request.urlopen(request, timeout=120) as resp:
+        out.write_bytes(resp.read())
+    print(f"  -> {out} ({resp.status}, {resp.headers.get('content-type')})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,17 +105,33 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / f"{run_name}-samples.png").write_bytes(
             storage.read_bytes(f"{bucket}/runs/{run_name}/samples/{grids[-1]}"))
 
-    _step(f"8. results in {args.out}/")
+    _step("8. serve both models over HTTP with Ray Serve and call both endpoints")
+    _run([py, "-m", "gansvc.serve", "--models", "shapes-dcgan,stripes-cyclegan", "--detach"], env)
+    url = f"http://127.0.0.1:{state.ports.serve_http}"
+    served = args.out / "served"
+    served.mkdir(exist_ok=True)
+    _http(f"{url}/v1/models/shapes-dcgan/generate", json.dumps({"n": 16, "seed": 7, "format": "grid"}).encode(),
+          "application/json", served / "generate-seed7-grid.png")
+    _http(f"{url}/v1/models/stripes-cyclegan/translate?direction=a2b", sample.read_bytes(), "image/png",
+          served / "translate-a2b.png")
+
+    _step(f"9. results in {args.out}/")
     for name in ("shapes-preview.png", "stripes-preview.png"):
         (args.out / name).write_bytes(storage.read_bytes(f"{bucket}/demo/{name}"))
     for path in sorted(args.out.glob("*.png")):
         print(f"  {path.resolve()}")
     print(f"  {(args.out / 'generated').resolve()}/  (16 generated images and a grid)")
+    print(f"  {(args.out / 'served').resolve()}/  (what the HTTP endpoints returned)")
     print(f"\ndone in {time.perf_counter() - t0:.0f}s. The stack keeps running; try:")
     print(f'  eval "$(python -m gansvc.local env{" --state-dir " + str(state_dir) if args.state_dir else ""})"')
     print(f"  python -m gansvc.data info {bucket}/datasets/shapes")
     print(f"  ray job submit -- python -m gansvc.data preview {bucket}/datasets/stripes {bucket}/demo/mine.png")
-    print(f"  Ray dashboard: {state.dashboard_url}      stop everything: python -m gansvc.local down")
+    print(f"  curl -s {url}/v1/models")
+    print(f"  curl -s -X POST {url}/v1/models/shapes-dcgan/generate -H 'content-type: application/json' "
+          "-d '{\"n\": 16, \"seed\": 1, \"format\": \"grid\"}' -o grid.png")
+    print(f"  curl -s -X POST '{url}/v1/models/stripes-cyclegan/translate?direction=a2b' -H 'content-type: image/png' "
+          f"--data-binary @{sample} -o zebra.png")
+    print(f"  API docs: {url}/docs   Ray dashboard: {state.dashboard_url}   stop everything: python -m gansvc.local down")
     return 0
 
 
