@@ -442,10 +442,16 @@ def run_sweep(spec: SweepSpec, name: str, storage_root: str, max_steps: int | No
     trials_root = storage.parse_uri(cfg.run.storage_root())
     for result in grid:
         tid = _trial_id(result)
-        runs = sorted({o.rel.split("/")[0] for o in storage.list_objects(trials_root.uri())
-                       if o.rel.split("/")[0].startswith(tid)})
-        if runs:
-            _TRIAL_RUNS[tid] = trials_root.join(runs[-1]).uri()
+        # the trial's run (PBT: its segment runs) that got furthest; ties go to the latest written
+        reached: dict[str, tuple[int, str]] = {}
+        for o in storage.list_objects(trials_root.uri()):
+            parts = o.rel.split("/")
+            if parts[0].startswith(tid) and len(parts) == 3 and parts[1].startswith("checkpoint-") \
+                    and parts[2] == "meta.json":
+                meta = storage.read_json(trials_root.join(o.rel).uri())
+                reached[parts[0]] = max(reached.get(parts[0], (-1, "")), (int(meta["step"]), meta["created"]))
+        if reached:
+            _TRIAL_RUNS[tid] = trials_root.join(max(reached, key=lambda r: reached[r])).uri()
     rows = collect(grid, metric, spec.mode, total, list(spec.space))
     configs = {}
     for r in rows:
