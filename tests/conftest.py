@@ -36,6 +36,17 @@ def free_port_base() -> int:
     raise RuntimeError("no free port range found for the test stack")
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny nets run faster on one intra-op thread (no OpenMP spin-waiting when test runs share the two cores)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def stack_dir() -> Iterator[Path]:
     # short path: Ray's unix sockets live under it and must stay under 107 characters

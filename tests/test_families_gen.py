@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
@@ -59,13 +58,6 @@ def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """Tiny nets run faster on one thread, and this leaves the other core to whoever shares the machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -477,7 +469,7 @@ LEARN_ATTRS = {"tint": ("warm", "cool"), "size": ("s", "m", "l")}
 
 
 @pytest.mark.parametrize("name", MINE)
-def test_learning_moves_generated_colour_to_the_data(name: str, one_thread: None) -> None:
+def test_learning_moves_generated_colour_to_the_data(name: str, one_torch_thread: None) -> None:
     spec = spec_of(name)
     torch.manual_seed(0)
     cfg = spec.make_config("smoke")

@@ -27,13 +27,7 @@ from gansvc.nn.ugatit import LIN, AdaLIN, UgatitDiscriminator, UgatitGenerator
 SPECS = {"cyclegan": cyclegan.SPEC, "ugatit": ugatit.SPEC}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_intra_op_thread():
-    """These nets are tiny: one thread avoids OpenMP spin-waiting when other test runs share the two cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 DISCRIMINATORS = {"cyclegan": ("D_A", "D_B"), "ugatit": ugatit.DISCRIMINATORS}
 GENERATORS = {"cyclegan": ("G_A", "G_B"), "ugatit": ugatit.GENERATORS}
 

@@ -54,12 +54,7 @@ OFFICIAL_G_NORMS = {"model.2": 8, "model.5": 16, "model.8": 32, "model.10.conv_b
                     "model.13": 16, "model.16": 8}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def official_cyclegan_g(seed: int) -> dict[str, torch.Tensor]:

@@ -26,13 +26,7 @@ from gansvc.nn.ugatit import UgatitDiscriminator, UgatitGenerator, ugatit_arch_f
 Shapes = dict[str, tuple[int, ...]]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_intra_op_thread():
-    """Small tensors: one thread avoids OpenMP spin-waiting when other test runs share the two cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- expected layouts, from the official code -------------------------------------------------------------------------

@@ -32,13 +32,7 @@ from gansvc.train.__main__ import main as train_main
 SEG, SEMCG = FAMILIES["segmenter"], FAMILIES["semantic-cyclegan"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_intra_op_thread():
-    """Tiny nets: one thread avoids OpenMP spin-waiting when other test runs share the cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
