@@ -74,12 +74,14 @@ def linear_decay_scheduler(opt: torch.optim.Optimizer, decay_start: int, decay_s
 
 
 @contextmanager
-def frozen(*nets: nn.Module) -> Iterator[None]:
+def frozen(*nets: nn.Module, eval_mode: bool = True) -> Iterator[None]:
     """Use `nets` as fixed functions inside a generator step.
 
-    Their parameters get no gradients (gradients still flow through them to their inputs), they run in eval mode so
-    buffers do not move (spectral norm skips its power iteration), and a DDP wrapper runs under `no_sync()` so it
-    does not wait for gradients that never come. Modes and `requires_grad` flags are restored on exit.
+    Their parameters get no gradients (gradients still flow through them to their inputs; their own weight gradients
+    are never computed, which saves about a third of their backward), they run in eval mode so buffers do not move
+    (spectral norm skips its power iteration) unless `eval_mode=False` (batch-norm discriminators of the DCGAN family
+    judge G's samples with batch statistics, as the reference code does), and a DDP wrapper runs under `no_sync()` so
+    it does not wait for gradients that never come. Modes and `requires_grad` flags are restored on exit.
     """
     saved: list[tuple[nn.Module, bool, list[tuple[nn.Parameter, bool]]]] = []
     with ExitStack() as stack:
@@ -88,7 +90,8 @@ def frozen(*nets: nn.Module) -> Iterator[None]:
             saved.append((net, net.training, [(p, p.requires_grad) for p in params]))
             for p in params:
                 p.requires_grad_(False)
-            net.eval()
+            if eval_mode:
+                net.eval()
             no_sync = getattr(net, "no_sync", None)
             if callable(no_sync):
                 stack.enter_context(no_sync())

@@ -83,7 +83,7 @@ def learning_rates(state: GanState) -> dict[str, float]:
     return {f"lr/{name}": float(opt.param_groups[0]["lr"]) for name, opt in state.optimizers.items()}
 
 
-def _place(state: GanState, device: torch.device, world: int, cfg: ExperimentConfig) -> None:
+def place(state: GanState, device: torch.device, world: int, cfg: ExperimentConfig) -> None:
     import ray.train.torch
 
     cuda = device.type == "cuda"
@@ -105,10 +105,20 @@ def _place(state: GanState, device: torch.device, world: int, cfg: ExperimentCon
                     st[k] = v.to(device)
 
 
-def _autocast(device: torch.device, cfg: ExperimentConfig) -> contextlib.AbstractContextManager:
+def autocast_for(device: torch.device, cfg: ExperimentConfig) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when loop.amp is on; nothing on CPU."""
     if device.type == "cuda" and cfg.loop.amp:
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def device_batch(batch: dict[str, torch.Tensor], device: torch.device, cfg: ExperimentConfig
+                 ) -> dict[str, torch.Tensor]:
+    """A batch on the training device (channels_last images on CUDA when loop.channels_last is on)."""
+    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    if device.type == "cuda" and cfg.loop.channels_last:
+        batch = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in batch.items()}
+    return batch
 
 
 def _max_steps(cfg: ExperimentConfig, steps_per_epoch: int) -> int:
@@ -185,7 +195,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         if rank == 0:
             print(f"[gansvc] {source} at step {step} (epoch {position['epoch']}, batch {position['batch']})",
                   flush=True)
-    _place(state, device, world, cfg)
+    place(state, device, world, cfg)
     for net in state.nets.values():
         net.train()
 
@@ -199,12 +209,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     run_start, start_step = time.perf_counter(), step
     try:
         while step < max_steps:
-            batch = next(stream)
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            if device.type == "cuda" and cfg.loop.channels_last:
-                batch = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
-                         for k, v in batch.items()}
-            with _autocast(device, cfg):
+            batch = device_batch(next(stream), device, cfg)
+            with autocast_for(device, cfg):
                 out = spec.train_step(state, batch, step, fam_cfg)
             step += 1
             finite = all(math.isfinite(v) for v in out.values())

@@ -1,0 +1,159 @@
+"""Ray overhead, start-up cost, data-parallel scaling and data wait: one family trained through
+`python -m gansvc.train` (Ray Train, 1 and 2 CPU workers) vs the same step in a plain loop without Ray.
+
+    python -m gansvc.local --state-dir /tmp/gsv-bench up --port-base 23000
+    python bench/ray_bench.py --quick --state-dir /tmp/gsv-bench
+    python -m gansvc.local --state-dir /tmp/gsv-bench down
+
+Same dataset (synthetic shapes in the embedded S3, read through the input pipeline on both sides), same family
+config, same per-worker batch, one CPU (one torch thread) per worker. Measured:
+- plain: `spec.train_step` in a loop over the pipeline's BatchStream in this process (torch threads = 1), before and
+  after the Ray runs (their mean is the baseline, so drifting machine load hits both sides);
+- ray-1 / ray-2: `python -m gansvc.train FAMILY --num-workers 1|2 --cpus-per-worker 1` as a subprocess, with evaluation
+  and checkpoints only at the end. Steady-state step time = median over the run's log windows after the first
+  (from the run's history.json); fixed cost = wall time - steps x steady step time (driver start, Ray connection,
+  worker group start, dataset open, the final evaluation and checkpoint);
+- overhead = ray-1 steady step time / plain step time - 1 (target < 5%); scaling efficiency = ray-2 images/s /
+  (2 x ray-1 images/s); data wait = share of step time spent waiting for the next batch (target < 5%).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def ensure_dataset(uri: str, size: int, count: int) -> None:
+    """Synthetic shapes at `size` px in S3 (skipped when the dataset is already there)."""
+    from gansvc import storage
+
+    if storage.exists(storage.parse_uri(uri).join("manifest.json").uri()):
+        return
+    subprocess.run([sys.executable, "-m", "gansvc.data", "synth", "shapes", uri, "--count", str(count), "--size",
+                    str(size), "--quiet"], check=True)
+
+
+def plain_loop(family: str, preset: str | None, data_uri: str, batch: int, steps: int, warmup: int, cache: str
+               ) -> dict[str, float]:
+    """The step without Ray: same config, pipeline and batch; returns steady step time and data-wait share."""
+    import torch
+
+    from gansvc.data.pipeline import BatchStream, DataConfig, ImageDataset
+    from gansvc.families import FAMILIES
+
+    torch.set_num_threads(1)  # a Ray Train worker with 1 CPU runs torch with OMP_NUM_THREADS=1
+    spec = FAMILIES[family]
+    cfg = spec.make_config(preset)
+    dataset = ImageDataset(DataConfig(uri=data_uri, cache_dir=cache))
+    torch.manual_seed(0)
+    state = spec.build(cfg, dataset.spec)
+    for net in state.nets.values():
+        net.train()
+    stream = BatchStream(dataset, batch, 0, 1, 0)
+    try:
+        for step in range(warmup):
+            spec.train_step(state, next(stream), step, cfg)
+        wait0, t0 = stream.wait_s, time.perf_counter()
+        for step in range(warmup, warmup + steps):
+            spec.train_step(state, next(stream), step, cfg)
+        elapsed = time.perf_counter() - t0
+        return {"step_s": elapsed / steps, "images_per_s": steps * batch / elapsed,
+                "data_wait_frac": (stream.wait_s - wait0) / elapsed}
+    finally:
+        stream.close()
+
+
+def ray_run(family: str, preset: str | None, data_uri: str, batch: int, steps: int, log_every: int, workers: int,
+            storage_root: str) -> dict[str, float]:
+    from gansvc import storage
+
+    name = f"bench-{family}-w{workers}-{int(time.time())}"
+    cmd = [sys.executable, "-m", "gansvc.train", family, "--dataset", data_uri, "--num-workers", str(workers),
+           "--cpus-per-worker", "1", "--batch-size", str(batch), "--max-steps", str(steps), "--log-every",
+           str(log_every), "--checkpoint-every", str(steps), "--eval-every", str(steps), "--storage", storage_root,
+           "--name", name, "--set", "metrics.samples=64", "--set", "metrics.reference_samples=64",
+           "--set", "loop.grid_size=16"] + (["--preset", preset] if preset else [])
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    history = storage.read_json(storage.parse_uri(storage_root).join(name, "history.json").uri())
+    windows = [h for h in history if "step_time_s" in h][1:]  # the first window holds warm-up and first reads
+    step_s = statistics.median(h["step_time_s"] for h in windows)
+    return {"wall_s": wall, "step_s": step_s, "images_per_s": statistics.median(h["images_per_s"] for h in windows),
+            "data_wait_frac": statistics.median(h["data_wait_frac"] for h in windows),
+            "fixed_s": wall - steps * step_s, "windows": len(windows)}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="fewer, smaller steps (about 2 minutes on 2 CPU cores)")
+    p.add_argument("--state-dir", default=None, help="embedded stack to use (default: the environment's)")
+    p.add_argument("--family", default="dcgan")
+    p.add_argument("--preset", default=None, help="family preset (default: the report's architecture)")
+    p.add_argument("--size", type=int, default=32, help="image side of the synthetic dataset")
+    p.add_argument("--batch-size", type=int, default=None, help="per worker (default 64; 32 with --quick)")
+    p.add_argument("--out", default=None)
+    args = p.parse_args()
+    if not common.use_stack(args.state_dir):
+        return 2
+    base = os.environ.get("GANSVC_STORAGE")
+    if not base:
+        print("no storage: pass --state-dir of a running embedded stack, or export its env", file=sys.stderr)
+        return 2
+    from gansvc.families import FAMILIES
+
+    spec = FAMILIES[args.family]
+    preset = args.preset or ("report" if "report" in spec.presets else None)
+    steps, log_every = (40, 8) if args.quick else (300, 25)
+    args.batch_size = args.batch_size or (32 if args.quick else 64)
+    data_uri = f"{base.rstrip('/')}/bench-ray/shapes{args.size}"
+    ensure_dataset(data_uri, args.size, 1024)
+    runs = f"{base.rstrip('/')}/bench-ray/runs"
+    with tempfile.TemporaryDirectory(prefix="gansvc-raybench-") as cache:
+        print("plain loop ...", file=sys.stderr, flush=True)
+        plain = [plain_loop(args.family, preset, data_uri, args.batch_size, steps, log_every, cache)]
+        print("ray, 1 worker ...", file=sys.stderr, flush=True)
+        ray1 = ray_run(args.family, preset, data_uri, args.batch_size, steps, log_every, 1, runs)
+        print("ray, 2 workers ...", file=sys.stderr, flush=True)
+        ray2 = ray_run(args.family, preset, data_uri, args.batch_size, steps, log_every, 2, runs)
+        print("plain loop again ...", file=sys.stderr, flush=True)
+        plain.append(plain_loop(args.family, preset, data_uri, args.batch_size, steps, log_every, cache))
+    base_step = statistics.fmean(x["step_s"] for x in plain)
+    base_ips = statistics.fmean(x["images_per_s"] for x in plain)
+    rows: list[dict[str, Any]] = [
+        {"run": "plain", "workers": 1, "step_s": base_step, "images_per_s": base_ips,
+         "data_wait_frac": statistics.fmean(x["data_wait_frac"] for x in plain),
+         "step_s_before_after": [x["step_s"] for x in plain]},
+        {"run": "ray", "workers": 1, **ray1, "overhead": ray1["step_s"] / base_step - 1},
+        {"run": "ray", "workers": 2, **ray2, "scaling_efficiency": ray2["images_per_s"] / (2 * ray1["images_per_s"]),
+         "speedup_vs_1": ray2["images_per_s"] / ray1["images_per_s"]},
+    ]
+    meta = {"family": args.family, "preset": preset, "size": args.size, "batch_per_worker": args.batch_size,
+            "steps": steps, "quick": args.quick, "load_avg_1m": common.load_avg()}
+    common.print_table(("run", "workers", "step s", "img/s", "data wait %", "overhead %", "fixed s", "scaling eff"),
+                       [(r["run"], r["workers"], r["step_s"], r["images_per_s"], 100 * r["data_wait_frac"],
+                         100 * r["overhead"] if "overhead" in r else None, r.get("fixed_s"),
+                         r.get("scaling_efficiency")) for r in rows],
+                       title=f"Ray overhead and scaling: {args.family} {args.size}px, batch {args.batch_size}/worker, "
+                             f"{steps} steps")
+    common.append_rows("ray", rows, meta, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
