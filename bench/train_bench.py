@@ -213,10 +213,14 @@ def loss_check(spec: FamilySpec, fam_cfg: Any, data: DataSpec, batches: list[dic
     return {"loss_rel_diff": worst, "loss_diff_in_se": worst_z}
 
 
-def run_case(case: Case, device: torch.device, quick: bool, loss_steps: int) -> list[dict[str, Any]]:
+def run_case(case: Case, device: torch.device, quick: bool, loss_steps: int, preset: str | None = None,
+             rounds: int | None = None) -> list[dict[str, Any]]:
     spec = FAMILIES[case.family]
-    preset = "report" if "report" in spec.presets else None
-    fam_cfg = spec.make_config(preset, case.overrides)
+    preset = preset or ("report" if "report" in spec.presets else None)
+    overrides = dict(case.overrides)
+    if preset != "report" and "num_downs" in overrides:
+        del overrides["num_downs"]  # the small-size U-Net depth belongs to the report preset
+    fam_cfg = spec.make_config(preset, overrides)
     data = data_spec(spec, case.side)
     batches = make_batches(spec, data, case.batch, 4, seed=0)
     fp32 = SimpleNamespace(loop=LoopConfig(max_steps=1, amp=False, channels_last=False, compile=False))
@@ -234,7 +238,8 @@ def run_case(case: Case, device: torch.device, quick: bool, loss_steps: int) -> 
             variants[name] = loop
             runners[f"gansvc+{name}"] = gansvc_runner(spec, build(spec, fam_cfg, data, device, loop), fam_cfg,
                                                       device, loop)
-    res = compare(runners, batches, case.batch, device, round_s=1.0 if quick else 3.0, rounds=3 if quick else 5,
+    res = compare(runners, batches, case.batch, device, round_s=1.0 if quick else 3.0,
+                  rounds=rounds or (3 if quick else 5),
                   warmup=3 if device.type == "cuda" else 1)
     ref = res.get("reference", {}).get("per_s")
     rows = []
@@ -259,6 +264,8 @@ def main() -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     p.add_argument("--loss-steps", type=int, default=300, help="steps of each GPU switch's loss check (0: skip)")
+    p.add_argument("--preset", default=None, help="family preset for every family (default: report)")
+    p.add_argument("--rounds", type=int, default=None, help="timed rounds per runner (default 3 quick, 5 full)")
     p.add_argument("--out", default=None, help="results file (default bench/results/train.jsonl)")
     args = p.parse_args()
     families = [f.strip() for f in args.families.split(",") if f.strip()]
@@ -280,7 +287,8 @@ def main() -> int:
     rows: list[dict[str, Any]] = []
     for case in cases(families, sizes):
         print(f"{case.family} {case.size} ({case.side}px, batch {case.batch}) ...", file=sys.stderr, flush=True)
-        new = run_case(case, device, args.quick, args.loss_steps if device.type == "cuda" else 0)
+        new = run_case(case, device, args.quick, args.loss_steps if device.type == "cuda" else 0, args.preset,
+                       args.rounds)
         for r in new:
             print(f"  {r['variant']:22} {r['per_s']:10.1f} {r['unit']}/s  x reference "
                   f"{r['vs_reference'] or float('nan'):.2f}  load {r['load_avg_1m']}", file=sys.stderr, flush=True)
@@ -290,7 +298,7 @@ def main() -> int:
         [(r["family"], r["size"], r["side"], r["batch"], r["variant"], r["per_s"], r["unit"], r["vs_gansvc_fp32"],
           r["vs_reference"], r.get("loss_diff_in_se")) for r in rows],
         title=f"training step throughput ({args.device}, {torch.get_num_threads()} threads)")
-    common.append_rows("train", rows, {"quick": args.quick}, args.out)
+    common.append_rows("train", rows, {"quick": args.quick, "preset": args.preset or "report"}, args.out)
     return 0
 
 

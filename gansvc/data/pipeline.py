@@ -105,6 +105,11 @@ class ByteSource:
         if self.root.is_s3 and cache_dir != "":
             base = Path(cache_dir or Path.home() / ".cache" / "gansvc" / "data").expanduser()
             self.cache = base / hashlib.sha1(self.root.uri().encode()).hexdigest()[:16]
+        # files being fetched right now: the warm-up thread and the decoders often miss the same file at the same
+        # time on a cold cache; the second waits for the first instead of reading S3 again (bench/data_bench.py
+        # measured 1.10-1.18 GETs per image at 64 px before)
+        self._inflight: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
 
     def warm(self, rels: list[str], threads: int = 16) -> None:
         """Fetch files not yet cached, many at a time (S3 latency, not bandwidth, bounds small-file reads)."""
@@ -130,12 +135,29 @@ class ByteSource:
         try:
             return path.read_bytes()
         except FileNotFoundError:
+            pass
+        with self._lock:
+            event = self._inflight.get(rel)
+            owner = event is None
+            if owner:
+                event = self._inflight[rel] = threading.Event()
+        if not owner:
+            event.wait()
+            try:
+                return path.read_bytes()
+            except FileNotFoundError:  # the other fetch failed: try ourselves (and raise its error if it recurs)
+                return self.fetch(rel)
+        try:
             data = self.fetch(rel)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
             tmp.write_bytes(data)
-            os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+            os.replace(tmp, path)  # atomic: a concurrent reader (another worker process) never sees half a file
             return data
+        finally:
+            with self._lock:
+                del self._inflight[rel]
+            event.set()
 
 
 @dataclass(frozen=True)
