@@ -7,12 +7,14 @@
 
 Same dataset (synthetic shapes in the embedded S3, read through the input pipeline on both sides), same family
 config, same per-worker batch, one CPU (one torch thread) per worker. Measured:
-- plain: `spec.train_step` in a loop over the pipeline's BatchStream in this process (torch threads = 1), before and
-  after the Ray runs (their mean is the baseline, so drifting machine load hits both sides);
+- plain: `spec.train_step` in a loop over the pipeline's BatchStream, in a fresh process with OMP_NUM_THREADS=1 as a
+  1-CPU Ray worker has, before and after the Ray runs (their mean is the baseline, so drifting machine load hits
+  both sides);
 - ray-1 / ray-2: `python -m gansvc.train FAMILY --num-workers 1|2 --cpus-per-worker 1` as a subprocess, with evaluation
   and checkpoints only at the end. Steady-state step time = median over the run's log windows after the first
-  (from the run's history.json); fixed cost = wall time - steps x steady step time (driver start, Ray connection,
-  worker group start, dataset open, the final evaluation and checkpoint);
+  (from the run's history.json; a window includes the loop's logging and reporting); fixed cost = wall time -
+  steps x steady step time, split into start-up (command start to the first step: interpreter, Ray connection,
+  worker group, dataset, model build) and tail (last progress line to exit: final evaluation, checkpoint, shutdown);
 - overhead = ray-1 steady step time / plain step time - 1 (target < 5%); scaling efficiency = ray-2 images/s /
   (2 x ray-1 images/s); data wait = share of step time spent waiting for the next batch (target < 5%).
 """
@@ -66,14 +68,31 @@ def plain_loop(family: str, preset: str | None, data_uri: str, batch: int, steps
     try:
         for step in range(warmup):
             spec.train_step(state, next(stream), step, cfg)
-        wait0, t0 = stream.wait_s, time.perf_counter()
-        for step in range(warmup, warmup + steps):
-            spec.train_step(state, next(stream), step, cfg)
-        elapsed = time.perf_counter() - t0
-        return {"step_s": elapsed / steps, "images_per_s": steps * batch / elapsed,
-                "data_wait_frac": (stream.wait_s - wait0) / elapsed}
+        # windows of `warmup` (= the Ray run's log_every) steps, summarised by their median like the Ray run's
+        windows: list[tuple[float, float]] = []  # (seconds, data wait seconds)
+        for w in range(warmup, warmup + steps, warmup):
+            wait0, t0 = stream.wait_s, time.perf_counter()
+            for step in range(w, min(w + warmup, warmup + steps)):
+                spec.train_step(state, next(stream), step, cfg)
+            windows.append(((time.perf_counter() - t0) / (step - w + 1), stream.wait_s - wait0))
+        step_s = statistics.median(t for t, _ in windows)
+        return {"step_s": step_s, "images_per_s": batch / step_s,
+                "data_wait_frac": statistics.median(wt / (t * warmup) for t, wt in windows)}
     finally:
         stream.close()
+
+
+def plain_subprocess(family: str, preset: str | None, data_uri: str, batch: int, steps: int, warmup: int,
+                     cache: str) -> dict[str, float]:
+    """`plain_loop` in a fresh interpreter started like a Ray Train worker with 1 CPU (OMP_NUM_THREADS=1), so the
+    two sides differ only in what Ray and the training loop add."""
+    args = json.dumps([family, preset, data_uri, batch, steps, warmup, cache])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, __file__, "--plain-json", args], capture_output=True, text=True, env=env,
+                          cwd=REPO)
+    if proc.returncode != 0:
+        raise RuntimeError(f"plain loop failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def ray_run(family: str, preset: str | None, data_uri: str, batch: int, steps: int, log_every: int, workers: int,
@@ -87,16 +106,28 @@ def ray_run(family: str, preset: str | None, data_uri: str, batch: int, steps: i
            "--name", name, "--set", "metrics.samples=64", "--set", "metrics.reference_samples=64",
            "--set", "loop.grid_size=16"] + (["--preset", preset] if preset else [])
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
+    lines, progress = [], []  # (seconds since start) of rank 0's progress lines: start-up ends before the first
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        lines.append(line)
+        if "[gansvc] step " in line:
+            progress.append(time.perf_counter() - t0)
+    rc = proc.wait()
     wall = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    if rc != 0 or not progress:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({rc}):\n{''.join(lines[-40:])}")
     history = storage.read_json(storage.parse_uri(storage_root).join(name, "history.json").uri())
     windows = [h for h in history if "step_time_s" in h][1:]  # the first window holds warm-up and first reads
     step_s = statistics.median(h["step_time_s"] for h in windows)
+    first_window = history[0]["step"] * history[0]["step_time_s"]
     return {"wall_s": wall, "step_s": step_s, "images_per_s": statistics.median(h["images_per_s"] for h in windows),
             "data_wait_frac": statistics.median(h["data_wait_frac"] for h in windows),
-            "fixed_s": wall - steps * step_s, "windows": len(windows)}
+            "fixed_s": wall - steps * step_s, "windows": len(windows),
+            # command start -> first step (interpreter, Ray connection, worker group, dataset, model build)
+            "startup_s": progress[0] - first_window,
+            # last progress line -> exit (the final evaluation and checkpoint, worker group shutdown)
+            "tail_s": wall - progress[-1]}
 
 
 def main() -> int:
@@ -107,8 +138,13 @@ def main() -> int:
     p.add_argument("--preset", default=None, help="family preset (default: the report's architecture)")
     p.add_argument("--size", type=int, default=32, help="image side of the synthetic dataset")
     p.add_argument("--batch-size", type=int, default=None, help="per worker (default 64; 32 with --quick)")
+    p.add_argument("--steps", type=int, default=None, help="steps per run (default 300; 40 with --quick)")
     p.add_argument("--out", default=None)
+    p.add_argument("--plain-json", default=None, help=argparse.SUPPRESS)  # internal: run plain_loop, print JSON
     args = p.parse_args()
+    if args.plain_json:
+        print(json.dumps(plain_loop(*json.loads(args.plain_json))))
+        return 0
     if not common.use_stack(args.state_dir):
         return 2
     base = os.environ.get("GANSVC_STORAGE")
@@ -120,19 +156,21 @@ def main() -> int:
     spec = FAMILIES[args.family]
     preset = args.preset or ("report" if "report" in spec.presets else None)
     steps, log_every = (40, 8) if args.quick else (300, 25)
+    if args.steps:
+        steps, log_every = args.steps, max(1, args.steps // 6)
     args.batch_size = args.batch_size or (32 if args.quick else 64)
     data_uri = f"{base.rstrip('/')}/bench-ray/shapes{args.size}"
     ensure_dataset(data_uri, args.size, 1024)
     runs = f"{base.rstrip('/')}/bench-ray/runs"
     with tempfile.TemporaryDirectory(prefix="gansvc-raybench-") as cache:
         print("plain loop ...", file=sys.stderr, flush=True)
-        plain = [plain_loop(args.family, preset, data_uri, args.batch_size, steps, log_every, cache)]
+        plain = [plain_subprocess(args.family, preset, data_uri, args.batch_size, steps, log_every, cache)]
         print("ray, 1 worker ...", file=sys.stderr, flush=True)
         ray1 = ray_run(args.family, preset, data_uri, args.batch_size, steps, log_every, 1, runs)
         print("ray, 2 workers ...", file=sys.stderr, flush=True)
         ray2 = ray_run(args.family, preset, data_uri, args.batch_size, steps, log_every, 2, runs)
         print("plain loop again ...", file=sys.stderr, flush=True)
-        plain.append(plain_loop(args.family, preset, data_uri, args.batch_size, steps, log_every, cache))
+        plain.append(plain_subprocess(args.family, preset, data_uri, args.batch_size, steps, log_every, cache))
     base_step = statistics.fmean(x["step_s"] for x in plain)
     base_ips = statistics.fmean(x["images_per_s"] for x in plain)
     rows: list[dict[str, Any]] = [
@@ -145,10 +183,11 @@ def main() -> int:
     ]
     meta = {"family": args.family, "preset": preset, "size": args.size, "batch_per_worker": args.batch_size,
             "steps": steps, "quick": args.quick, "load_avg_1m": common.load_avg()}
-    common.print_table(("run", "workers", "step s", "img/s", "data wait %", "overhead %", "fixed s", "scaling eff"),
+    common.print_table(("run", "workers", "step s", "img/s", "data wait %", "overhead %", "fixed s", "start-up s",
+                        "tail s", "scaling eff"),
                        [(r["run"], r["workers"], r["step_s"], r["images_per_s"], 100 * r["data_wait_frac"],
-                         100 * r["overhead"] if "overhead" in r else None, r.get("fixed_s"),
-                         r.get("scaling_efficiency")) for r in rows],
+                         100 * r["overhead"] if "overhead" in r else None, r.get("fixed_s"), r.get("startup_s"),
+                         r.get("tail_s"), r.get("scaling_efficiency")) for r in rows],
                        title=f"Ray overhead and scaling: {args.family} {args.size}px, batch {args.batch_size}/worker, "
                              f"{steps} steps")
     common.append_rows("ray", rows, meta, args.out)
