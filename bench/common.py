@@ -37,8 +37,8 @@ def machine() -> dict[str, Any]:
     """What ran the benchmark: CPU model and usable cores, GPU, and the versions that matter."""
     import torch
 
-    info: dict[str, Any] = {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)), "python": platform.python_version(),
-                            "torch": torch.__version__}
+    info: dict[str, Any] = {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)),
+                            "python": platform.python_version(), "torch": torch.__version__}
     try:
         import ray
 

@@ -201,8 +201,8 @@ def ugatit_step(state: Any, batch: Mapping[str, Tensor], cfg: Any) -> None:
         for kind in ("G", "L"):
             logit, cam, _ = n[f"dis{kind}{dom}"](fake)
             adv = adv + mse(logit, ones(logit)) + mse(cam, ones(cam))
-        g_loss = g_loss + (cfg.lambda_adv * adv + cfg.lambda_cycle * l1(rec, real) + cfg.lambda_identity * l1(same, real)
-                           + cfg.lambda_cam * (bce(cam_src, ones(cam_src)) + bce(cam_tgt, zeros(cam_tgt))))
+        g_loss = g_loss + (cfg.lambda_adv * adv + cfg.lambda_cycle * l1(rec, real)
+                           + cfg.lambda_identity * l1(same, real) + cfg.lambda_cam * (bce(cam_src, ones(cam_src)) + bce(cam_tgt, zeros(cam_tgt))))
     g_loss.backward()
     state.optimizers["G"].step()
     for k in ("genA2B", "genB2A"):  # RhoClipper(0, 1)

@@ -8,7 +8,9 @@ batching off (max_batch_size 1) and on (16), and Serve's overhead over a bare fo
 Registers two small models (dcgan smoke, 32x32; cyclegan smoke, translating 64x64 inputs) under
 $GANSVC_STORAGE/bench-serve/registry, deploys them as four model applications (each model with max_batch_size 1 and
 16) next to the front door, drives them over HTTP from client threads in this process, prints a table and appends
-one JSON line per cell to bench/results/serve.jsonl. The bench applications are removed at the end.
+one JSON line per cell to bench/results/serve.jsonl. The bench applications are removed at the end. `GET /healthz`
+at concurrency 1 and 8 gives the floor of one Serve hop on the machine (proxy -> front door -> back, no model call,
+no work), which splits a request's overhead between Ray Serve and what gansvc adds.
 """
 
 from __future__ import annotations
@@ -72,7 +74,9 @@ def drive(url: str, task: str, model: str, concurrency: int, seconds: float, ima
         session, i = requests.Session(), 0
         while time.perf_counter() < deadline:
             t0 = time.perf_counter()
-            if task == "generate":
+            if task == "healthz":  # the floor: proxy -> front door replica -> back, no model hop, no work
+                r = session.get(f"{url}/healthz", timeout=120)
+            elif task == "generate":
                 r = session.post(f"{url}/v1/models/{model}/generate", json={"n": 1, "seed": k * 100_000 + i},
                                  timeout=120)
             else:
@@ -187,6 +191,12 @@ def main() -> int:
                     print(f"  {task:9} c={conc:<2} max_batch={batch:<2} {r['rps']:7.1f} req/s  p50 {r['p50_ms']:7.1f} "
                           f"ms  p99 {r['p99_ms']:7.1f} ms  batch {r['mean_batch']:4.1f}  bare {bare:6.1f} ms  "
                           f"load {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
+        for conc in (1, 8):
+            r = drive(url, "healthz", "", conc, seconds, image)
+            rows.append({"task": "healthz", "concurrency": conc, "max_batch_size": 1, **r, "bare_batch": 0,
+                         "bare_ms": None, "bare_median_ms": None, "bare_rps": None, "load_avg_1m": os.getloadavg()[0]})
+            print(f"  healthz   c={conc:<2} {r['rps']:7.1f} req/s  p50 {r['p50_ms']:7.1f} ms  "
+                  f"p99 {r['p99_ms']:7.1f} ms", file=sys.stderr, flush=True)
     finally:
         restore(dashboard, names, before)
     print_table(rows)
@@ -213,9 +223,11 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         nb = by_key.get((r["task"], r["concurrency"], 1))
         gain = f"{r['rps'] / nb['rps']:.2f}" if nb and r["max_batch_size"] != 1 and nb["rps"] else "-"
+        bare = r["bare_ms"]
         lines.append((r["task"], str(r["concurrency"]), str(r["max_batch_size"]), f"{r['rps']:.1f}",
-                      f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}", f"{r['mean_batch']:.1f}", f"{r['bare_ms']:.1f}",
-                      f"{r['bare_rps']:.1f}", f"{r['p50_ms'] / r['bare_ms']:.1f}", gain))
+                      f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}", f"{r['mean_batch']:.1f}",
+                      f"{bare:.1f}" if bare else "-", f"{r['bare_rps']:.1f}" if bare else "-",
+                      f"{r['p50_ms'] / bare:.1f}" if bare else "-", gain))
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     for line in lines:
         print("  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)))

@@ -1,16 +1,16 @@
 """Training step throughput per family: gansvc's step (as the training loop runs it) vs a plain eager PyTorch
 reference step of the same networks (bench/reference.py), side by side in one process, no Ray, synthetic batches.
 
-    python bench/train_bench.py --quick                 # every family at its small size (CPU: ~3 min)
+    python bench/train_bench.py --quick                 # every family at its small size (CPU: ~5 min)
     python bench/train_bench.py                         # small and report sizes
     python bench/train_bench.py --families cyclegan --sizes report --device cuda   # on a GPU: + bf16/cl/compile
 
 Networks are the family's "report" preset (the founding report's architecture); batches are random images in
 [-1, 1] (labels / masks where the family needs them), so the data path is not part of these figures (see
 data_bench.py). Timing alternates gansvc and reference in rounds of k steps (k chosen so a round lasts ~1 s, ~3 s
-without --quick) and reports medians; the ratio is the median of the per-round ratios, so machine load hits both
-sides alike. Units: "generate" families count generator-step images (batch per G update), translate families
-pairs (one A and one B image), the segmenter images.
+without --quick) and reports medians; the ratios (x gansvc fp32, x reference) are medians of per-round ratios, so
+machine load hits both sides alike. Units: "generate" families count generator-step images (batch per G update),
+translate families pairs (one A and one B image), the segmenter images.
 
 On CUDA it also measures each GPU switch of the loop separately on top of fp32 (bf16 autocast, channels_last,
 torch.compile) and all of them together, and checks that each switch leaves the loss curve unchanged within noise
@@ -241,13 +241,14 @@ def run_case(case: Case, device: torch.device, quick: bool, loss_steps: int, pre
     res = compare(runners, batches, case.batch, device, round_s=1.0 if quick else 3.0,
                   rounds=rounds or (3 if quick else 5),
                   warmup=3 if device.type == "cuda" else 1)
-    ref = res.get("reference", {}).get("per_s")
+    # x reference from the per-round ratios (both are relative to gansvc fp32 of the same round): robust to load
+    ref = res.get("reference", {}).get("vs_first")
     rows = []
     for name, r in res.items():
         row = {"family": case.family, "size": case.size, "side": case.side, "batch": case.batch,
                "unit": {"generate": "images", "translate": "pairs", "segment": "images"}[spec.task],
                "variant": name, "per_s": r["per_s"], "vs_gansvc_fp32": r["vs_first"],
-               "vs_reference": r["per_s"] / ref if ref else None, "steps_per_round": r["steps_per_round"],
+               "vs_reference": r["vs_first"] / ref if ref else None, "steps_per_round": r["steps_per_round"],
                "rounds": r["rounds"], "device": str(device), "threads": torch.get_num_threads(),
                "load_avg_1m": common.load_avg()}
         if name.startswith("gansvc+") and loss_steps:

@@ -62,3 +62,20 @@ def test_train_bench_runs_end_to_end(tmp_path: Path) -> None:
         else:
             assert (fam, "reference") not in by and g["vs_reference"] is None
     assert "training step throughput" in proc.stdout  # the printed table
+
+
+def test_loss_check_sees_identical_curves_for_identical_settings(one_torch_thread: None) -> None:
+    """The GPU switches' loss check compares two runs from the same weights, batches and noise: with the same
+    (fp32) settings on both sides the curves must match exactly, so any difference it reports on a GPU comes from
+    the switch."""
+    from types import SimpleNamespace
+
+    from gansvc.config import LoopConfig
+
+    spec = FAMILIES["wgan-gp"]
+    cfg = spec.make_config("smoke")
+    data = train_bench.data_spec(spec, 16)
+    batches = train_bench.make_batches(spec, data, 4, 2, seed=0)
+    fp32 = SimpleNamespace(loop=LoopConfig(max_steps=1, amp=False, channels_last=False, compile=False))
+    out = train_bench.loss_check(spec, cfg, data, batches, torch.device("cpu"), fp32, steps=6)
+    assert out == {"loss_rel_diff": 0.0, "loss_diff_in_se": 0.0}

@@ -5,13 +5,15 @@ plain alternating GAN step of Goodfellow et al. 2014):
 - D step (`d_step`): fakes are generated without a graph (G is not trained by this step); one D forward on
   cat(real, fake) (plus one on the interpolates for the gradient penalty) and one backward, unless D has batch
   norm: then real and fake go through D in two forward+backward passes (BN statistics stay per-domain, as in the
-  DCGAN reference code) whose gradients add up to the same loss. After the optimizer step the critic weights are clipped when clip_value > 0.
+  DCGAN reference code) whose gradients add up to the same loss. After the optimizer step the critic weights are
+  clipped when clip_value > 0.
 - G step (`g_step`): D is frozen (`requires_grad=False`, train mode kept, DDP `no_sync`): the G loss backward flows
   through D to G without computing D's weight gradients (as the WGAN reference code does; computing and then
-  discarding them made the whole dcgan step 1.22x slower on CPU: bench/before_after.py), so D's gradients stay
-  those of D's last update. Only G's optimizer steps; the EMA copy of G is updated afterwards.
+  discarding them cost 2-22% of the whole step on CPU, most for dcgan / acgan: bench/before_after.py), so D's
+  gradients stay those of D's last update. Only G's optimizer steps; the EMA copy of G is updated afterwards.
 Nets are always called through `state.nets[...]` (they may be DDP wrappers); `plain_module` is used only to reach
-weights (clipping, noise std, EMA). Each forward of a wrapped net is followed by exactly one backward.
+weights (clipping, noise std, EMA). Each forward of a wrapped net is followed by exactly one backward, except the
+gradient-penalty critic step: its real/fake forward runs under DDP's no_sync() and one backward covers both forwards.
 
 How the n_critic D steps use the batch is `cfg.critic_batches`: "split" (default) gives each critic step its own
 slice of the batch (torch.tensor_split into n_critic parts; when the batch is smaller than n_critic the parts cycle),
