@@ -98,5 +98,21 @@ def use_stack(state_dir: str | None) -> bool:
     return True
 
 
+def ensure_shapes(dest: str, size: int, count: int, test_count: int = 0) -> str:
+    """A synthetic `shapes` dataset at `dest` (S3 URI), made by the CLI's own synth + put, so it is built exactly as
+    users build it; the CLI skips a set already there."""
+    import contextlib
+
+    from gansvc.data.__main__ import main as data_cli
+
+    print(f"dataset {dest} ...", file=sys.stderr, flush=True)
+    with contextlib.redirect_stdout(sys.stderr):  # its report is progress, not results
+        rc = data_cli(["synth", "shapes", dest, "--count", str(count), "--test-count", str(test_count), "--size",
+                       str(size), "--quiet"])
+    if rc:
+        raise RuntimeError(f"creating {dest} failed (exit {rc})")
+    return dest
+
+
 def load_avg() -> float:
     return round(os.getloadavg()[0], 2)

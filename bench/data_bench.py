@@ -21,7 +21,6 @@ bench/results/data.jsonl. Exit code 2 when no stack / S3 is reachable.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shutil
 import statistics
@@ -38,25 +37,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import append_rows, load_avg, print_table, use_stack  # noqa: E402
+from common import append_rows, ensure_shapes, load_avg, print_table, use_stack  # noqa: E402
 
 TORCH_THREADS = 1  # the pipeline parallelises with decode threads; with 2, the tensor ops of the 1-thread loop
 # (main thread) go through OpenMP, and on this loaded 2-core machine 256px transform fell from ~965 to ~167 img/s
 SIZES = {64: 64, 256: 16}  # image side -> batch size
-
-
-def ensure_dataset(root: str, size: int, count: int) -> str:
-    """The CLI's own synth + put, so the set is built exactly as users build it; it skips a set already there."""
-    from gansvc.data.__main__ import main as data_cli
-
-    dest = f"{root}/bench-data/shapes-{size}px-{count}"
-    print(f"dataset {dest} ...", file=sys.stderr, flush=True)
-    with contextlib.redirect_stdout(sys.stderr):  # its report is progress, not results
-        rc = data_cli(["synth", "shapes", dest, "--count", str(count), "--test-count", "0", "--size", str(size),
-                       "--quiet"])
-    if rc:
-        raise RuntimeError(f"creating {dest} failed (exit {rc})")
-    return dest
 
 
 def median_time(fn: Callable[[str], int], repeats: int, cache: Callable[[], str]) -> tuple[float, int]:
@@ -183,7 +168,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="gansvc-databench-"))
     try:
         for size, batch in SIZES.items():
-            uri = ensure_dataset(root, size, counts[size])
+            uri = ensure_shapes(f"{root}/bench-data/shapes-{size}px-{counts[size]}", size, counts[size])
             rows += [{"dataset": uri, **r} for r in bench_size(uri, size, batch, repeats, tmp)]
             print(f"  {size}px done, load {load_avg()}", file=sys.stderr, flush=True)
     finally:

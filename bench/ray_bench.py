@@ -38,16 +38,6 @@ import common  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 
 
-def ensure_dataset(uri: str, size: int, count: int) -> None:
-    """Synthetic shapes at `size` px in S3 (skipped when the dataset is already there)."""
-    from gansvc import storage
-
-    if storage.exists(storage.parse_uri(uri).join("manifest.json").uri()):
-        return
-    subprocess.run([sys.executable, "-m", "gansvc.data", "synth", "shapes", uri, "--count", str(count), "--size",
-                    str(size), "--quiet"], check=True)
-
-
 def plain_loop(family: str, preset: str | None, data_uri: str, batch: int, steps: int, warmup: int, cache: str
                ) -> dict[str, float]:
     """The step without Ray: same config, pipeline and batch; returns steady step time and data-wait share."""
@@ -160,7 +150,7 @@ def main() -> int:
         steps, log_every = args.steps, max(1, args.steps // 6)
     args.batch_size = args.batch_size or (32 if args.quick else 64)
     data_uri = f"{base.rstrip('/')}/bench-ray/shapes{args.size}"
-    ensure_dataset(data_uri, args.size, 1024)
+    common.ensure_shapes(data_uri, args.size, 1024)
     runs = f"{base.rstrip('/')}/bench-ray/runs"
     with tempfile.TemporaryDirectory(prefix="gansvc-raybench-") as cache:
         print("plain loop ...", file=sys.stderr, flush=True)

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import Tensor, nn
 
 from gansvc.data.spec import DataSpec
+from gansvc.nn.ema import ema_update
 
 Task = Literal["generate", "translate", "segment"]
 Direction = Literal["a2b", "b2a"]
@@ -104,6 +105,17 @@ class FamilySpec(Generic[C]):
             values.update(self.presets[preset])
         values.update(overrides or {})
         return self.config.model_validate(values)
+
+
+def finish_step(state: GanState, ema_decay: float, optimizer: str = "G") -> float:
+    """The end of a train_step with per-step schedulers and EMA: step every scheduler, update every EMA copy from its
+    net, and return the learning rate `optimizer` used in this step (read before the schedulers move it)."""
+    lr = float(state.optimizers[optimizer].param_groups[0]["lr"])
+    for sched in state.schedulers.values():
+        sched.step()
+    for name, ema in state.ema.items():
+        ema_update(ema, state.nets[name], ema_decay)
+    return lr
 
 
 def unwrap(net: nn.Module) -> nn.Module:

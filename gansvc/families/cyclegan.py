@@ -21,9 +21,9 @@ from torch import Tensor, nn
 
 from gansvc import losses
 from gansvc.data.spec import DataSpec
-from gansvc.families.base import Batch, Direction, FamilyConfig, FamilySpec, GanState, unwrap
+from gansvc.families.base import Batch, Direction, FamilyConfig, FamilySpec, GanState, finish_step, unwrap
 from gansvc.nn import cycle
-from gansvc.nn.ema import ema_copy, ema_update
+from gansvc.nn.ema import ema_copy
 from gansvc.nn.i2i_util import check_images, crop_to, frozen, init_normal_, linear_decay_scheduler, pad_to_multiple
 from gansvc.nn.patchgan import NLayerDiscriminator, patchgan_output_size
 from gansvc.nn.pool import ImagePool
@@ -147,12 +147,8 @@ def train_step(state: GanState, batch: Batch, step: int, cfg: CycleganConfig) ->
     real_a, real_b = batch["A"], batch["B"]
     g_terms, fake_b, fake_a = generator_step(state, real_a, real_b, cfg)
     d_terms = discriminator_step(state, real_a, real_b, fake_b, fake_a, cfg)
-    lr = state.optimizers["G"].param_groups[0]["lr"]
-    for sched in state.schedulers.values():
-        sched.step()
-    for name, ema in state.ema.items():
-        ema_update(ema, state.nets[name], cfg.ema_decay)
-    return g_terms | d_terms | {"lr": float(lr)}
+    lr = finish_step(state, cfg.ema_decay)
+    return g_terms | d_terms | {"lr": lr}
 
 
 @torch.no_grad()

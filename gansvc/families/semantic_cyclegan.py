@@ -46,9 +46,9 @@ from torch import Tensor, nn
 
 from gansvc import losses, storage
 from gansvc.data.spec import IGNORE_INDEX, DataSpec
-from gansvc.families.base import Batch, Direction, FamilyConfig, FamilySpec, GanState, unwrap
+from gansvc.families.base import Batch, Direction, FamilyConfig, FamilySpec, GanState, finish_step, unwrap
 from gansvc.nn.cycle import discriminator_step
-from gansvc.nn.ema import ema_copy, ema_update
+from gansvc.nn.ema import ema_copy
 from gansvc.nn.i2i_util import check_images, frozen, init_normal_, linear_decay_scheduler
 from gansvc.nn.patchgan import NLayerDiscriminator, patchgan_output_size
 from gansvc.nn.pool import ImagePool
@@ -253,12 +253,8 @@ def train_step(state: GanState, batch: Batch, step: int, cfg: SemanticCycleganCo
     d_terms = discriminator_step(state.nets["D_A"], state.nets["D_B"], state.optimizers["D"],
                                  state.extras["fake_B_pool"], state.extras["fake_A_pool"],  # type: ignore[arg-type]
                                  real_a, real_b, fake_b, fake_a, cfg.loss)
-    lr = state.optimizers["G"].param_groups[0]["lr"]
-    for sched in state.schedulers.values():
-        sched.step()
-    for name, ema in state.ema.items():
-        ema_update(ema, state.nets[name], cfg.ema_decay)
-    return g_terms | d_terms | {"lr": float(lr)}
+    lr = finish_step(state, cfg.ema_decay)
+    return g_terms | d_terms | {"lr": lr}
 
 
 # ------------------------------------------------------------------------------------------------------- inference

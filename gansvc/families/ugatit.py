@@ -24,8 +24,8 @@ from torch import Tensor, nn
 
 from gansvc import losses
 from gansvc.data.spec import DataSpec
-from gansvc.families.base import Batch, Direction, FamilyConfig, FamilySpec, GanState, unwrap
-from gansvc.nn.ema import ema_copy, ema_update
+from gansvc.families.base import Batch, Direction, FamilyConfig, FamilySpec, GanState, finish_step, unwrap
+from gansvc.nn.ema import ema_copy
 from gansvc.nn.i2i_util import check_images, crop_to, frozen, linear_decay_scheduler, pad_to_multiple
 from gansvc.nn.ugatit import UgatitDiscriminator, UgatitGenerator, clip_rho_, ugatit_d_output_size
 
@@ -168,12 +168,8 @@ def train_step(state: GanState, batch: Batch, step: int, cfg: UgatitConfig) -> d
     real_a, real_b = batch["A"], batch["B"]
     d_terms = discriminator_step(state, real_a, real_b, cfg)  # official order: D, then G
     g_terms = generator_step(state, real_a, real_b, cfg)
-    lr = state.optimizers["G"].param_groups[0]["lr"]
-    for sched in state.schedulers.values():
-        sched.step()
-    for name, ema in state.ema.items():
-        ema_update(ema, state.nets[name], cfg.ema_decay)
-    return d_terms | g_terms | {"lr": float(lr)}
+    lr = finish_step(state, cfg.ema_decay)
+    return d_terms | g_terms | {"lr": lr}
 
 
 def heatmap_to_image(heatmap: Tensor, padded: tuple[int, int], size: tuple[int, int]) -> Tensor:
