@@ -6,7 +6,9 @@ A checkpoint directory holds
 - `train_state.pt` (rank 0) every net, EMA copy, optimizer, LR scheduler and extra (image pools), the step and the
                   data position, and the resolved experiment config (JSON).
 - `rng-rank{R}.pt` each worker's RNG states (torch CPU/CUDA, Python), so a resumed run draws the same noise.
-- `meta.json`     human-readable: family, step, metrics, time.
+- `meta.json`     human-readable: family, step, metrics, time, and `files`: the SHA-256 of model.pt and
+                  train_state.pt, so a truncated or corrupted checkpoint is detected on resume (`validate_checkpoint`);
+                  the loop then falls back to the previous good checkpoint.
 Every file holds only tensors, numbers, strings, lists and dicts: loading uses `torch.load(weights_only=True)` and
 never unpickles arbitrary objects.
 """
@@ -14,9 +16,11 @@ never unpickles arbitrary objects.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 import json
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,8 +90,17 @@ def save_checkpoint(directory: Path, spec: FamilySpec, fam_cfg: FamilyConfig, da
     }
     _save(train, directory / TRAIN_FILE)
     meta = {"family": spec.name, "step": step, "metrics": metrics,
-            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "files": {name: sha256_file(directory / name) for name in (MODEL_FILE, TRAIN_FILE)}}
     (directory / META_FILE).write_text(json.dumps(meta, indent=2))
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def rng_state() -> dict[str, Any]:
@@ -109,6 +122,46 @@ def _read(directory: Path, name: str) -> Any:
     if not path.exists():
         raise CheckpointError(f"{directory} has no {name}: it is not a gansvc training checkpoint")
     return _load_bytes(path.read_bytes(), str(path))
+
+
+CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d{8})(?:-[a-z0-9]+)?$")
+
+
+def checkpoint_step(name: str) -> int | None:
+    """The step of a checkpoint directory name (checkpoint-00000020, or checkpoint-00000020-<suffix>), else None."""
+    m = CHECKPOINT_DIR.match(name)
+    return int(m.group(1)) if m else None
+
+
+def validate_checkpoint(directory: Path, rank: int) -> dict[str, Any]:
+    """meta.json of a complete, undamaged checkpoint as `rank` needs it; CheckpointError saying what is wrong.
+
+    Checks: meta.json parses; model.pt and train_state.pt exist and match the SHA-256 recorded in meta.json (checkpoints
+    written before hashes were recorded: both must load); this rank's RNG file, when there is one, loads.
+    """
+    meta_path = directory / META_FILE
+    if not meta_path.exists():
+        raise CheckpointError(f"it has no {META_FILE} (incomplete upload?)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"its {META_FILE} is not valid JSON: {err}") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"its {META_FILE} is not an object")
+    for name in (MODEL_FILE, TRAIN_FILE):
+        path = directory / name
+        if not path.exists():
+            raise CheckpointError(f"it has no {name}")
+        want = (meta.get("files") or {}).get(name)
+        if want is None:
+            _load_bytes(path.read_bytes(), name)  # an older checkpoint: at least it must load
+        elif sha256_file(path) != want:
+            raise CheckpointError(f"{name} does not match the SHA-256 in {META_FILE} (truncated or corrupted: "
+                                  f"{path.stat().st_size} bytes)")
+    rng = directory / f"rng-rank{rank}.pt"
+    if rng.exists():  # absent when the run now has more workers than when it was written: fresh noise then
+        _load_bytes(rng.read_bytes(), rng.name)
+    return meta
 
 
 def restore_training(directory: Path, spec: FamilySpec, state: GanState, rank: int) -> tuple[int, dict[str, int]]:
@@ -151,6 +204,59 @@ def _tuple(x: Any) -> Any:
 
 def stored_experiment(directory: Path) -> str:
     return _read(directory, TRAIN_FILE)["experiment"]
+
+
+# ------------------------------------------------------------------------------------------------------------- best
+# RUN/best/ holds the inference part of the run's best evaluation: `model-<step>-<hash>.pt` (a new object name per
+# best, never overwritten) and `meta.json` naming it with its SHA-256. meta.json is written last and is the commit
+# point: a reader takes the model meta.json names and checks its hash, so a crash between the two writes leaves the
+# previous best readable (or, for a first best, none), never a model of one step with the metrics of another. The
+# previous model file is kept one round, for a reader that read the previous meta.json just before the switch.
+# Old runs (meta.json without "model") used best/model.pt: still read.
+
+BEST_DIR = "best"
+
+
+def read_best(run_uri: str) -> tuple[dict[str, Any], str] | None:
+    """(meta, model URI) of a run's committed best, or None when it has none (or it is inconsistent)."""
+    run = storage.parse_uri(run_uri)
+    meta_uri = run.join(BEST_DIR, META_FILE).uri()
+    if not storage.exists(meta_uri):
+        return None
+    meta = storage.read_json(meta_uri)
+    name = str(meta.get("model", MODEL_FILE))
+    if not re.fullmatch(r"model(-\d{8}-[0-9a-f]{12})?\.pt", name):  # a file of best/, never a path out of it
+        return None
+    model_uri = run.join(BEST_DIR, name).uri()
+    if not storage.exists(model_uri):
+        return None
+    if "sha256" in meta and hashlib.sha256(storage.read_bytes(model_uri)).hexdigest() != meta["sha256"]:
+        return None
+    return meta, model_uri
+
+
+def write_best(run_uri: str, model_bytes: bytes, meta: dict[str, Any]) -> dict[str, Any]:
+    """Commit a new best (model first, then meta.json); returns the committed meta."""
+    run = storage.parse_uri(run_uri)
+    digest = hashlib.sha256(model_bytes).hexdigest()
+    name = f"model-{int(meta['step']):08d}-{digest[:12]}.pt"
+    previous = read_best(run_uri)
+    storage.write_bytes(run.join(BEST_DIR, name).uri(), model_bytes)
+    committed = {**meta, "model": name, "sha256": digest}
+    storage.write_json(run.join(BEST_DIR, META_FILE).uri(), committed)  # the commit point
+    keep = {META_FILE, name, previous[1].rsplit("/", 1)[-1] if previous else ""}
+    for obj in list(storage.list_objects(run.join(BEST_DIR).uri())):
+        if "/" not in obj.rel and obj.rel not in keep:
+            storage.delete(run.join(BEST_DIR, obj.rel).uri())
+    return committed
+
+
+def drop_best(run_uri: str) -> None:
+    """Remove a run's best: meta.json first (readers then see none), then the model files."""
+    run = storage.parse_uri(run_uri)
+    storage.delete(run.join(BEST_DIR, META_FILE).uri())
+    for obj in list(storage.list_objects(run.join(BEST_DIR).uri())):
+        storage.delete(run.join(BEST_DIR, obj.rel).uri())
 
 
 # -------------------------------------------------------------------------------------------------------- inference

@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
           "-d '{\"n\": 16, \"seed\": 1, \"format\": \"grid\"}' -o grid.png")
     print(f"  curl -s -X POST '{url}/v1/models/stripes-cyclegan/translate?direction=a2b' -H 'content-type: image/png' "
           f"--data-binary @{sample} -o zebra.png")
-    print(f"  API docs: {url}/docs   Ray dashboard: {state.dashboard_url}   stop everything: python -m gansvc.local down")
+    print(f"  API docs: {url}/docs   Ray dashboard: {state.dashboard_url} (token: cat {state.token_path})   "
+          "stop everything: python -m gansvc.local down")
     return 0
 
 

@@ -37,6 +37,20 @@ def grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> Image.I
     return to_pil(canvas)
 
 
+def on_white(image: Image.Image) -> Image.Image:
+    """An image with transparency composited on opaque white; other images unchanged.
+
+    THE rule for transparent pixels, shared by training (gansvc.data.pipeline.decode) and serving
+    (gansvc.serve.uploads.decode_image), so a model sees at serve time what it saw in training. Covers alpha modes
+    (RGBA, LA, PA), palette images (P, whose palette may hold transparent entries) and L/RGB images with a tRNS
+    colour key (`transparency` in PIL's info). A fully opaque image comes out with the same pixels.
+    """
+    if image.mode in ("RGBA", "LA", "P", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return image
+
+
 def png_bytes(image: Image.Image) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG")

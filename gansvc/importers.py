@@ -194,7 +194,7 @@ def import_checkpoint(fmt: str, file: str, name: str, b2a: str | None = None, ro
     """Read an official checkpoint (local path or s3:// URI), check it strictly and register it as NAME."""
     from gansvc import registry  # registry imports this module lazily; import it lazily too
 
-    registry._check_name(name)  # fail before reading large files
+    registry.check_name(name)  # fail before reading large files
     if fmt == "cyclegan-official":
         imp = import_cyclegan(file, b2a)
     elif fmt == "ugatit-pytorch":

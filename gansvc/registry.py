@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import sys
@@ -20,9 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from gansvc import storage
-from gansvc.checkpoint import META_FILE, MODEL_FILE, CheckpointError, InferenceModel, load_inference
+from gansvc.checkpoint import META_FILE, MODEL_FILE, CheckpointError, InferenceModel, load_inference, read_best
 
-NAME_PATTERN = r"^[a-z0-9][a-z0-9_.\-]{0,62}$"
+# The one rule for registry names (issue 13 #11): a name becomes a storage key (entries/NAME.json, models/NAME/...),
+# so it must never hold "/", "\\" or a leading "." (no "..": no escape from the registry root). Checked by
+# `check_name` wherever a name enters: register/promote/import, get_entry/show, load_model (Serve, CLIs), delete.
+NAME_RULE = "[a-z0-9][a-z0-9._-]{0,63}"
+NAME_PATTERN = rf"^{NAME_RULE}$"  # anchored, for pydantic/JSON-schema users (serve/schemas.py)
 
 
 class RegistryError(RuntimeError):
@@ -37,19 +42,33 @@ def default_root() -> str:
     return str(Path.home() / ".gansvc" / "registry")
 
 
-def _check_name(name: str) -> None:
+def check_name(name: str) -> str:
+    """`name` if it follows the registry name rule, else RegistryError naming the rule."""
     import re
 
-    if not re.match(NAME_PATTERN, name):
-        raise RegistryError(f"invalid model name {name!r}: use lowercase letters, digits, '-', '_' or '.' "
-                            "(at most 63 characters, starting with a letter or digit)")
+    # fullmatch, not match + "$": "$" also matches before a trailing newline ("x\n" would pass)
+    if not isinstance(name, str) or re.fullmatch(NAME_RULE, name) is None:
+        raise RegistryError(f"invalid model name {name!r}: a registry name must match {NAME_RULE} (lowercase "
+                            "letters, digits, '.', '_' or '-', at most 64 characters, starting with a letter or "
+                            "digit; no '/' or '..')")
+    return name
+
+
+_check_name = check_name  # the old private name (gansvc.importers uses it)
 
 
 def _entry_uri(root: str, name: str) -> str:
+    check_name(name)  # every path into storage goes through here or _models_uri
     return storage.parse_uri(root).join("entries", f"{name}.json").uri()
 
 
+def _models_uri(root: str, name: str, *parts: str) -> str:
+    check_name(name)
+    return storage.parse_uri(root).join("models", name, *parts).uri()
+
+
 def get_entry(name: str, root: str | None = None) -> dict[str, Any]:
+    check_name(name)
     root = root or default_root()
     uri = _entry_uri(root, name)
     if not storage.exists(uri):
@@ -69,6 +88,7 @@ def list_entries(root: str | None = None) -> list[dict[str, Any]]:
 
 def load_model(name: str, root: str | None = None, device: str = "cpu") -> tuple[dict[str, Any], InferenceModel]:
     """(entry, inference model) of a registered name: the load path of Serve, generate and translate."""
+    check_name(name)
     entry = get_entry(name, root)
     return entry, load_inference(entry["checkpoint"], device)
 
@@ -99,11 +119,11 @@ def resolve_source(source: str, metric: str | None, runs_root: str | None = None
     if not storage.exists(loc.join("gansvc-config.json").uri()):
         raise RegistryError(f"{loc.uri()} is neither a gansvc checkpoint (no {MODEL_FILE}) nor a training run "
                             "(no gansvc-config.json): give a run name, a run URI or a checkpoint URI")
-    best_uri = loc.join("best", META_FILE).uri()
-    if storage.exists(best_uri):
-        best = storage.read_json(best_uri)
+    committed = read_best(loc.uri())  # None when best/ has no meta.json matching its model (a torn write)
+    if committed is not None:
+        best, best_model = committed
         if metric is None or best.get("metric") == metric:
-            return loc.join("best", MODEL_FILE).uri(), {**best, "metrics": best.get("metrics", {})}
+            return best_model, {**best, "metrics": best.get("metrics", {})}
     ckpts = _checkpoints(loc)
     if not ckpts:
         raise RegistryError(f"run {loc.uri()} has no checkpoint yet")
@@ -112,23 +132,30 @@ def resolve_source(source: str, metric: str | None, runs_root: str | None = None
         if not scored:
             raise RegistryError(f"no checkpoint of {loc.uri()} has metric {metric!r}; drop --metric to take the "
                                 "latest, or evaluate with that metric")
-        step, uri, meta = min(scored, key=lambda c: c[2]["metrics"][metric])
+        ordered = sorted(scored, key=lambda c: c[2]["metrics"][metric])
     else:
-        step, uri, meta = ckpts[-1]
-    return storage.parse_uri(uri).join(MODEL_FILE).uri(), meta
+        ordered = ckpts[::-1]
+    for _, uri, meta in ordered:  # the preferred checkpoint, unless its model.pt is damaged: then the next one
+        model_uri = storage.parse_uri(uri).join(MODEL_FILE).uri()
+        want = (meta.get("files") or {}).get(MODEL_FILE)
+        if want is None or hashlib.sha256(storage.read_bytes(model_uri)).hexdigest() == want:
+            return model_uri, meta
+        print(f"warning: {model_uri} does not match the SHA-256 in its meta.json (damaged): skipped",
+              file=sys.stderr)
+    raise RegistryError(f"every checkpoint of {loc.uri()} is damaged (model.pt does not match its meta.json)")
 
 
 def register(name: str, model_bytes: bytes, source: str, metrics: dict[str, Any], dataset: str = "",
              root: str | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Store a model file under NAME (validated by loading it) and write its entry; re-registering bumps the version."""
-    _check_name(name)
+    check_name(name)
     root = root or default_root()
     from gansvc.checkpoint import _load_bytes, load_inference_payload
 
     model = load_inference_payload(_load_bytes(model_bytes, source), source)  # refuse what will not load
     previous = storage.read_json(_entry_uri(root, name)) if storage.exists(_entry_uri(root, name)) else None
     version = (previous or {}).get("version", 0) + 1
-    model_uri = storage.parse_uri(root).join("models", name, f"v{version}", MODEL_FILE).uri()
+    model_uri = _models_uri(root, name, f"v{version}", MODEL_FILE)
     storage.write_bytes(model_uri, model_bytes)
     entry = {
         "name": name, "version": version, "family": model.spec.name, "task": model.spec.task,
@@ -143,6 +170,7 @@ def register(name: str, model_bytes: bytes, source: str, metrics: dict[str, Any]
 
 def promote(source: str, name: str, metric: str | None = None, root: str | None = None,
             runs_root: str | None = None) -> dict[str, Any]:
+    check_name(name)  # before reading the source
     model_uri, meta = resolve_source(source, metric, runs_root)
     dataset = ""
     config_uri = _run_config_uri(model_uri)
@@ -164,11 +192,12 @@ def _run_config_uri(model_uri: str) -> str | None:
 
 
 def delete(name: str, root: str | None = None) -> None:
+    check_name(name)
     root = root or default_root()
     get_entry(name, root)  # a clear error for an unknown name
     storage.delete(_entry_uri(root, name))  # first: the name disappears atomically
-    for obj in storage.list_objects(storage.parse_uri(root).join("models", name).uri()):
-        storage.delete(storage.parse_uri(root).join("models", name, obj.rel).uri())
+    for obj in storage.list_objects(_models_uri(root, name)):
+        storage.delete(_models_uri(root, name, *obj.rel.split("/")))
 
 
 # -------------------------------------------------------------------------------------------------------------- CLI

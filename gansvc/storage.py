@@ -9,21 +9,38 @@ store and the embedded stack.
 
 Writes are atomic per object: a local file is written to a temporary name and renamed; an S3 PUT is atomic. A set of
 objects (a dataset, a checkpoint) is committed by writing its manifest last: readers go through the manifest only.
+
+Transient S3 failures (a server still starting or restarting: InternalError, SlowDown, other 5xx, connection refused
+or reset, timeouts) are retried with bounded exponential backoff for up to `$GANSVC_S3_RETRY_SECONDS` (default 30 s);
+when they persist the error names the server as not healthy, not the endpoint, credentials or bucket.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
+import random
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 DEFAULT_REGION = "us-east-1"
+DEFAULT_RETRY_SECONDS = 30.0
+# Attempts of pyarrow's S3 retry strategy (AWS "standard": jittered exponential backoff capped at 20 s). Measured here
+# against a closed port: 3 attempts (pyarrow's default) give up at once, 5 after 12 s, 10 after 80 s.
+ARROW_RETRY_ATTEMPTS = 10
+# Error codes of a server that is up but not serving yet (SeaweedFS answers InternalError while its volume servers
+# register, "volume 1 not found" in its log) or overloaded: worth retrying, unlike 4xx answers.
+TRANSIENT_CODES = frozenset({"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "Throttling",
+                             "ThrottlingException", "500", "502", "503", "504"})
+T = TypeVar("T")
+_log = logging.getLogger(__name__)
 
 
 class StorageError(RuntimeError):
@@ -129,7 +146,132 @@ def arrow_filesystem(uri: str, settings: S3Settings | None = None) -> tuple[Any,
         kwargs.update(access_key=s.access_key, secret_key=s.secret_key)
         if s.session_token:
             kwargs["session_token"] = s.session_token
-    return pafs.S3FileSystem(**kwargs), loc.arrow_path()
+    return retrying_s3_filesystem(kwargs), loc.arrow_path()
+
+
+def retrying_s3_filesystem(kwargs: dict[str, Any]) -> Any:
+    """A pyarrow S3FileSystem that retries ARROW_RETRY_ATTEMPTS times, also after pickling.
+
+    Ray Train writes checkpoints and its controller's state through this filesystem, in other processes (it pickles
+    it). A controller write that fails fails the whole run (FailureConfig retries worker errors only), and pyarrow's
+    default (3 attempts) gives up within seconds of an S3 restart. pyarrow's own pickling drops the retry strategy
+    (S3FileSystem.__reduce__ in pyarrow 26 omits it), hence the subclass."""
+    return _retrying_class()(**kwargs)
+
+
+@functools.lru_cache(maxsize=1)
+def _retrying_class() -> type:
+    import pyarrow.fs as pafs
+
+    class RetryingS3FileSystem(pafs.S3FileSystem):
+        def __init__(self, **kwargs: Any) -> None:
+            strategy = pafs.AwsStandardS3RetryStrategy(max_attempts=ARROW_RETRY_ATTEMPTS)
+            super().__init__(**kwargs, retry_strategy=strategy)
+            self._kwargs = kwargs
+
+        def __reduce__(self) -> tuple[Any, tuple[dict[str, Any]]]:
+            return retrying_s3_filesystem, (self._kwargs,)
+
+    return RetryingS3FileSystem
+
+
+def retry_seconds() -> float:
+    """The retry budget for transient S3 errors ($GANSVC_S3_RETRY_SECONDS; 0 disables retries)."""
+    raw = os.environ.get("GANSVC_S3_RETRY_SECONDS", "")
+    try:
+        value = float(raw) if raw.strip() else DEFAULT_RETRY_SECONDS
+    except ValueError:
+        raise StorageError(f"GANSVC_S3_RETRY_SECONDS={raw!r} is not a number of seconds (e.g. 30; 0 = no retries)") \
+            from None
+    if value < 0:
+        raise StorageError(f"GANSVC_S3_RETRY_SECONDS={raw!r} must be >= 0")
+    return value
+
+
+def is_transient(err: BaseException) -> bool:
+    """True for errors a healthy server would not give: 5xx/throttling answers, refused or broken connections.
+
+    Wrapped errors count by their cause (boto3's upload_file raises S3UploadFailedError from the ClientError)."""
+    seen: BaseException | None = err
+    for _ in range(5):
+        if seen is None:
+            return False
+        if _is_transient_one(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _is_transient_one(err: BaseException) -> bool:
+    from botocore.exceptions import (ClientError, ConnectionClosedError, ConnectTimeoutError, EndpointConnectionError,
+                                     ReadTimeoutError, ResponseStreamingError)
+
+    if isinstance(err, ClientError):
+        error = err.response.get("Error", {})
+        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return str(error.get("Code")) in TRANSIENT_CODES or int(status) >= 500
+    if isinstance(err, (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError, ReadTimeoutError,
+                        ResponseStreamingError)):
+        return True
+    try:
+        from urllib3.exceptions import ProtocolError
+    except ImportError:  # pragma: no cover - urllib3 comes with botocore
+        return False
+    return isinstance(err, (ProtocolError, ConnectionError))
+
+
+def _error_code(err: BaseException) -> str:
+    return str(getattr(err, "response", {}).get("Error", {}).get("Code") or type(err).__name__)
+
+
+def with_retries(call: Callable[[], T], uri: str, budget: float | None = None) -> T:
+    """Run one S3 operation; retry transient errors with backoff (0.2 s doubling, capped at 3 s, jittered) until the
+    budget is spent, then raise StorageError saying the server is not healthy. Other errors propagate unchanged."""
+    limit = retry_seconds() if budget is None else budget
+    start = time.monotonic()
+    delay = 0.2
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            return call()
+        except Exception as err:  # noqa: BLE001 - classified below
+            if not is_transient(err):
+                raise
+            waited = time.monotonic() - start
+            if waited >= limit:
+                raise StorageError(_unhealthy_message(err, uri, attempts, waited)) from err
+            if attempts == 1 and limit >= 5:
+                _log.warning("%s: %s from %s; retrying for up to %.0f s (GANSVC_S3_RETRY_SECONDS)", uri,
+                             _error_code(err), S3Settings.from_env().describe(), limit)
+            time.sleep(min(delay * (0.5 + random.random() / 2), limit - waited))
+            delay = min(delay * 2, 3.0)
+
+
+def _unhealthy_message(err: BaseException, uri: str, attempts: int, waited: float) -> str:
+    endpoint = S3Settings.from_env().describe()
+    tried = f"{_error_code(err)}: {err}; {attempts} attempt(s) over {waited:.1f} s"
+    if _server_answered(err):  # it runs, but does not serve yet
+        return (f"{uri}: the S3 server at {endpoint} is still starting / not healthy ({tried}). This is not a problem "
+                "with the endpoint, credentials or bucket: wait and retry, check the server's log (embedded stack: "
+                "python -m gansvc.local status; logs/s3.log), or allow a longer wait with GANSVC_S3_RETRY_SECONDS")
+    return (f"{uri}: cannot reach {endpoint}: the S3 server at {endpoint} is still starting / not healthy, or nothing "
+            f"listens there ({tried}). Is the S3 endpoint up? (embedded stack: python -m gansvc.local up; "
+            'eval "$(python -m gansvc.local env)"); a longer wait: GANSVC_S3_RETRY_SECONDS')
+
+
+def _server_answered(err: BaseException) -> bool:
+    """True if the error (or what it wraps) is an HTTP answer of the server, not a connection failure."""
+    from botocore.exceptions import ClientError
+
+    seen: BaseException | None = err
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, ClientError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _client_error_message(err: Exception, uri: str, settings: S3Settings) -> str:
@@ -164,8 +306,10 @@ def exists(uri: str) -> bool:
     from botocore.exceptions import ClientError
 
     try:
-        s3_client().head_object(Bucket=loc.bucket, Key=loc.key)
+        with_retries(lambda: s3_client().head_object(Bucket=loc.bucket, Key=loc.key), uri)
         return True
+    except StorageError:
+        raise
     except ClientError as err:
         if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
             return False
@@ -185,7 +329,10 @@ def read_bytes(uri: str) -> bytes:
     from botocore.exceptions import ClientError
 
     try:
-        return s3_client().get_object(Bucket=loc.bucket, Key=loc.key)["Body"].read()
+        # the body is read inside the retried call: a connection cut mid-body is retried as a whole
+        return with_retries(lambda: s3_client().get_object(Bucket=loc.bucket, Key=loc.key)["Body"].read(), uri)
+    except StorageError:
+        raise
     except ClientError as err:
         if err.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
             raise StorageError(f"{uri}: no such object") from None
@@ -212,7 +359,9 @@ def write_bytes(uri: str, data: bytes, content_type: str | None = None) -> None:
         return
     extra = {"ContentType": content_type} if content_type else {}
     try:
-        s3_client().put_object(Bucket=loc.bucket, Key=loc.key, Body=data, **extra)
+        with_retries(lambda: s3_client().put_object(Bucket=loc.bucket, Key=loc.key, Body=data, **extra), uri)
+    except StorageError:
+        raise
     except Exception as err:  # noqa: BLE001
         _reraise(err, uri)
 
@@ -248,15 +397,24 @@ def list_objects(uri: str) -> Iterator[ObjectInfo]:
                 yield ObjectInfo(p.relative_to(root).as_posix(), p.stat().st_size, "")
         return
     prefix = f"{loc.key}/" if loc.key else ""
-    try:
-        pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=prefix)
-        for page in pages:
-            for obj in page.get("Contents", []):
-                if obj["Key"] == prefix or obj["Key"].endswith("/"):
-                    continue  # directory markers (pyarrow writes them)
-                yield ObjectInfo(obj["Key"][len(prefix):], int(obj["Size"]), obj.get("ETag", "").strip('"'))
-    except Exception as err:  # noqa: BLE001
-        _reraise(err, uri)
+    token: str | None = None
+    while True:  # page by page (not the paginator): a transient error retries one page, not the whole listing
+        kwargs: dict[str, Any] = {"Bucket": loc.bucket, "Prefix": prefix}
+        if token:
+            kwargs["ContinuationToken"] = token
+        try:
+            page = with_retries(lambda kw=kwargs: s3_client().list_objects_v2(**kw), uri)
+        except StorageError:
+            raise
+        except Exception as err:  # noqa: BLE001
+            _reraise(err, uri)
+        for obj in page.get("Contents", []):
+            if obj["Key"] == prefix or obj["Key"].endswith("/"):
+                continue  # directory markers (pyarrow writes them)
+            yield ObjectInfo(obj["Key"][len(prefix):], int(obj["Size"]), obj.get("ETag", "").strip('"'))
+        token = page.get("NextContinuationToken") if page.get("IsTruncated") else None
+        if not token:
+            return
 
 
 def upload_file(local_path: str | Path, uri: str, content_type: str | None = None) -> None:
@@ -266,7 +424,9 @@ def upload_file(local_path: str | Path, uri: str, content_type: str | None = Non
         return
     extra = {"ContentType": content_type} if content_type else None
     try:
-        s3_client().upload_file(str(local_path), loc.bucket, loc.key, ExtraArgs=extra)
+        with_retries(lambda: s3_client().upload_file(str(local_path), loc.bucket, loc.key, ExtraArgs=extra), uri)
+    except StorageError:
+        raise
     except Exception as err:  # noqa: BLE001
         _reraise(err, uri)
 
@@ -277,7 +437,9 @@ def delete(uri: str) -> None:
         Path(loc.path).unlink(missing_ok=True)
         return
     try:
-        s3_client().delete_object(Bucket=loc.bucket, Key=loc.key)
+        with_retries(lambda: s3_client().delete_object(Bucket=loc.bucket, Key=loc.key), uri)
+    except StorageError:
+        raise
     except Exception as err:  # noqa: BLE001
         _reraise(err, uri)
 
@@ -288,7 +450,9 @@ def check_bucket(uri: str) -> None:
     if not loc.is_s3:
         return
     try:
-        s3_client().head_bucket(Bucket=loc.bucket)
+        with_retries(lambda: s3_client().head_bucket(Bucket=loc.bucket), uri)
+    except StorageError:
+        raise
     except Exception as err:  # noqa: BLE001
         code = getattr(err, "response", {}).get("Error", {}).get("Code")
         if code in ("404", "NoSuchBucket", "NotFound"):

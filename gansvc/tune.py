@@ -218,7 +218,8 @@ def _fit(cfg: ExperimentConfig, init_from: str | None = None, forward_reports: b
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from gansvc.train.__main__ import run_uri
+    from gansvc.train.__main__ import keep_checkpoints, run_uri
+    from gansvc.train.failures import fit_stopping_on_deterministic_errors
     from gansvc.train.loop import train_loop
 
     fs, path = storage.arrow_filesystem(cfg.run.storage_root())
@@ -234,10 +235,12 @@ def _fit(cfg: ExperimentConfig, init_from: str | None = None, forward_reports: b
                                      resources_per_worker=resources),
         run_config=RunConfig(name=cfg.run.name, storage_path=path, storage_filesystem=fs,
                              callbacks=[TuneReportCallback()] if forward_reports else [],
-                             checkpoint_config=CheckpointConfig(num_to_keep=cfg.loop.keep_checkpoints),
+                             # at least 2: a damaged newest checkpoint has a previous one to fall back to
+                             checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints(cfg)),
                              failure_config=FailureConfig(max_failures=cfg.scaling.max_failures)),
     )
-    result = trainer.fit()
+    # config, data and code errors repeat on every restart: stop the trial at once instead of retrying them
+    result = fit_stopping_on_deterministic_errors(trainer)
     from gansvc.train.loop import DIVERGED_FILE
 
     diverged = storage.parse_uri(run_uri(cfg)).join(DIVERGED_FILE).uri()
@@ -290,8 +293,42 @@ def trial_fn(config: dict[str, Any]) -> None:
 
 # --------------------------------------------------------------------------------------------------------- results
 
-def collect(grid: Any, metric: str, mode: str, max_steps: int, axes: list[str]) -> list[dict[str, Any]]:
-    """One row per trial, sorted by best metric (failed trials last)."""
+UNFINISHED = ("PENDING", "RUNNING", "PAUSED")  # Tune trial states a re-run of the sweep resumes
+
+
+def trial_statuses(grid: Any, tune_path: str, fs: Any) -> dict[str, str]:
+    """Tune's state of each trial: TERMINATED or ERROR (kept by a re-run), or one of UNFINISHED (resumed by one).
+
+    After the first Ctrl-C, `Tuner.fit()` stops the running trials and returns them all TERMINATED, so its result
+    cannot tell an interrupted trial from a finished one (checked with Ray 2.60). The state Tune saved to storage
+    just before that stop can: it is read back here, and wins over the in-memory one."""
+    import logging
+
+    from ray import tune
+
+    states: dict[str, str] = {}
+    try:
+        states.update({str(t.trial_id): str(t.status) for t in grid._experiment_analysis.trials})
+    except AttributeError:  # a ResultGrid without its analysis
+        pass
+    quiet = logging.getLogger("ray.tune.analysis.experiment_analysis")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # it warns about trials that never reported (not started)
+    try:
+        saved = tune.ExperimentAnalysis(tune_path, storage_filesystem=fs)
+        states.update({str(t.trial_id): str(t.status) for t in saved.trials})
+    except Exception as err:  # noqa: BLE001 - no saved state: keep what fit() said, and say so
+        print(f"warning: could not read the sweep's saved state ({type(err).__name__}: {err}); trial states "
+              "come from this run only", file=sys.stderr)
+    finally:
+        quiet.setLevel(level)
+    return states
+
+
+def collect(grid: Any, metric: str, mode: str, max_steps: int, axes: list[str],
+            statuses: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """One row per trial, sorted by best metric (failed trials last). `statuses`: Tune's trial states; a trial
+    Tune had not finished when the sweep was interrupted is "interrupted" whatever step it reached."""
     rows = []
     for result in grid:
         config = {k: v for k, v in (result.config or {}).items() if k != "__gansvc__"}
@@ -302,6 +339,8 @@ def collect(grid: Any, metric: str, mode: str, max_steps: int, axes: list[str]) 
         step = int(last.get("step", 0) or 0)
         if result.error is not None:
             status = "failed: " + str(result.error).strip().splitlines()[-1][:300]
+        elif (statuses or {}).get(_trial_id(result)) in UNFINISHED:
+            status = "interrupted"
         elif step < max_steps:
             status = "stopped early"
         else:
@@ -334,9 +373,12 @@ def _trial_run(result: Any) -> str | None:
 
 
 def _checkpoint_uri(run: str) -> str | None:
+    """The trial's committed best (best/, whatever its model file is called), else its newest checkpoint."""
+    from gansvc.checkpoint import BEST_DIR, read_best
+
     loc = storage.parse_uri(run)
-    if storage.exists(loc.join("best", "model.pt").uri()):
-        return loc.join("best").uri()
+    if read_best(run) is not None:
+        return loc.join(BEST_DIR).uri()
     ckpts = sorted({o.rel.split("/")[0] for o in storage.list_objects(run) if o.rel.startswith("checkpoint-")})
     return loc.join(ckpts[-1]).uri() if ckpts else None
 
@@ -366,6 +408,11 @@ def format_table(rows: list[dict[str, Any]], metric: str) -> str:
 
 
 # -------------------------------------------------------------------------------------------------------------- run
+
+# Tune's own message suggests a Python call (Tuner.restore); with this CLI the same command resumes (same --name)
+INTERRUPTED = ("interrupted: re-run the same command to resume (finished trials are kept and not run again; "
+               "interrupted ones continue from their last checkpoint)")
+
 
 def run_sweep(spec: SweepSpec, name: str, storage_root: str, max_steps: int | None, promote: str | None) -> int:
     import ray
@@ -431,14 +478,16 @@ def run_sweep(spec: SweepSpec, name: str, storage_root: str, max_steps: int | No
         grid = tuner.fit()
     except tune.TuneError as err:
         raise SweepError(f"the sweep could not run: {str(err).strip().splitlines()[-1]}") from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a second Ctrl-C: Tune stopped at once; its last saved state tells what finished
         interrupted = True
-        grid = tune.Tuner.restore(tune_path, trainable=trainable, storage_filesystem=fs).get_results()
-    try:  # Tune stops gracefully on Ctrl-C and returns: unfinished trials tell
-        statuses = [t.status for t in grid._experiment_analysis.trials]
-        interrupted = interrupted or any(s in ("PENDING", "RUNNING", "PAUSED") for s in statuses)
-    except AttributeError:
-        pass
+        try:
+            grid = tune.Tuner.restore(tune_path, trainable=trainable, storage_filesystem=fs).get_results()
+        except Exception:  # noqa: BLE001 - no state saved yet: nothing finished, nothing to report
+            print(INTERRUPTED, file=sys.stderr)
+            return 130
+    # the first Ctrl-C makes Tune stop its trials, save its state and return: the unfinished trials tell
+    statuses = trial_statuses(grid, tune_path, fs)
+    interrupted = interrupted or any(s in UNFINISHED for s in statuses.values())
     trials_root = storage.parse_uri(cfg.run.storage_root())
     for result in grid:
         tid = _trial_id(result)
@@ -452,7 +501,7 @@ def run_sweep(spec: SweepSpec, name: str, storage_root: str, max_steps: int | No
                 reached[parts[0]] = max(reached.get(parts[0], (-1, "")), (int(meta["step"]), meta["created"]))
         if reached:
             _TRIAL_RUNS[tid] = trials_root.join(max(reached, key=lambda r: reached[r])).uri()
-    rows = collect(grid, metric, spec.mode, total, list(spec.space))
+    rows = collect(grid, metric, spec.mode, total, list(spec.space), statuses)
     configs = {}
     for r in rows:
         if r["run"] and storage.exists(storage.parse_uri(r["run"]).join("gansvc-config.json").uri()):
@@ -461,7 +510,7 @@ def run_sweep(spec: SweepSpec, name: str, storage_root: str, max_steps: int | No
     print(f"\nsweep {name}: {len(rows)} trials, sorted by best {metric} ({spec.mode})\n" + format_table(rows, metric))
     print(f"\nresults: {sweep_uri}/results.csv and results.json")
     if interrupted:
-        print("interrupted: run the same command again to resume", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return 130
     ok = [r for r in rows if not r["status"].startswith("failed") and r["best"] is not None]
     if not ok:
@@ -512,6 +561,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SweepError, ConfigError, storage.StorageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C before Tune ran (start-up) or while the results were written
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
     except Exception as err:  # noqa: BLE001 - Tune/Train internals: one readable line, not a traceback
         print(f"error: the sweep failed: {type(err).__name__}: {err}", file=sys.stderr)
         return 1

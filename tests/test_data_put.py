@@ -18,8 +18,8 @@ import pytest
 from PIL import Image
 
 from gansvc import storage
-from gansvc.data.ingest import DatasetError, put
-from gansvc.data.manifest import read_manifest
+from gansvc.data.ingest import DatasetError, fingerprint, open_source, put
+from gansvc.data.manifest import read_manifest, version_root
 from gansvc.data.synth import synth
 
 
@@ -58,11 +58,14 @@ def test_put_folder_validates_and_writes_manifest(tmp_path: Path, s3_prefix: str
     reasons = {s.path: s.reason for s in m.skipped}
     assert set(reasons) == {"train/broken.png", "train/notes.txt"}
     assert "corrupt" in reasons["train/broken.png"] and "not an image" in reasons["train/notes.txt"]
-    # skipped files are not uploaded; valid ones are, byte for byte
+    # skipped files are not uploaded; valid ones are, byte for byte, in the version's folder
     keys = {o.rel for o in storage.list_objects(s3_prefix)}
+    assert m.files_root == version_root(m.fingerprint) and m.files_root.startswith(".v/")
+    assert m.object_rel("train/broken.png") not in keys and m.object_rel("train/notes.txt") not in keys
     assert "train/broken.png" not in keys and "train/notes.txt" not in keys
-    assert storage.read_bytes(f"{s3_prefix}/train/img0.png") == (src / "train" / "img0.png").read_bytes()
-    assert "manifest.json" in keys
+    assert keys == {m.object_rel(rel) for rel in m.stored_files()} | {"manifest.json"}
+    assert storage.read_bytes(f"{s3_prefix}/{m.object_rel('train/img0.png')}") == \
+        (src / "train" / "img0.png").read_bytes()
 
 
 def test_reput_same_source_is_a_noop(tmp_path: Path, s3_prefix: str) -> None:
@@ -75,16 +78,19 @@ def test_reput_same_source_is_a_noop(tmp_path: Path, s3_prefix: str) -> None:
 
 
 def test_interrupted_put_completes_on_rerun(tmp_path: Path, s3_prefix: str) -> None:
-    """Simulate a put killed mid-upload: some objects there, no manifest. The re-run uploads only the rest."""
+    """Simulate a put killed mid-upload: some objects in its version folder, no manifest. The re-run uploads only the
+    rest. (tests/test_data_safety.py kills real put processes.)"""
     src = make_folder(tmp_path / "src")
-    storage.write_bytes(f"{s3_prefix}/train/img0.png", (src / "train" / "img0.png").read_bytes())
-    storage.write_bytes(f"{s3_prefix}/train/img1.png", (src / "train" / "img1.png").read_bytes())
-    storage.write_bytes(f"{s3_prefix}/train/img2.png", b"half-written garbage")  # differs: must be re-sent
+    with open_source(str(src)) as source:
+        vroot = f"{s3_prefix}/{version_root(fingerprint(source.files))}"
+    storage.write_bytes(f"{vroot}/train/img0.png", (src / "train" / "img0.png").read_bytes())
+    storage.write_bytes(f"{vroot}/train/img1.png", (src / "train" / "img1.png").read_bytes())
+    storage.write_bytes(f"{vroot}/train/img2.png", b"half-written garbage")  # differs: must be re-sent
     with pytest.raises(storage.StorageError, match="not a gansvc dataset"):
         read_manifest(s3_prefix)  # readers never see the unfinished dataset
     result = put(str(src), s3_prefix, quiet=True)
     assert result.reused == 2 and result.uploaded == 5  # img2, img3, gray, test x2
-    assert storage.read_bytes(f"{s3_prefix}/train/img2.png") == (src / "train" / "img2.png").read_bytes()
+    assert storage.read_bytes(f"{vroot}/train/img2.png") == (src / "train" / "img2.png").read_bytes()
     assert read_manifest(s3_prefix).splits["train"].count == 5
 
 
@@ -94,9 +100,9 @@ def test_different_dataset_needs_overwrite(tmp_path: Path, s3_prefix: str) -> No
     _png(other / "train" / "x.png", seed=99)
     with pytest.raises(DatasetError, match="--overwrite"):
         put(str(other), s3_prefix, quiet=True)
-    put(str(other), s3_prefix, overwrite=True, quiet=True)
+    new = put(str(other), s3_prefix, overwrite=True, quiet=True).manifest
     keys = {o.rel for o in storage.list_objects(s3_prefix)}
-    assert keys == {"train/x.png", "manifest.json"}, "overwrite removes the old dataset's objects"
+    assert keys == {new.object_rel("train/x.png"), "manifest.json"}, "overwrite removes the old dataset's objects"
 
 
 def _official_zip(tmp_path: Path) -> Path:
@@ -118,7 +124,7 @@ def test_put_zip_official_layout(tmp_path: Path, s3_prefix: str) -> None:
     assert m.layout == "unpaired"
     assert {k: v.count for k, v in m.splits.items()} == {"trainA": 3, "trainB": 2, "testA": 1, "testB": 1}
     assert m.splits["trainA"].sizes == {"12x8": 3}
-    assert storage.exists(f"{s3_prefix}/trainA/0.jpg") and m.skipped == []
+    assert storage.exists(f"{s3_prefix}/{m.object_rel('trainA/0.jpg')}") and m.skipped == []
 
 
 @pytest.fixture
@@ -160,7 +166,7 @@ def test_labels_csv(tmp_path: Path, s3_prefix: str) -> None:
     assert m.attributes == {"hair_color": ["blonde", "blue"], "eye_color": ["green", "red"]}
     assert m.labels == {"train/0.png": ["blue", "red"], "train/1.png": ["blonde", "red"],
                         "train/2.png": ["blue", "green"]}
-    assert storage.exists(f"{s3_prefix}/labels.csv")
+    assert storage.exists(f"{s3_prefix}/{m.object_rel('labels.csv')}")
 
 
 @pytest.mark.parametrize(
@@ -204,17 +210,19 @@ def test_source_errors(tmp_path: Path, s3_prefix: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["shapes", "stripes"])
-def test_synth_is_deterministic(name: str) -> None:
-    a, b = synth(name, count=12, size=16, seed=3), synth(name, count=12, size=16, seed=3)
+def test_synth_is_deterministic(name: str, tmp_path: Path) -> None:
+    a, b = (synth(name, count=12, size=16, seed=3, out=tmp_path / d) for d in "ab")
     files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     assert files_a == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
     assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files_a)
-    c = synth(name, count=12, size=16, seed=4)
+    c = synth(name, count=12, size=16, seed=4, out=tmp_path / "c")
     assert any((a / f).read_bytes() != (c / f).read_bytes() for f in files_a if f.suffix == ".png")
+    with pytest.raises(ValueError, match="not empty"):
+        synth(name, count=12, size=16, seed=3, out=a)
 
 
-def test_synth_stripes_b_differs_from_a_in_colour_and_texture() -> None:
-    root = synth("stripes", count=40, size=32, seed=0, test_count=0)
+def test_synth_stripes_b_differs_from_a_in_colour_and_texture(tmp_path: Path) -> None:
+    root = synth("stripes", count=40, size=32, seed=0, test_count=0, out=tmp_path / "s")
 
     def stats(split: str) -> tuple[float, float]:
         ims = [np.asarray(Image.open(p), np.float32) for p in sorted((root / split).glob("*.png"))]

@@ -688,6 +688,60 @@ def test_aws_yaml_validates_against_ray_schema() -> None:
                                                      config["worker_start_ray_commands"])
 
 
+
+# ------------------------------------------------------------------------------------- access (issue 13, point 10)
+
+RAY_TOKEN_SECRET = "gansvc-ray-token"
+
+
+def _env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value") for e in container.get("env", [])}
+
+
+def test_ray_token_auth_is_on_in_every_kuberay_cluster(rendered: dict[str, list[dict[str, Any]]]) -> None:
+    """The dashboard listens on the pod network (dashboard-host 0.0.0.0): every Ray cluster the manifests create
+    (RayCluster, the RayService's, a RayJob's own) runs with Ray token auth from the one Secret, and no container
+    turns it off."""
+    checked = 0
+    for directory, objs in rendered.items():
+        for obj in _kuberay(objs):
+            for spec in _cluster_specs(obj):
+                where = f"{directory}: {obj['kind']} {obj['metadata']['name']}"
+                auth = spec.get("authOptions") or {}
+                assert auth.get("mode") == "token", f"{where}: authOptions.mode must be token"
+                assert auth.get("secretName") == RAY_TOKEN_SECRET, f"{where}: the token comes from {RAY_TOKEN_SECRET}"
+                assert not auth.get("enableK8sTokenAuth"), f"{where}: one mechanism (the Secret's token)"
+                for container in _containers(spec):
+                    env = _env_of(container)
+                    assert env.get("RAY_AUTH_MODE", "token") == "token", f"{where}: {container['name']} disables auth"
+                    assert "RAY_AUTH_TOKEN" not in env, f"{where}: {container['name']}: the token only from the Secret"
+                checked += 1
+    assert checked >= 3, "RayCluster and RayService of both overlays at least"
+
+
+def test_ray_token_auth_is_on_in_the_launcher_config() -> None:
+    """aws.yaml: every node's container runs Ray with RAY_AUTH_MODE=token and the token file the launcher copies from
+    the user's machine (never a file of this repository), readable by its owner only."""
+    config = yaml.safe_load((CLUSTER / "aws.yaml").read_text())
+    options = config["docker"]["run_options"]
+    assert "-e RAY_AUTH_MODE=token" in options
+    paths = [o.split("=", 1)[1] for o in options if o.startswith("-e RAY_AUTH_TOKEN_PATH=")]
+    assert len(paths) == 1, "one token path for every Ray process"
+    source = config["file_mounts"].get(paths[0])
+    assert source, f"file_mounts copies the token to {paths[0]} on every node"
+    assert source.startswith("~/") and not (REPO / source[2:]).exists(), "the token stays outside the repository"
+    for cmds in (config["head_start_ray_commands"], config["worker_start_ray_commands"]):
+        start = " ".join(cmds)
+        assert f"chmod 600 {paths[0]}" in start and "RAY_AUTH_MODE=disabled" not in start
+    text = (CLUSTER / "aws.yaml").read_text() + "".join(p.read_text() for p in K8S.rglob("*.yaml"))
+    assert not re.search(r"RAY_AUTH_MODE[=:]\s*\"?disabled", text), "auth is never turned off"
+
+
+def test_cluster_readme_documents_access() -> None:
+    text = (CLUSTER / "README.md").read_text()
+    for needle in ("## Access", "RAY_AUTH_MODE=token", RAY_TOKEN_SECRET, "RAY_AUTH_TOKEN_PATH", "0.0.0.0", "8080"):
+        assert needle in text, needle
+
 def test_dockerfile() -> None:
     text = (CLUSTER / "Dockerfile").read_text()
     args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, flags=re.M))

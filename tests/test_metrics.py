@@ -13,9 +13,7 @@ import torch
 from torch import nn
 
 from gansvc import storage
-from gansvc.data.ingest import put
 from gansvc.data.pipeline import DataConfig
-from gansvc.data.synth import synth
 from gansvc.metrics import (WEIGHTS_FILE, FeatureExtractor, FeatureStats, ISStats, describe_metrics, evaluate,
                             frechet_distance, inception_score, kernel_inception_distance, load_inception,
                             metric_mode, mmd2_unbiased, reference_stats, sliced_wasserstein_distance)
@@ -238,10 +236,8 @@ class BrokenExtractor:
 
 
 @pytest.fixture(scope="module")
-def shapes_uri(stack) -> str:  # noqa: ANN001
-    uri = f"s3://{stack.bucket}/metrics-{uuid.uuid4().hex[:8]}/shapes"
-    put(str(synth("shapes", count=40, size=16, seed=0)), uri, quiet=True)
-    return uri
+def shapes_uri(stack, synth_put) -> str:  # noqa: ANN001
+    return synth_put("shapes", f"s3://{stack.bucket}/metrics-{uuid.uuid4().hex[:8]}/shapes", count=40, size=16, seed=0)
 
 
 def test_reference_stats_are_cached_in_s3(shapes_uri: str, tmp_path: Path) -> None:
@@ -269,9 +265,8 @@ def test_reference_stats_are_cached_in_s3(shapes_uri: str, tmp_path: Path) -> No
     assert reference_stats(cfg, None, max_samples=30, quiet=True).from_cache
 
 
-def test_reference_stats_of_translation_targets(tmp_path: Path) -> None:
-    uri = str(tmp_path / "stripes")
-    put(str(synth("stripes", count=12, size=16, seed=1, test_count=1)), uri, quiet=True)
+def test_reference_stats_of_translation_targets(tmp_path: Path, synth_put) -> None:  # noqa: ANN001
+    uri = synth_put("stripes", str(tmp_path / "stripes"), count=12, size=16, seed=1, test_count=1)
     cfg = DataConfig(uri=uri)
     ref = reference_stats(cfg, None, max_samples=100, stream_key="B", quiet=True)
     assert ref.swd_images.shape == (12, 3, 16, 16) and len({im.tobytes() for im in ref.swd_images}) == 12

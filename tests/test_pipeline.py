@@ -2,31 +2,31 @@
 
 from __future__ import annotations
 
+import io
 import itertools
+import threading
+import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from gansvc.data.ingest import put
-from gansvc.data.manifest import read_manifest
+from gansvc import storage
+from gansvc.data.manifest import Manifest, SplitInfo, read_manifest
 from gansvc.data.pipeline import BatchStream, DataConfig, ImageDataset, shard_positions
-from gansvc.data.synth import synth
 
 
 @pytest.fixture(scope="module")
-def shapes_uri(stack) -> str:  # noqa: ANN001
-    uri = f"s3://{stack.bucket}/pipeline/shapes"
-    put(str(synth("shapes", count=48, size=20, seed=1, test_count=4)), uri, quiet=True)
-    return uri
+def shapes_uri(stack, synth_put) -> str:  # noqa: ANN001
+    return synth_put("shapes", f"s3://{stack.bucket}/pipeline/shapes", count=48, size=20, seed=1, test_count=4)
 
 
 @pytest.fixture(scope="module")
-def stripes_uri(stack) -> str:  # noqa: ANN001
-    uri = f"s3://{stack.bucket}/pipeline/stripes"
-    put(str(synth("stripes", count=30, size=16, seed=2, test_count=2)), uri, quiet=True)
-    return uri
+def stripes_uri(stack, synth_put) -> str:  # noqa: ANN001
+    return synth_put("stripes", f"s3://{stack.bucket}/pipeline/stripes", count=30, size=16, seed=2, test_count=2)
 
 
 @pytest.mark.parametrize(("n", "world"), [(12, 2), (12, 3), (10, 4), (7, 1)])
@@ -60,14 +60,11 @@ def test_batches_shapes_range_labels(shapes_uri: str, tmp_path: Path) -> None:
 
 def test_pixels_follow_the_official_convention(shapes_uri: str) -> None:
     """No augmentation: the tensor is exactly x / 127.5 - 1 of the stored PNG."""
-    from PIL import Image
-
-    from gansvc import storage
-
     ds = ImageDataset(DataConfig(uri=shapes_uri, flip=False, cache_dir=""))
     sample = ds.epoch_samples(0, 0, 0, 1)[0]
     got = ds.load_sample(sample, np.random.default_rng(0))["image"]
-    raw = np.asarray(Image.open(__import__("io").BytesIO(storage.read_bytes(f"{shapes_uri}/{sample.files['image']}"))))
+    stored = f"{shapes_uri}/{ds.manifest.object_rel(sample.files['image'])}"  # where this version keeps the file
+    raw = np.asarray(Image.open(io.BytesIO(storage.read_bytes(stored))))
     expected = torch.from_numpy(raw.astype(np.float32).transpose(2, 0, 1)) / 127.5 - 1
     assert torch.allclose(got, expected, atol=1e-6)
 
@@ -161,3 +158,88 @@ def test_two_ray_workers_read_disjoint_covering_shards(ray_stack, shapes_uri: st
     assert not set(files0) & set(files1)
     assert set(files0) | set(files1) == set(read_manifest(shapes_uri).splits["train"].files)
     assert shapes0 == shapes1 == [(4, 3, 20, 20)] * 6
+
+
+def test_one_storage_read_per_file_on_a_cold_cache(shapes_uri: str, tmp_path: Path) -> None:
+    """The warm-up thread and the decoders miss the same files at once; each file is still read from S3 once."""
+    ds = ImageDataset(DataConfig(uri=shapes_uri, cache_dir=str(tmp_path)))
+    reads: Counter[str] = Counter()
+    fetch = ds.bytes.fetch
+
+    def counted(rel: str) -> bytes:
+        reads[rel] += 1
+        return fetch(rel)
+
+    ds.bytes.fetch = counted  # type: ignore[method-assign]
+    stream = BatchStream(ds, batch_size=8)
+    for _ in range(stream.batches_per_epoch):
+        next(stream)
+    stream.close()
+    assert set(reads) == set(ds.streams["image"]) and set(reads.values()) == {1}
+
+
+def _new_threads(before: set[threading.Thread]) -> list[str]:
+    return sorted(t.name for t in set(threading.enumerate()) - before if t.is_alive())
+
+
+@pytest.mark.timeout(60)
+def test_close_stops_and_joins_the_warm_up_threads(shapes_uri: str, tmp_path: Path) -> None:
+    ds = ImageDataset(DataConfig(uri=shapes_uri, cache_dir=str(tmp_path)))
+    fetch = ds.bytes.fetch
+
+    def slow(rel: str) -> bytes:  # a slow store (each real S3 read 0.5 s later): the warm-up is busy at close()
+        time.sleep(0.5)
+        return fetch(rel)
+
+    ds.bytes.fetch = slow  # type: ignore[method-assign]
+    before = set(threading.enumerate())
+    stream = BatchStream(ds, batch_size=4)
+    next(stream)
+    assert _new_threads(before), "the stream's threads (producer, warm-up) are running"
+    t0 = time.monotonic()
+    stream.close()
+    assert time.monotonic() - t0 < 5, "files not yet started are skipped, not fetched"
+    assert _new_threads(before) == [], "no thread of the stream outlives close()"
+    cached = {p.name for p in tmp_path.rglob("*.png")}
+    assert len(cached) < len(ds.streams["image"]), "the warm-up stopped early"
+
+
+def _dataset_with_a_bad_batch(root: Path, n: int = 6, batch_size: int = 2, bad_batch: int = 2) -> str:
+    """A local dataset of n flat images whose files in batch `bad_batch` of epoch 0 (seed 0) are not images."""
+    files = [f"train/{i}.png" for i in range(n)]
+    bad = {files[i] for i in shard_positions(n, 0, 0, 0, 1)[bad_batch * batch_size:(bad_batch + 1) * batch_size]}
+    for rel in files:
+        buf = io.BytesIO()
+        Image.new("RGB", (8, 8), (100, 100, 100)).save(buf, "PNG")
+        storage.write_bytes(str(root / rel), b"not an image" if rel in bad else buf.getvalue())
+    m = Manifest(layout="single", splits={"train": SplitInfo(count=n, files=files, sizes={"8x8": n})}, channels=3)
+    storage.write_json(str(root / "manifest.json"), m.model_dump(mode="json"))
+    return str(root)
+
+
+@pytest.mark.timeout(60)
+def test_a_producer_error_with_a_full_queue_never_blocks_close(tmp_path: Path) -> None:
+    ds = ImageDataset(DataConfig(uri=_dataset_with_a_bad_batch(tmp_path), prefetch_batches=1, cache_dir=""))
+    before = set(threading.enumerate())
+    stream = BatchStream(ds, batch_size=2)
+    next(stream)
+    deadline = time.monotonic() + 20
+    while not stream._queue.full():  # batch 1 waits in the queue, and nobody takes it
+        assert time.monotonic() < deadline, "the producer never queued batch 1"
+        time.sleep(0.01)
+    time.sleep(0.5)  # meanwhile the producer fails on batch 2 and tries to hand over its error
+    t0 = time.monotonic()
+    stream.close()
+    assert time.monotonic() - t0 < 3, "close() waited for a producer stuck on a full queue"
+    assert _new_threads(before) == []
+
+
+@pytest.mark.timeout(60)
+def test_a_producer_error_reaches_the_consumer_and_a_closed_stream_says_so(tmp_path: Path) -> None:
+    ds = ImageDataset(DataConfig(uri=_dataset_with_a_bad_batch(tmp_path), prefetch_batches=1, cache_dir=""))
+    stream = BatchStream(ds, batch_size=2)
+    next(stream), next(stream)
+    with pytest.raises(RuntimeError, match="reading .* failed: cannot identify image file"):
+        next(stream)
+    with pytest.raises(RuntimeError, match="is closed"):  # not a wait for batches that never come
+        next(stream)

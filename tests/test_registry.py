@@ -122,3 +122,83 @@ def test_cli_generate_is_seeded_and_checks_labels(tmp_path: Path) -> None:
     deleted = _cli("gansvc.registry", "delete", "acgan-m", "--registry", reg)
     assert deleted.returncode == 0 and list_entries(reg) == []
     assert not any((Path(reg) / "models").rglob("*.pt")), "delete removes the stored weights"
+
+
+# ------------------------------------------------------------------------------------------- the one name rule (#11)
+
+BAD_NAMES = ["../../runs/r1/x", "..", ".hidden", "a/b", "a\\b", "Upper", "", "x\n", "-lead", "a" * 65, "sp ace"]
+
+
+@pytest.mark.parametrize("bad", BAD_NAMES)
+def test_every_registry_entry_point_refuses_bad_names(tmp_path: Path, bad: str) -> None:
+    """A name is a storage key: every function a name enters by checks it against NAME_RULE before any I/O."""
+    from gansvc import registry
+    from gansvc.importers import import_checkpoint
+
+    reg = str(tmp_path / "registry")
+    run = _run(tmp_path)
+    model_bytes = (run / "checkpoint-00000010" / MODEL_FILE).read_bytes()
+    calls = {
+        "get_entry": lambda: registry.get_entry(bad, reg),
+        "load_model": lambda: registry.load_model(bad, reg),
+        "delete": lambda: registry.delete(bad, reg),
+        "promote": lambda: registry.promote(str(run), bad, root=reg),
+        "register": lambda: registry.register(bad, model_bytes, "test", {}, root=reg),
+        "import": lambda: import_checkpoint("cyclegan-official", str(tmp_path / "missing.pth"), bad, root=reg),
+    }
+    for what, call in calls.items():
+        with pytest.raises(RegistryError, match=r"invalid model name .*\[a-z0-9\]\[a-z0-9._-\]\{0,63\}"):
+            call()
+        assert not (tmp_path / "registry").exists() or not any((tmp_path / "registry").rglob("*.pt")), what
+
+
+def test_delete_cannot_escape_the_registry_root(tmp_path: Path) -> None:
+    """issue 13 #11: `registry delete ../../runs/r1/x` deleted RUNS/r1/x.json and RUNS/r1/x/* on local storage."""
+    from gansvc.registry import main as registry_main
+
+    reg = tmp_path / "store" / "registry"
+    (reg / "entries").mkdir(parents=True)
+    victim = tmp_path / "store" / "runs" / "r1"
+    (victim / "x").mkdir(parents=True)
+    (victim / "x.json").write_text(json.dumps({"name": "x"}))
+    (victim / "x" / "weights.pt").write_bytes(b"precious")
+    for argv in (["delete", "../../runs/r1/x"], ["show", "../../runs/r1/x"]):
+        assert registry_main(["--registry", str(reg), *argv]) == 2
+    assert (victim / "x.json").exists() and (victim / "x" / "weights.pt").read_bytes() == b"precious"
+    r = _cli("gansvc.registry", "delete", "../../runs/r1/x", "--registry", str(reg))
+    assert r.returncode == 2 and "[a-z0-9][a-z0-9._-]{0,63}" in r.stderr and "Traceback" not in r.stderr
+    assert (victim / "x.json").exists()
+
+
+def test_name_rule_accepts_the_documented_names(tmp_path: Path) -> None:
+    from gansvc.registry import NAME_PATTERN, check_name
+
+    for good in ("a", "0", "shapes-dcgan", "horse2zebra", "v1.2_final", "a" * 64):
+        assert check_name(good) == good
+    import re
+
+    assert re.match(NAME_PATTERN, "a" * 64) and not re.match(NAME_PATTERN, "a" * 65)
+
+
+def test_promote_skips_a_torn_best_and_a_damaged_latest(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """best/ counts only when meta.json names a model whose hash matches (#16: meta is the commit point); a latest
+    checkpoint whose model.pt no longer matches the hash in its meta.json is skipped with a warning."""
+    import hashlib
+
+    from gansvc.checkpoint import read_best, write_best
+
+    run, reg = _run(tmp_path), str(tmp_path / "registry")
+    good = (run / "checkpoint-00000020" / MODEL_FILE).read_bytes()
+    committed = write_best(str(run), good, {"step": 20, "metric": "swd", "value": 3.0, "metrics": {"swd": 3.0}})
+    assert read_best(str(run))[0]["model"] == committed["model"]
+    # a torn write: the model object is replaced but meta.json (the commit point) still names the old hash
+    (run / "best" / committed["model"]).write_bytes(good[: len(good) // 2])
+    assert read_best(str(run)) is None
+    entry = promote(str(run), "after-torn-best", root=reg)
+    assert entry["step"] == 30, "an uncommitted best is ignored: the latest checkpoint is taken"
+    # a damaged newest checkpoint whose meta.json records the model hash: the previous one is promoted
+    meta = json.loads((run / "checkpoint-00000030" / META_FILE).read_text())
+    meta["files"] = {MODEL_FILE: hashlib.sha256(b"something else").hexdigest()}
+    (run / "checkpoint-00000030" / META_FILE).write_text(json.dumps(meta))
+    entry = promote(str(run), "after-damage", root=reg)
+    assert entry["step"] == 20 and "damaged" in capsys.readouterr().err

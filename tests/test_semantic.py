@@ -15,13 +15,12 @@ import torch
 from PIL import Image
 
 from gansvc import losses, storage
-from gansvc.checkpoint import MODEL_FILE, inference_payload, load_inference
+from gansvc.checkpoint import MODEL_FILE, inference_payload, load_inference, read_best
 from gansvc.data.__main__ import main as data_main
 from gansvc.data.ingest import DatasetError, put
 from gansvc.data.manifest import Manifest, read_manifest
 from gansvc.data.pipeline import BatchStream, DataConfig, ImageDataset
 from gansvc.data.spec import DataSpec
-from gansvc.data.synth import synth
 from gansvc.families import FAMILIES
 from gansvc.families import semantic_cyclegan as semcg
 from gansvc.metrics.segmentation import confusion_matrix, iou_per_class, mean_iou
@@ -36,13 +35,13 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def datasets(stack) -> dict[str, str]:  # noqa: ANN001
+def datasets(stack, synth_put) -> dict[str, str]:  # noqa: ANN001
     root = f"s3://{stack.bucket}/semantic-data"
     uris = {"shapes-seg": f"{root}/shapes-seg", "stripes-masks": f"{root}/stripes-masks",
             "stripes": f"{root}/stripes"}
-    put(str(synth("shapes-seg", count=64, size=16, seed=0, test_count=16)), uris["shapes-seg"], quiet=True)
-    put(str(synth("stripes", count=16, size=16, seed=0, test_count=4, masks=True)), uris["stripes-masks"], quiet=True)
-    put(str(synth("stripes", count=8, size=16, seed=0, test_count=2)), uris["stripes"], quiet=True)
+    synth_put("shapes-seg", uris["shapes-seg"], count=64, size=16, seed=0, test_count=16)
+    synth_put("stripes", uris["stripes-masks"], count=16, size=16, seed=0, test_count=4, masks=True)
+    synth_put("stripes", uris["stripes"], count=8, size=16, seed=0, test_count=2)
     return uris
 
 
@@ -167,8 +166,9 @@ def test_put_masks_valid_and_invalid(tmp_path: Path, s3_prefix: str) -> None:
     assert "mode L or P" in reasons["train_masks/rgbmask.png"] and "train/rgbmask.png" in reasons
     assert "no mask: expected train_masks/nomask.png" in reasons["train/nomask.png"]
     assert "no image for this mask" in reasons["train_masks/noimage.png"]
-    assert storage.exists(f"{s3_prefix}/classes.txt") and storage.exists(f"{s3_prefix}/train_masks/photo.png")
-    assert not storage.exists(f"{s3_prefix}/train_masks/noimage.png"), "skipped files are not uploaded"
+    assert storage.exists(f"{s3_prefix}/{m.object_rel('classes.txt')}")
+    assert storage.exists(f"{s3_prefix}/{m.object_rel('train_masks/photo.png')}")
+    assert not storage.exists(f"{s3_prefix}/{m.object_rel('train_masks/noimage.png')}"), "skipped files are not uploaded"
     # without classes.txt: K = max value + 1, and a P mask's palette indices are its classes
     (src / "classes.txt").unlink()
     assert put(str(src), f"{s3_prefix}-k", quiet=True).manifest.num_classes == 8  # range.png's 7 is valid now
@@ -358,14 +358,15 @@ def test_both_families_train_and_evaluate_through_the_loop(ray_stack, datasets: 
               "--checkpoint-every", "2", "--eval-every", "2", "--log-every", "1"]
     assert train_main(["segmenter", "--name", "seg", "--num-workers", "2", "--max-steps", "4", *common]) == 0
     objects = {o.rel for o in storage.list_objects(f"{s3_prefix}/seg")}
-    assert {"checkpoint-00000004/model.pt", "samples/step-00000004.png", "best/model.pt"} <= objects
+    assert {"checkpoint-00000004/model.pt", "samples/step-00000004.png", "best/meta.json"} <= objects
+    assert read_best(f"{s3_prefix}/seg") is not None, "best/ names a model whose hash matches"
     meta = storage.read_json(f"{s3_prefix}/seg/checkpoint-00000004/meta.json")
     assert meta["metrics"]["replicas_identical"] == 1.0 and 0 <= meta["metrics"]["miou"] <= 1
     best = storage.read_json(f"{s3_prefix}/seg/best/meta.json")
     history = storage.read_json(f"{s3_prefix}/seg/history.json")
     assert best["metric"] == "miou" and best["value"] == max(h["miou"] for h in history if "miou" in h)
-    grid = Image.open(io.BytesIO(storage.read_bytes(f"{s3_prefix}/seg/samples/step-00000004.png")))
-    assert grid.size == (4 * 18 + 2, 6 * 18 + 2), "4 test images; rows A, prediction, truth, B, prediction, truth"
+    with Image.open(io.BytesIO(storage.read_bytes(f"{s3_prefix}/seg/samples/step-00000004.png"))) as grid:
+        assert grid.size == (4 * 18 + 2, 6 * 18 + 2), "4 test images; rows A, prediction, truth, B, prediction, truth"
     seg_ckpt = f"{s3_prefix}/seg/checkpoint-00000004"
     assert train_main(["semantic-cyclegan", "--name", "sem", "--max-steps", "2", *common,
                        "--set", f"model.segmenter={seg_ckpt}", "--set", "metrics.samples=32"]) == 0

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -92,5 +98,113 @@ def test_unreachable_endpoint_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "k")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("GANSVC_S3_RETRY_SECONDS", "2")  # a refused connection is retried (the server may be starting)
     with pytest.raises(storage.StorageError, match="cannot reach"):
         storage.read_bytes("s3://b/k")
+
+
+# ------------------------------------------------------------------------------ transient S3 errors (issue 13, 7a)
+
+def _client_error(code: str, status: int) -> Exception:
+    """The exception botocore raises for an S3 error answer (an exception object, not a mock of S3)."""
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+                       "GetObject")
+
+
+@pytest.mark.parametrize(("code", "status", "transient"), [
+    ("InternalError", 500, True), ("SlowDown", 503, True), ("ServiceUnavailable", 503, True), ("Oops", 502, True),
+    ("NoSuchKey", 404, False), ("AccessDenied", 403, False), ("SignatureDoesNotMatch", 403, False),
+    ("NoSuchBucket", 404, False)])
+def test_transient_errors_are_told_apart(code: str, status: int, transient: bool) -> None:
+    assert storage.is_transient(_client_error(code, status)) is transient
+
+
+def test_a_persistent_internal_error_names_the_server_not_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9")
+    calls = []
+
+    def failing() -> None:
+        calls.append(1)
+        raise _client_error("InternalError", 500)
+
+    with pytest.raises(storage.StorageError) as info:
+        storage.with_retries(failing, "s3://b/k", budget=1.0)
+    message = str(info.value)
+    assert "the S3 server at http://127.0.0.1:9 is still starting / not healthy" in message
+    assert "InternalError" in message and "check the endpoint, credentials and bucket" not in message
+    assert len(calls) >= 3, "retried with backoff"
+
+
+@pytest.fixture(scope="module")
+def own_s3() -> Iterator[Path]:
+    """An S3 server of this module's own, to stop and start (the session one serves other tests)."""
+    from gansvc import local
+    from tests.conftest import free_port_base
+
+    from tests.test_local import short_temp_dir
+
+    state_dir = short_temp_dir("gss-")
+    local.up(state_dir, port_base=free_port_base(), with_ray=False)
+    try:
+        yield state_dir
+    finally:
+        local.down(state_dir)
+        shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _use(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    from gansvc import local
+
+    state = local.load_state(state_dir)
+    for key, value in state.env().items():
+        monkeypatch.setenv(key, value)
+    return f"s3://{state.bucket}/{uuid.uuid4().hex[:8]}"
+
+
+@pytest.mark.timeout(180)
+def test_an_s3_restart_is_ridden_out(own_s3: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """S3 down for 12 s (the process stopped, then started again): reads, writes and listings issued meanwhile wait
+    for it and succeed."""
+    from gansvc import local
+
+    root = _use(own_s3, monkeypatch)
+    monkeypatch.setenv("GANSVC_S3_RETRY_SECONDS", "90")
+    storage.write_bytes(f"{root}/a.bin", b"before")
+    assert local.stop_s3(own_s3)
+    restart = threading.Timer(12, lambda: local.start_s3(own_s3))
+    restart.start()
+    try:
+        t0 = time.monotonic()
+        assert storage.read_bytes(f"{root}/a.bin") == b"before"
+        assert time.monotonic() - t0 >= 10, "the read waited for the server"
+        storage.write_bytes(f"{root}/b.bin", b"after")
+        assert {o.rel for o in storage.list_objects(root)} == {"a.bin", "b.bin"}
+    finally:
+        restart.join()
+
+
+@pytest.mark.timeout(120)
+def test_an_s3_server_that_stays_down_is_named(own_s3: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gansvc import local
+
+    root = _use(own_s3, monkeypatch)
+    monkeypatch.setenv("GANSVC_S3_RETRY_SECONDS", "3")
+    state = local.load_state(own_s3)
+    assert local.stop_s3(own_s3)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(storage.StorageError, match="still starting / not healthy") as info:
+            storage.read_bytes(f"{root}/a.bin")
+        assert 2 <= time.monotonic() - t0 < 30
+        assert state.s3_endpoint in str(info.value) and "GANSVC_S3_RETRY_SECONDS" in str(info.value)
+    finally:
+        local.start_s3(own_s3)
+
+
+def test_retry_budget_is_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GANSVC_S3_RETRY_SECONDS", "soon")
+    with pytest.raises(storage.StorageError, match="GANSVC_S3_RETRY_SECONDS"):
+        storage.retry_seconds()

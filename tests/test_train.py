@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
 import signal
 import threading
@@ -15,20 +17,26 @@ import yaml
 
 from gansvc import storage
 from gansvc.checkpoint import TRAIN_FILE, _load_bytes, load_inference
-from gansvc.data.ingest import put
-from gansvc.data.synth import synth
 from gansvc.families import FAMILIES
 from gansvc.registry import load_model, promote
 from gansvc.train.__main__ import main as train_main
 
 
 @pytest.fixture(scope="module")
-def datasets(stack) -> dict[str, str]:  # noqa: ANN001
+def datasets(stack, synth_put) -> dict[str, str]:  # noqa: ANN001
     root = f"s3://{stack.bucket}/train-data"
-    uris = {"single": f"{root}/shapes", "unpaired": f"{root}/stripes"}
-    put(str(synth("shapes", count=64, size=16, seed=0, test_count=8)), uris["single"], quiet=True)
+    uris = {"single": f"{root}/shapes", "unpaired": f"{root}/stripes", "other": f"{root}/shapes-1",
+            "half-test": f"{root}/stripes-testA-only"}
+    synth_put("shapes", uris["single"], count=64, size=16, seed=0, test_count=8)
+    synth_put("shapes", uris["other"], count=64, size=16, seed=1, test_count=8)
     # with masks: the segmenter trains on them, the translation families ignore them
-    put(str(synth("stripes", count=32, size=16, seed=0, test_count=4, masks=True)), uris["unpaired"], quiet=True)
+    synth_put("stripes", uris["unpaired"], count=32, size=16, seed=0, test_count=4, masks=True)
+    # testA/ without testB/ (issue 13 #15b), as written by an older `data put` or another tool (today's put refuses
+    # it): training must refuse it before it starts
+    synth_put("stripes", uris["half-test"], count=32, size=16, seed=0, test_count=4)
+    manifest = storage.read_json(f"{uris['half-test']}/manifest.json")
+    del manifest["splits"]["testB"]
+    storage.write_json(f"{uris['half-test']}/manifest.json", manifest)
     return uris
 
 
@@ -43,6 +51,16 @@ def _args(family: str, dataset: str, runs: str, name: str, *extra: str) -> list[
 
 def _run_objects(runs: str, name: str) -> set[str]:
     return {o.rel for o in storage.list_objects(f"{runs}/{name}")}
+
+
+def _committed_step(runs: str, name: str) -> int | None:
+    """The step of the latest checkpoint Ray Train has committed for a run (its checkpoint manager writes a snapshot
+    to the run folder on every commit: ray/train/v2/_internal/execution/checkpoint/checkpoint_manager.py, Ray 2.60)."""
+    uri = f"{runs}/{name}/checkpoint_manager_snapshot.json"
+    if not storage.exists(uri):
+        return None
+    latest = json.loads(storage.read_bytes(uri)).get("latest_checkpoint_result")
+    return int(latest["checkpoint_dir_name"].split("-")[1]) if latest else None
 
 
 def _train_state(runs: str, name: str, step: int) -> dict[str, Any]:
@@ -103,7 +121,77 @@ def test_config_file_and_flags(datasets: dict[str, str], s3_prefix: str, tmp_pat
     assert resolved["loop"]["batch_size"] == 8 and resolved["model"]["n_critic"] == 2
 
 
+def test_incomplete_test_split_is_refused_before_start(datasets: dict[str, str], s3_prefix: str,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    """issue 13 #15b: the evaluation split is checked before start by the workers' own check (eval_dataset)."""
+    code = train_main(_args("cyclegan", datasets["half-test"], s3_prefix, "half", "--max-steps", "5", "--dry-run"))
+    err = capsys.readouterr().err
+    assert code == 2 and "has no testB split" in err and "Traceback" not in err
+    assert not _run_objects(s3_prefix, "half")
+
+
 # ----------------------------------------------------------------------------------------------------- with Ray
+
+def test_deterministic_worker_error_is_not_retried(ray_stack, datasets: dict[str, str], s3_prefix: str) -> None:  # noqa: ANN001
+    """issue 13 #15b: an error that repeats on every attempt (here: the dataset check, raised in the worker because
+    this test skips the driver's preflight) stops the run at once instead of restarting the group max_failures
+    times."""
+    from ray.train import TrainingFailedError
+
+    from gansvc.train.__main__ import build_parser, config_from_args, fit
+    from gansvc.train.failures import describe
+
+    args = build_parser().parse_args(_args("cyclegan", datasets["half-test"], s3_prefix, "det", "--max-steps", "5",
+                                           "--max-failures", "2"))
+    cfg = config_from_args(args).resolved()
+    start = time.monotonic()
+    with pytest.raises(TrainingFailedError) as info:
+        fit(cfg)
+    elapsed = time.monotonic() - start
+    assert "has no testB split" in describe(info.value)
+    starts = storage.read_json(f"{s3_prefix}/det/starts.json")
+    assert len(starts) == 1, f"the worker group was started {len(starts)} times for a deterministic error"
+    print(f"deterministic error stopped the run after {elapsed:.1f}s (one worker group start)")
+
+
+def test_resume_with_another_config_is_refused_unless_allowed(ray_stack, datasets: dict[str, str], s3_prefix: str,  # noqa: ANN001
+                                                              capsys: pytest.CaptureFixture) -> None:
+    """issue 13 #15: a resume may extend a run (loop length, cadence, workers) but not silently change what it
+    trains; --allow-config-change continues it and records the change as a segment of its history."""
+    first, other = datasets["single"], datasets["other"]
+    cadence = ("--checkpoint-every", "2", "--eval-every", "100", "--log-every", "2")
+    assert train_main(_args("dcgan", first, s3_prefix, "chg", "--max-steps", "2", *cadence)) == 0
+    capsys.readouterr()
+    refused = [
+        (["--dataset", other], f"data.uri: '{first}' -> '{other}'"),
+        (["--set", "model.lr_g=0.001"], "model.lr_g: 0.0002 -> 0.001"),
+        (["--batch-size", "4"], "loop.batch_size: 8 -> 4"),
+        (["--seed", "7"], "loop.seed: 0 -> 7"),
+    ]
+    for extra, message in refused:
+        code = train_main([*_args("dcgan", first, s3_prefix, "chg", "--max-steps", "4", *cadence), *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and "--allow-config-change" in err, (extra, err)
+    stored = storage.read_json(f"{s3_prefix}/chg/gansvc-config.json")
+    assert stored["data"]["uri"] == first and len(stored["history"]) == 1, "a refused resume writes nothing"
+    # extending the run (more steps, another cadence, more workers) needs no flag
+    assert train_main(_args("dcgan", first, s3_prefix, "chg", "--max-steps", "4", "--checkpoint-every", "4",
+                            "--num-workers", "2")) == 0
+    capsys.readouterr()
+    assert train_main([*_args("dcgan", other, s3_prefix, "chg", "--max-steps", "6", *cadence),
+                       "--allow-config-change"]) == 0
+    assert f"data.uri: '{first}' -> '{other}'" in capsys.readouterr().out
+    stored = storage.read_json(f"{s3_prefix}/chg/gansvc-config.json")
+    assert stored["data"]["uri"] == other
+    history = stored["history"]
+    assert [h["resume_step"] for h in history] == [0, 2, 4] and [h["allowed_by_flag"] for h in history] == [
+        False, False, True]
+    assert history[1]["changed"]["loop.max_steps"] == [2, 4] and history[1]["changed"]["scaling.num_workers"] == [1, 2]
+    assert history[2]["changed"]["data.uri"] == [first, other] and "time" in history[2]
+    entry = promote(f"{s3_prefix}/chg/checkpoint-00000006", "chg-6", root=f"{s3_prefix}/registry")
+    assert entry["dataset"] == other, "promote records the dataset the run trains on now"
+
+
 
 def test_job_submission_two_workers_resume_promote(ray_stack, datasets: dict[str, str], s3_prefix: str) -> None:  # noqa: ANN001
     """The command users run, through the Ray Job API of the embedded stack: 2 DDP workers, checkpoints and grids in
@@ -196,28 +284,49 @@ def test_nan_stops_and_keeps_the_last_good_checkpoint(ray_stack, datasets: dict[
 
 
 def test_killed_worker_restarts_from_last_checkpoint(ray_stack, datasets: dict[str, str], s3_prefix: str) -> None:  # noqa: ANN001
-    """SIGKILL a training worker mid-run: FailureConfig restarts the group from the latest checkpoint and the run
-    completes."""
+    """SIGKILL a training worker mid-run: FailureConfig restarts the group from the latest checkpoint (not from step 0:
+    RUN/starts.json records where each worker group began) and the run ends with exactly the weights of an
+    uninterrupted run (same seed and steps; the restored RNG states and data position make the rest bit-identical)."""
     from ray.util.state import list_actors
 
     result: dict[str, int] = {}
-    args = _args("dcgan", datasets["single"], s3_prefix, "crash", "--max-steps", "300", "--checkpoint-every", "10",
-                 "--eval-every", "1000", "--log-every", "10", "--max-failures", "2", "--num-workers", "2")
+    common = ("--max-steps", "300", "--checkpoint-every", "10", "--eval-every", "1000", "--log-every", "10",
+              "--max-failures", "2", "--num-workers", "2")
+    args = _args("dcgan", datasets["single"], s3_prefix, "crash", *common)
     thread = threading.Thread(target=lambda: result.setdefault("code", train_main(args)), daemon=True)
     thread.start()
     deadline = time.monotonic() + 300
-    while not storage.exists(f"{s3_prefix}/crash/checkpoint-00000010/meta.json"):
-        assert time.monotonic() < deadline and thread.is_alive(), "no checkpoint appeared"
+    while (committed := _committed_step(s3_prefix, "crash")) is None:  # a checkpoint Ray Train has committed
+        assert time.monotonic() < deadline and thread.is_alive(), "no checkpoint was committed"
         time.sleep(0.5)
     workers = [a for a in list_actors(filters=[("state", "=", "ALIVE")]) if a.class_name == "RayTrainWorker"]
     assert workers, "no live training worker found"
     os.kill(workers[0].pid, signal.SIGKILL)
+    killed_wall = time.time()
     killed_at = max(int(o.rel.split("/")[0].split("-")[1]) for o in storage.list_objects(f"{s3_prefix}/crash")
                     if o.rel.endswith("meta.json") and o.rel.startswith("checkpoint"))
     thread.join(timeout=600)
     assert result.get("code") == 0, "the run did not complete after the worker was killed"
     assert killed_at < 300
     assert storage.exists(f"{s3_prefix}/crash/checkpoint-00000300/model.pt")
+    starts = storage.read_json(f"{s3_prefix}/crash/starts.json")
+    assert [s["source"] for s in starts] == ["fresh", "resumed"], starts
+    restart = starts[1]["step"]
+    # the checkpoint Ray had committed when the worker died: at least the one committed before the kill, at most the
+    # newest in storage (a commit can land between the two reads); never step 0
+    assert 0 < committed <= restart <= killed_at, (committed, restart, killed_at)
+    assert starts[1]["checkpoint"] == f"checkpoint-{restart:08d}"
+    restored = dt.datetime.fromisoformat(starts[1]["time"]).timestamp() - killed_wall  # 1 s resolution
+    print(f"\n[recovery] killed worker: group restarted and restored step {restart} ~{restored:.0f}s after the kill")
+
+    assert train_main(_args("dcgan", datasets["single"], s3_prefix, "no-crash", *common)) == 0
+    crashed, reference = _train_state(s3_prefix, "crash", 300), _train_state(s3_prefix, "no-crash", 300)
+    assert crashed["position"] == reference["position"]
+    for kind in ("nets", "ema"):
+        for net, sd in reference[kind].items():
+            for key, value in sd.items():
+                # exact: gloo's 2-rank all-reduce sums in a fixed order, everything else is per-rank and restored
+                assert torch.equal(value, crashed[kind][net][key]), f"{kind} {net}.{key} differs after the restart"
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))

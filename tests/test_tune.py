@@ -13,18 +13,14 @@ import pytest
 import yaml
 
 from gansvc import storage
-from gansvc.data.ingest import put
-from gansvc.data.synth import synth
 from gansvc.registry import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def shapes(stack) -> str:  # noqa: ANN001
-    uri = f"s3://{stack.bucket}/tune-data/shapes"
-    put(str(synth("shapes", count=64, size=16, seed=0, test_count=8)), uri, quiet=True)
-    return uri
+def shapes(stack, synth_put) -> str:  # noqa: ANN001
+    return synth_put("shapes", f"s3://{stack.bucket}/tune-data/shapes", count=64, size=16, seed=0, test_count=8)
 
 
 def _spec(tmp_path: Path, dataset: str, **over: object) -> Path:
@@ -74,6 +70,7 @@ def test_sweep_results_failures_and_promote(ray_stack, shapes: str, tmp_path: Pa
     ok = [r for r in rows if r["status"] == "completed"]
     assert len(ok) == 2 and rows[:2] == sorted(ok, key=lambda r: r["best"]), "sorted by the metric, failures last"
     assert all(r["checkpoint"] and r["full_config"]["model"]["lr_d"] == r["config.model.lr_d"] for r in ok)
+    assert all(r["checkpoint"] == f"{r['run']}/best" for r in ok), "the best evaluation, not the last checkpoint"
     csv_text = storage.read_bytes(f"{s3_prefix}/sweeps/s1/results.csv").decode()
     assert csv_text.count("\n") == 4
     assert "promoted trial" in out.stdout
@@ -115,7 +112,12 @@ def test_resume_skips_finished_trials(ray_stack, shapes: str, tmp_path: Path, s3
         first = done[0].split("/")[0] if done and len(started) == 2 else None
         time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=300)
+    out, _ = proc.communicate(timeout=300)
+    # Tune's first Ctrl-C stops the trials and returns them all TERMINATED: the driver must still see the
+    # interruption (from the state Tune saved), exit 130 and say how to resume
+    assert proc.returncode == 130 and "interrupted: re-run the same command to resume" in out, out[-3000:]
+    statuses = {r["trial"]: r["status"] for r in storage.read_json(f"{s3_prefix}/sweeps/res/results.json")}
+    assert statuses[first] == "completed" and sorted(statuses.values()) == ["completed", "interrupted"], statuses
     meta_key = f"{trials}/{first}/checkpoint-00000006/meta.json"
     before = storage.read_json(meta_key)["created"]
     out = _tune(str(spec), "--storage", s3_prefix, "--name", "res")

@@ -8,7 +8,7 @@ import sys
 import time
 
 from gansvc import storage
-from gansvc.data.ingest import DatasetError, PutResult, existing_manifest, put
+from gansvc.data.ingest import DEFAULT_MAX_DOWNLOAD_GB, DatasetError, PutResult, existing_manifest, put
 from gansvc.data.manifest import format_manifest, read_manifest
 from gansvc.data.synth import SYNTHS, synth
 
@@ -42,6 +42,16 @@ def _preview(args: argparse.Namespace) -> None:
           f"from {args.uri} (wait for data {stream.wait_s:.2f}s)")
 
 
+def _positive_gb(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of GB") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text}: give a size above 0 GB")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m gansvc.data",
@@ -55,7 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     p_put = sub.add_parser("put", help="validate and upload a folder, a .zip or an http(s) zip URL")
     p_put.add_argument("src", help="local folder, .zip file, or http(s) URL of a zip")
     p_put.add_argument("dest", help="s3://bucket/prefix or local folder")
-    p_put.add_argument("--overwrite", action="store_true", help="replace a different dataset already at dest")
+    p_put.add_argument("--overwrite", action="store_true",
+                       help="replace a different dataset already at dest: the new version is written beside the old "
+                            "one (DEST/.v/<version>/), manifest.json is switched last, then only the files the old "
+                            "manifest listed are deleted. A prefix holding other objects and no manifest is refused")
+    p_put.add_argument("--max-download-gb", type=_positive_gb, default=DEFAULT_MAX_DOWNLOAD_GB,
+                       help=f"http(s) sources: refuse a download larger than this (default {DEFAULT_MAX_DOWNLOAD_GB:g}"
+                            " GB, 1 GB = 10^9 bytes)")
     p_put.add_argument("--threads", type=int, default=16, help="parallel validations/uploads (default 16)")
     p_put.add_argument("--quiet", action="store_true", help="no progress bars")
     p_syn = sub.add_parser("synth", help="write a built-in synthetic dataset: " +
@@ -93,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         t0 = time.perf_counter()
         if args.cmd == "put":
-            _report(put(args.src, args.dest, args.overwrite, args.threads, args.quiet), time.perf_counter() - t0)
+            result = put(args.src, args.dest, args.overwrite, args.threads, args.quiet,
+                         max_download_bytes=int(args.max_download_gb * 1e9))
+            _report(result, time.perf_counter() - t0)
             return 0
         params = f"synth:{args.name}:count={args.count}:test={args.test_count}:size={args.size}:seed={args.seed}"
         params += ":gray" if args.grayscale else ""

@@ -3,6 +3,15 @@
 Readers (the training input pipeline, `data info`, the training CLI's dry run) go through the manifest only: they never
 list the bucket, so a half-uploaded dataset (no manifest yet) is never read, and skipped files are never seen.
 
+Datasets are versioned: a put writes every file of a version under `.v/<version>/` (`files_root`; <version> = the
+first 16 hex digits of the source's content fingerprint) and switches `manifest.json` last, so the files a manifest
+names never change while it is live; readers resolve a listed file with `Manifest.object_rel`. Manifests written
+before versioning have `files_root` "" (files at the dataset root) and load unchanged.
+
+Every path a manifest names (files, masks, label keys, files_root) must be a plain relative "/"-separated path: no
+absolute paths, `..` or `.` parts, backslashes or empty parts (a crafted `../../x` would make a reader's cache write
+outside its folder). The model refuses such manifests, naming the entry, so every reader gets the check.
+
 Segmentation masks (optional; see `gansvc.data.ingest` for the layout) are recorded per split as image -> mask paths
 (`SplitInfo.masks`), with the dataset's `num_classes` and optional class names (`classes.txt`). Manifests written
 before masks existed have neither field and load unchanged.
@@ -10,9 +19,10 @@ before masks existed have neither field and load unchanged.
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gansvc import storage
 from gansvc.data.spec import DataSpec
@@ -21,6 +31,7 @@ MANIFEST_NAME = "manifest.json"
 FORMAT = "gansvc-dataset/1"
 LABELS_NAME = "labels.csv"
 CLASSES_NAME = "classes.txt"  # optional: one class name per line, line i names mask value i
+VERSIONS_DIR = ".v"  # DEST/.v/<version>/<rel>: the immutable files of each dataset version
 MASKS_SUFFIX = "_masks"  # masks of split `train` live in `train_masks/`, of `trainA` in `trainA_masks/`
 
 # the splits each layout may have; the first is the training split of each domain
@@ -30,6 +41,36 @@ SPLITS: dict[str, tuple[str, ...]] = {"single": ("train", "test"), "unpaired": (
 def mask_folder(split: str) -> str:
     """The folder holding the masks of a split's images: `train` -> `train_masks`, `trainA` -> `trainA_masks`."""
     return split + MASKS_SUFFIX
+
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+# the common case in one regex (manifests list 100k+ files): non-empty parts without "\\" or control characters
+_PLAIN = re.compile(r"(?:[^/\\\x00-\x1f]+/)*[^/\\\x00-\x1f]+")
+
+
+def path_problem(rel: str) -> str:
+    """Why `rel` is not a safe dataset-relative path ("" when it is): what a reader may join to a root."""
+    if _PLAIN.fullmatch(rel) and not _DRIVE.match(rel) and "/./" not in f"/{rel}/" and "/../" not in f"/{rel}/":
+        return ""
+    if not rel:
+        return "is empty"
+    if "\\" in rel:
+        return "contains a backslash"
+    if rel.startswith("/") or _DRIVE.match(rel):
+        return "is absolute"
+    if any(ord(c) < 32 for c in rel):
+        return "contains a control character"
+    parts = rel.split("/")
+    if any(p == "" for p in parts):
+        return "has an empty part (// or a trailing /)"
+    if any(p in (".", "..") for p in parts):
+        return "has a '.' or '..' part"
+    return ""
+
+
+def version_root(fingerprint: str) -> str:
+    """The folder (relative to the dataset root) holding the files of the version with this content fingerprint."""
+    return f"{VERSIONS_DIR}/{fingerprint[:16]}"
 
 
 class Strict(BaseModel):
@@ -65,6 +106,10 @@ class Manifest(Strict):
     skipped: list[Skipped] = Field(default_factory=list)
     source: str = ""
     fingerprint: str = ""  # of the source's contents: a re-put of the same source is a no-op
+    # where the files of this version live, relative to the dataset root ("" = at the root, as manifests written
+    # before versioned datasets). A put writes every file under `.v/<version>/` and switches manifest.json last, so
+    # a reader that holds a manifest always reads one consistent, immutable version.
+    files_root: str = ""
     created: str = ""
     gansvc_version: str = ""
 
@@ -84,6 +129,41 @@ class Manifest(Strict):
         attrs = {k: tuple(v) for k, v in self.attributes.items()}
         return DataSpec(layout=self.layout, height=height, width=width, channels=channels or self.channels,
                         attributes=attrs, num_classes=self.num_classes)
+
+    @model_validator(mode="after")
+    def _safe_paths(self) -> Manifest:
+        """Refuse any path a reader would join to the dataset root that could leave it (see the module doc)."""
+        def check(where: str, rel: str) -> None:
+            problem = path_problem(rel)
+            if problem:
+                raise ValueError(f"unsafe path in {where}: {rel!r} {problem}; dataset paths must be relative, "
+                                 "'/'-separated, without '..', '.', backslashes or empty parts. Re-ingest the "
+                                 "dataset with `python -m gansvc.data put`")
+
+        if self.files_root:
+            check("files_root", self.files_root)
+        for name, split in self.splits.items():
+            for rel in split.files:
+                check(f"splits.{name}.files", rel)
+            for image, mask in split.masks.items():
+                check(f"splits.{name}.masks (key)", image)
+                check(f"splits.{name}.masks[{image!r}]", mask)
+        for rel in self.labels:
+            check("labels (key)", rel)
+        return self
+
+    def stored_files(self) -> list[str]:
+        """Every file this version stored (images, masks, and the labels.csv / classes.txt it was made from)."""
+        out = [rel for s in self.splits.values() for rel in (*s.files, *s.masks.values())]
+        if self.attributes:
+            out.append(LABELS_NAME)
+        if self.classes:
+            out.append(CLASSES_NAME)
+        return list(dict.fromkeys(out))
+
+    def object_rel(self, rel: str) -> str:
+        """Where the file `rel` (as listed in `splits`, `labels`, `masks`) lives, relative to the dataset root."""
+        return f"{self.files_root}/{rel}" if self.files_root else rel
 
     def masked_splits(self) -> list[str]:
         """The splits whose images all have masks."""

@@ -20,13 +20,17 @@ Segmentation masks (when the manifest has them for every image of a stream) come
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import io
+import json
 import os
 import queue
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +44,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from gansvc import storage
 from gansvc.data.manifest import Manifest, read_manifest
 from gansvc.data.spec import DataSpec, mask_key
+from gansvc.imaging import on_white
+from gansvc.paths import cache_home
 
 
 class DataConfig(BaseModel):
@@ -58,7 +64,9 @@ class DataConfig(BaseModel):
     split: Literal["train", "test"] = "train"
     decode_threads: int = Field(4, ge=1, le=64)
     prefetch_batches: int = Field(4, ge=1, le=64)
-    cache_dir: str | None = None  # local cache of raw bytes; default ~/.cache/gansvc/data ("" disables)
+    # node-local cache of raw bytes (S3 datasets): default $GANSVC_CACHE_DIR/data, i.e. ~/.cache/gansvc/data;
+    # "" disables it. Capped by GANSVC_CACHE_MAX_GB (least recently used files go first)
+    cache_dir: str | None = None
 
     @field_validator("size", "load_size")
     @classmethod
@@ -94,70 +102,340 @@ def _tiled_permutation(n: int, length: int, seed: int, epoch: int, stream: int) 
     return np.resize(np.random.default_rng([seed, epoch, stream]).permutation(n), length)
 
 
-class ByteSource:
-    """Raw bytes of dataset files, through a local disk cache for remote datasets (shared by workers of a node)."""
+# ---- the node-local byte cache ------------------------------------------------------------------------------------
+# Layout: <data cache>/<entry>/<file as listed in the manifest>, where <data cache> is DataConfig.cache_dir, else
+# $GANSVC_CACHE_DIR/data (default ~/.cache/gansvc/data), and <entry> is a hash of (S3 endpoint, dataset URI, the
+# manifest's content). A dataset version is immutable (its files live under the manifest's `files_root`), and any
+# change of the manifest (an overwrite: new fingerprint, files_root or creation time) or of the endpoint is a new
+# entry: cached bytes are never served for another dataset version or another S3 store.
+# The whole data cache is capped at GANSVC_CACHE_MAX_GB; reads touch a file's mtime, and the least recently used files
+# go first when the cap is passed. Several worker processes of one node share it: writes are temp file + rename
+# (a reader never sees half a file), eviction runs under an exclusive file lock and never touches temp files (files
+# being written), and a reader whose file was evicted under it simply fetches it again.
 
-    def __init__(self, root_uri: str, cache_dir: str | None = None) -> None:
+GB = 10**9  # GANSVC_CACHE_MAX_GB counts decimal gigabytes
+DEFAULT_CACHE_MAX_GB = 20.0
+ENTRY_MARKER = ".gansvc-entry.json"  # written in every entry folder: eviction only ever deletes inside such folders
+EVICT_LOCK = ".gansvc-evict.lock"
+LOW_WATERMARK = 0.9  # evict down to 90% of the cap, so that a full cache does not scan again on every write
+STALE_TMP_S = 3600.0  # temp files older than this are left-overs of killed writers (a write takes seconds at most)
+
+
+class UnsafePathError(ValueError):
+    """A dataset manifest names a file outside the dataset (absolute, `..`, backslash or empty part)."""
+
+
+def check_rel(rel: str, what: str = "file") -> str:
+    """`rel` if it is a safe relative "/"-separated path, else UnsafePathError naming it (issue 13, point 4)."""
+    parts = rel.split("/")
+    if (not rel or rel.startswith("/") or "\\" in rel or "\x00" in rel
+            or any(p in ("", ".", "..") for p in parts)):
+        raise UnsafePathError(
+            f"unsafe {what} {rel!r} in the dataset manifest: paths must be relative, '/'-separated, without '..', "
+            "'.', backslashes or empty parts. The manifest was not written by `gansvc.data put` (or was altered): "
+            "re-ingest the dataset with `python -m gansvc.data put SRC DEST --overwrite`")
+    return rel
+
+
+def cache_max_bytes(env: Mapping[str, str] | None = None) -> int:
+    """The data cache's size cap from GANSVC_CACHE_MAX_GB (decimal GB, default 20), in bytes."""
+    raw = (os.environ if env is None else env).get("GANSVC_CACHE_MAX_GB", "").strip()
+    if not raw:
+        return int(DEFAULT_CACHE_MAX_GB * GB)
+    try:
+        gb = float(raw)
+    except ValueError:
+        gb = float("nan")
+    if not gb > 0 or gb == float("inf"):
+        raise ValueError(f"GANSVC_CACHE_MAX_GB={raw!r} is not a positive number of gigabytes (e.g. 20 or 0.5); "
+                         "to read without a local cache set the data config's cache_dir to \"\"")
+    return max(1, int(gb * GB))
+
+
+def manifest_digest(manifest: Manifest) -> str:
+    """A hash of a manifest's whole content (fingerprint, files_root, file list, creation time): one dataset version."""
+    return hashlib.sha256(manifest.model_dump_json().encode()).hexdigest()
+
+
+def cache_entry(root: storage.Location, manifest: Manifest, settings: storage.S3Settings) -> dict[str, str]:
+    """What identifies the bytes of one dataset version: the store (endpoint), the URI and the manifest's content."""
+    endpoint = settings.endpoint_url.rstrip("/").lower() if settings.endpoint_url else f"aws-s3:{settings.region}"
+    return {"endpoint": endpoint, "uri": root.uri(), "fingerprint": manifest.fingerprint,
+            "files_root": manifest.files_root, "manifest_sha256": manifest_digest(manifest)}
+
+
+def _is_tmp(name: str) -> bool:
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+class _Usage:
+    """Per data-cache folder and process: the estimated bytes in it (None: not scanned yet in this process) and the
+    bytes this process wrote, in all and when its last scan began."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # guards the counters
+        self.evicting = threading.Lock()  # one eviction at a time in this process
+        self.bytes: int | None = None
+        self.written = 0
+        self.written_at_scan = 0
+
+
+_USAGE: dict[Path, _Usage] = {}
+_USAGE_LOCK = threading.Lock()
+
+
+def _usage_of(base: Path) -> _Usage:
+    with _USAGE_LOCK:
+        return _USAGE.setdefault(base, _Usage())
+
+
+class DiskCache:
+    """One dataset version's files in a node-local cache folder capped in size (see the section comment)."""
+
+    def __init__(self, base: Path, entry: dict[str, str], max_bytes: int | None = None) -> None:
+        self.base = base.expanduser().resolve()
+        self.entry = entry
+        self.dir = self.base / hashlib.sha256(json.dumps(entry, sort_keys=True).encode()).hexdigest()[:24]
+        self.max_bytes = cache_max_bytes() if max_bytes is None else max_bytes
+        self._usage = _usage_of(self.base)
+        self._marked = False
+        self._opened = time.time()
+        self._thrash_warned = False
+
+    def path(self, rel: str) -> Path:
+        """The cache file of `rel` (UnsafePathError for a name with `..`, absolute, ...: see `check_rel`)."""
+        return self.dir / check_rel(rel)
+
+    def _write_path(self, rel: str) -> Path:
+        """`path(rel)`, checked to stay inside this entry's folder once symlinks are resolved (a symlink planted in
+        the cache folder must not redirect a write; resolving costs ~0.2 ms, so reads skip it)."""
+        path = self.path(rel)
+        if not path.resolve().is_relative_to(self.dir):
+            raise UnsafePathError(f"cache path of {rel!r} resolves to {path.resolve()}, outside the cache folder "
+                                  f"{self.dir}: remove the symlink there")
+        return path
+
+    def contains(self, rel: str) -> bool:
+        return self.path(rel).is_file()
+
+    def get(self, rel: str) -> bytes | None:
+        """The cached bytes, or None; a hit marks the file as recently used (its mtime: atime is unreliable)."""
+        path = self.path(rel)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        with contextlib.suppress(OSError):  # evicted right after the read: the bytes are still good
+            os.utime(path)
+        return data
+
+    def put(self, rel: str, data: bytes) -> None:
+        """Store a file (temp + rename: atomic for concurrent readers), then evict if the cap is passed."""
+        path = self._write_path(rel)
+        self._mark()
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        for attempt in range(2):
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp.write_bytes(data)
+                break
+            except FileNotFoundError:  # another process removed the (empty) folder between mkdir and write
+                if attempt:
+                    raise
+        os.replace(tmp, path)
+        self._account(len(data))
+
+    def _mark(self) -> None:
+        if self._marked:
+            return
+        marker = self.dir / ENTRY_MARKER
+        if not marker.exists():
+            self.dir.mkdir(parents=True, exist_ok=True)
+            tmp = marker.with_name(f".{ENTRY_MARKER}.{os.getpid()}.{threading.get_ident()}.tmp")
+            tmp.write_text(json.dumps(self.entry, indent=1) + "\n")
+            os.replace(tmp, marker)
+        self._marked = True
+
+    def _account(self, n: int) -> None:
+        u = self._usage
+        with u.lock:
+            u.written += n
+            if u.bytes is not None:
+                u.bytes += n
+            due = self._due()
+        if due:
+            self.evict(only_if_due=True)
+
+    def _due(self) -> bool:
+        """Scan when the estimate passes the cap, at the first write of this process, and after every tenth of the
+        cap written here (other processes of the node write too: their bytes are seen at the next scan)."""
+        u = self._usage
+        return u.bytes is None or u.bytes > self.max_bytes or u.written - u.written_at_scan > self.max_bytes // 10
+
+    def evict(self, only_if_due: bool = False) -> int:
+        """Scan the whole data cache and delete least recently used files down to the low watermark; returns the
+        bytes in the cache after it. One eviction at a time per node (an exclusive lock on a file; the others wait:
+        a writer that skipped it could leave the cache over its cap)."""
+        u = self._usage
+        with u.evicting:
+            with u.lock:
+                if only_if_due and not self._due():  # another thread of this process has just evicted
+                    return u.bytes or 0
+                written0 = u.written
+            self.base.mkdir(parents=True, exist_ok=True)
+            with open(self.base / EVICT_LOCK, "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or by the kernel if we die
+                files = self._scan()
+                total = sum(size for _, size, _ in files)
+                if total > self.max_bytes:
+                    target = int(self.max_bytes * LOW_WATERMARK)
+                    own_recent = 0  # files of this dataset version cached since it was opened, evicted again
+                    for mtime, size, path in sorted(files, key=lambda f: f[0]):
+                        if total <= target:
+                            break
+                        with contextlib.suppress(FileNotFoundError):
+                            path.unlink()
+                        total -= size
+                        own_recent += mtime >= self._opened and path.is_relative_to(self.dir)
+                    if own_recent:
+                        self._warn_thrash()
+            with u.lock:  # writes during the scan count on top (an over-estimate at worst: it scans sooner)
+                u.bytes, u.written_at_scan = total + u.written - written0, written0
+        return total
+
+    def _warn_thrash(self) -> None:
+        if not self._thrash_warned:
+            self._thrash_warned = True
+            print(f"[gansvc] the data cache {self.base} is smaller than the data being read "
+                  f"(cap {self.max_bytes / GB:.3g} GB): files are evicted before they are read again and fetched "
+                  "from storage each time; raise GANSVC_CACHE_MAX_GB if the disk allows", file=sys.stderr)
+
+    def _scan(self) -> list[tuple[float, int, Path]]:
+        """(mtime, size, path) of every cached file in every entry folder of the data cache; removes temp files of
+        killed writers and empty folders. Folders without an entry marker are never touched (not ours)."""
+        files: list[tuple[float, int, Path]] = []
+        now = time.time()
+        for entry in self.base.iterdir():
+            if not (entry / ENTRY_MARKER).is_file():
+                continue
+            for dirpath, dirnames, names in os.walk(entry, topdown=False):
+                for name in names:
+                    p = Path(dirpath, name)
+                    try:
+                        st = p.stat()
+                    except FileNotFoundError:
+                        continue
+                    if _is_tmp(name):  # being written: never evicted, unless left by a killed writer long ago
+                        if now - st.st_mtime > STALE_TMP_S:
+                            p.unlink(missing_ok=True)
+                    elif not (dirpath == str(entry) and name == ENTRY_MARKER):
+                        files.append((st.st_mtime, st.st_size, p))
+                if dirpath != str(entry) and not dirnames and not names:
+                    with contextlib.suppress(OSError):  # not empty any more: a writer got there first
+                        os.rmdir(dirpath)
+        return files
+
+
+@dataclass
+class _Fetch:
+    """A fetch in flight: readers of the same file wait for it and take its bytes (one S3 GET per file)."""
+
+    done: threading.Event = field(default_factory=threading.Event)
+    data: bytes | None = None
+
+
+class ByteSource:
+    """Raw bytes of one dataset version's files, through the node-local disk cache for S3 datasets.
+
+    `rel` arguments are file names as the manifest lists them; they are read from where that manifest's version keeps
+    them (`Manifest.object_rel`), so a reader holding a manifest reads only that version. `manifest` defaults to the
+    one at `root_uri` now; `settings` (the S3 endpoint and credentials) to the environment's; `max_bytes` (the cache
+    cap) to GANSVC_CACHE_MAX_GB.
+    """
+
+    def __init__(self, root_uri: str, cache_dir: str | None = None, manifest: Manifest | None = None,
+                 settings: storage.S3Settings | None = None, max_bytes: int | None = None) -> None:
         self.root = storage.parse_uri(root_uri)
+        self.manifest = manifest or read_manifest(root_uri)
+        if self.manifest.files_root:
+            check_rel(self.manifest.files_root, "files_root")
+        settings = settings or storage.S3Settings.from_env()
         # pyarrow's S3 client (C++, releases the GIL) reads small objects ~3x faster than boto3 here (measured)
-        self.fs, self.fs_root = storage.arrow_filesystem(root_uri)
-        self.cache: Path | None = None
+        self.fs, self.fs_root = storage.arrow_filesystem(root_uri, settings)
+        self.cache: DiskCache | None = None
         if self.root.is_s3 and cache_dir != "":
-            base = Path(cache_dir or Path.home() / ".cache" / "gansvc" / "data").expanduser()
-            self.cache = base / hashlib.sha1(self.root.uri().encode()).hexdigest()[:16]
+            base = Path(cache_dir).expanduser() if cache_dir else cache_home() / "data"
+            self.cache = DiskCache(base, cache_entry(self.root, self.manifest, settings), max_bytes)
         # files being fetched right now: the warm-up thread and the decoders often miss the same file at the same
         # time on a cold cache; the second waits for the first instead of reading S3 again (bench/data_bench.py
         # measured 1.10-1.18 GETs per image at 64 px before)
-        self._inflight: dict[str, threading.Event] = {}
+        self._inflight: dict[str, _Fetch] = {}
         self._lock = threading.Lock()
+        self._cache_error_shown = False
 
-    def warm(self, rels: list[str], threads: int = 16) -> None:
-        """Fetch files not yet cached, many at a time (S3 latency, not bandwidth, bounds small-file reads)."""
+    def warm(self, rels: list[str], threads: int = 16, stop: threading.Event | None = None) -> None:
+        """Fetch files not yet cached, many at a time (S3 latency, not bandwidth, bounds small-file reads); files
+        not started when `stop` is set are skipped."""
         if self.cache is None:
             return
-        todo = [r for r in dict.fromkeys(rels) if not (self.cache / r).exists()]
+        todo = [r for r in dict.fromkeys(rels) if not self.cache.contains(r)]
+
+        def one(rel: str) -> None:
+            if stop is None or not stop.is_set():
+                self.read(rel)
+
         if todo:
             with ThreadPoolExecutor(threads, thread_name_prefix="gansvc-fetch") as pool:
-                for _ in pool.map(self.read, todo):
+                for _ in pool.map(one, todo):
                     pass
 
     def fetch(self, rel: str) -> bytes:
+        """One file from storage (no cache), from this manifest's version."""
+        obj = self.manifest.object_rel(check_rel(rel))
         try:
-            with self.fs.open_input_stream(f"{self.fs_root}/{rel}") as f:
+            with self.fs.open_input_stream(f"{self.fs_root}/{obj}") as f:
                 return f.read()
-        except (OSError, FileNotFoundError) as err:
-            raise storage.StorageError(f"{self.root.join(rel).uri()}: {err}") from None
+        except FileNotFoundError as err:
+            hint = (" (the dataset was overwritten since this reader opened it, and the old version's files are "
+                    "deleted after the switch: start again to read the new version)") if self.manifest.files_root else ""
+            raise storage.StorageError(f"{self.root.join(obj).uri()}: {err}{hint}") from None
+        except OSError as err:
+            raise storage.StorageError(f"{self.root.join(obj).uri()}: {err}") from None
 
     def read(self, rel: str) -> bytes:
         if self.cache is None:
             return self.fetch(rel)
-        path = self.cache / rel
-        try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            pass
-        with self._lock:
-            event = self._inflight.get(rel)
-            owner = event is None
-            if owner:
-                event = self._inflight[rel] = threading.Event()
-        if not owner:
-            event.wait()
-            try:
-                return path.read_bytes()
-            except FileNotFoundError:  # the other fetch failed: try ourselves (and raise its error if it recurs)
-                return self.fetch(rel)
-        try:
-            data = self.fetch(rel)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)  # atomic: a concurrent reader (another worker process) never sees half a file
+        data = self.cache.get(rel)
+        if data is not None:
             return data
+        with self._lock:
+            inflight = self._inflight.get(rel)
+            owner = inflight is None
+            if inflight is None:
+                inflight = self._inflight[rel] = _Fetch()
+        if not owner:
+            inflight.done.wait()
+            # the other fetch failed: try ourselves (and raise its error if it recurs)
+            return inflight.data if inflight.data is not None else self.fetch(rel)
+        try:
+            inflight.data = self.fetch(rel)
+            self._store(rel, inflight.data)
+            return inflight.data
         finally:
             with self._lock:
                 del self._inflight[rel]
-            event.set()
+            inflight.done.set()
+
+    def _store(self, rel: str, data: bytes) -> None:
+        """Cache a fetched file; a cache that cannot be written (disk full, read-only) costs speed, not the read."""
+        assert self.cache is not None
+        try:
+            self.cache.put(rel, data)
+        except OSError as err:
+            if not self._cache_error_shown:
+                self._cache_error_shown = True
+                print(f"[gansvc] cannot write the data cache {self.cache.dir} ({err}); reading without it",
+                      file=sys.stderr)
 
 
 @dataclass(frozen=True)
@@ -172,11 +450,8 @@ class Sample:
 def decode(data: bytes, channels: int) -> Image.Image:
     with Image.open(io.BytesIO(data)) as im:
         im.load()
-        if im.mode in ("RGBA", "LA", "P", "PA"):  # composite transparency on white, as most loaders
-            rgba = im.convert("RGBA")
-            bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            im = Image.alpha_composite(bg, rgba)
-        return im.convert("L" if channels == 1 else "RGB")
+        # transparency on white: the one rule shared with serving (gansvc.imaging.on_white)
+        return on_white(im).convert("L" if channels == 1 else "RGB")
 
 
 @dataclass(frozen=True)
@@ -247,7 +522,7 @@ class ImageDataset:
         self.load = _hw(cfg.load_size) if cfg.load_size is not None else self.size
         if self.load[0] < self.size[0] or self.load[1] < self.size[1]:
             raise ValueError(f"data.load_size {self.load} is smaller than data.size {self.size}")
-        self.bytes = ByteSource(cfg.uri, cfg.cache_dir)
+        self.bytes = ByteSource(cfg.uri, cfg.cache_dir, manifest=self.manifest)
         m = self.manifest
         if m.layout == "unpaired":
             names = (f"{cfg.split}A", f"{cfg.split}B")
@@ -326,11 +601,35 @@ class BatchStream:
         self._queue: queue.Queue = queue.Queue(maxsize=dataset.cfg.prefetch_batches)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._warmers: list[threading.Thread] = []  # cache warm-up threads, joined by close()
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.position[0], "batch": self.position[1]}
 
+    def _put(self, item: object) -> bool:
+        """Hand an item (a batch or an error) to the consumer; gives up when the stream is closed (never blocks
+        forever on a full queue whose consumer has gone)."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def _produce(self, epoch: int, batch: int) -> None:
+        try:
+            self._produce_batches(epoch, batch)
+        except Exception as err:  # noqa: BLE001 - handed to the consumer, which re-raises it
+            self._put(err)
+
+    def _warm(self, rels: list[str]) -> None:
+        try:
+            self.dataset.bytes.warm(rels, stop=self._stop)
+        except Exception:  # noqa: BLE001 - only a head start: the decoders read the same files and report errors
+            pass
+
+    def _produce_batches(self, epoch: int, batch: int) -> None:
         ds = self.dataset
         with ThreadPoolExecutor(ds.cfg.decode_threads, thread_name_prefix="gansvc-decode") as pool:
             while not self._stop.is_set():
@@ -339,25 +638,18 @@ class BatchStream:
                     # warm this epoch's files ahead of decoding, in the background (no-op once all are cached)
                     rels = [f for smp in samples[batch * self.batch_size:]
                             for f in (*smp.files.values(), *smp.masks.values())]
-                    threading.Thread(target=ds.bytes.warm, args=(rels,), daemon=True).start()
+                    self._warmers = [t for t in self._warmers if t.is_alive()]
+                    warmer = threading.Thread(target=self._warm, args=(rels,), daemon=True, name="gansvc-warm")
+                    warmer.start()
+                    self._warmers.append(warmer)
                 for b in range(batch, self.batches_per_epoch):
                     chunk = samples[b * self.batch_size:(b + 1) * self.batch_size]
                     base = b * self.batch_size
                     rngs = [np.random.default_rng([self.seed, epoch, self.rank, base + k, 7]) for k in range(len(chunk))]
-                    try:
-                        items = list(pool.map(ds.load_sample, chunk, rngs))
-                        out = {k: torch.stack([it[k] for it in items]) for k in items[0]}
-                    except Exception as err:  # noqa: BLE001 - handed to the consumer, which re-raises it
-                        self._queue.put(err)
-                        return
+                    items = list(pool.map(ds.load_sample, chunk, rngs))
+                    out = {k: torch.stack([it[k] for it in items]) for k in items[0]}
                     nxt = (epoch, b + 1) if b + 1 < self.batches_per_epoch else (epoch + 1, 0)
-                    while not self._stop.is_set():
-                        try:
-                            self._queue.put((out, nxt), timeout=0.2)
-                            break
-                        except queue.Full:
-                            continue
-                    if self._stop.is_set():
+                    if not self._put((out, nxt)):
                         return
                 epoch, batch = epoch + 1, 0
 
@@ -365,12 +657,15 @@ class BatchStream:
         return self
 
     def __next__(self) -> dict[str, torch.Tensor]:
+        if self._stop.is_set():
+            raise RuntimeError(f"this batch stream of {self.dataset.cfg.uri} is closed: make a new BatchStream "
+                               "(at `position`) to read on")
         if self._thread is None:
             self._thread = threading.Thread(target=self._produce, args=self.position, daemon=True,
                                             name="gansvc-batches")
             self._thread.start()
         t0 = time.perf_counter()
-        item = self._queue.get()
+        item = self._get()
         self.wait_s += time.perf_counter() - t0
         if isinstance(item, Exception):
             self.close()
@@ -378,11 +673,34 @@ class BatchStream:
         batch, self.position = item
         return batch
 
-    def close(self) -> None:
+    def _get(self) -> object:
+        """The next item; an error instead of waiting forever if the producer died without handing one over."""
+        while True:
+            try:
+                return self._queue.get(timeout=0.5)
+            except queue.Empty:
+                if self._thread is not None and not self._thread.is_alive() and self._queue.empty():
+                    return RuntimeError("the batch producer thread stopped without a batch or an error")
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the producer and the warm-up threads and wait for them (at most `timeout` seconds in all: a fetch
+        in flight finishes first, files not yet started are skipped)."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        deadline = time.monotonic() + timeout
+        if self._thread is not None:  # first: it starts the warm-up threads
+            self._thread.join(timeout=timeout)
+        for t in self._warmers:
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+        alive = [t.name for t in [self._thread, *self._warmers] if t is not None and t.is_alive()]
+        if alive:
+            print(f"[gansvc] batch stream of {self.dataset.cfg.uri}: {', '.join(alive)} still running "
+                  f"{timeout:.0f}s after close() (a slow storage read); left to finish in the background",
+                  file=sys.stderr)
+        self._thread = None
+        self._warmers = []
+        with contextlib.suppress(queue.Empty):  # free the prefetched batches
+            while True:
+                self._queue.get_nowait()
 
     def __del__(self) -> None:
         stop = getattr(self, "_stop", None)

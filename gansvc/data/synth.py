@@ -169,9 +169,10 @@ MASKABLE = ("stripes", "shapes-seg")
 
 
 def synth(name: str, count: int = 2000, size: int = 32, seed: int = 0, test_count: int | None = None,
-          grayscale: bool = False, masks: bool = False) -> Path:
-    """Write synthetic dataset `name` to a fresh local folder and return it (callers `put` it). `masks`: also write
-    segmentation masks (datasets in MASKABLE)."""
+          grayscale: bool = False, masks: bool = False, out: Path | None = None) -> Path:
+    """Write synthetic dataset `name` to a local folder and return it (callers `put` it, then remove it). `masks`:
+    also write segmentation masks (datasets in MASKABLE). `out`: an empty or new folder to write in (default: a fresh
+    temporary folder, which the caller must remove)."""
     if name not in SYNTHS:
         raise ValueError(f"unknown synthetic dataset {name!r}; choose one of: {', '.join(SYNTHS)}")
     if masks and name not in MASKABLE:
@@ -180,7 +181,11 @@ def synth(name: str, count: int = 2000, size: int = 32, seed: int = 0, test_coun
         raise ValueError("--count must be at least 1")
     if not 8 <= size <= 1024:
         raise ValueError("--size must be between 8 and 1024 pixels")
-    out = Path(tempfile.mkdtemp(prefix=f"gansvc-synth-{name}-"))
+    if out is None:
+        out = Path(tempfile.mkdtemp(prefix=f"gansvc-synth-{name}-"))
+    elif out.exists() and any(out.iterdir()):
+        raise ValueError(f"{out} is not empty: synth writes a whole dataset, into an empty or new folder")
+    out.mkdir(parents=True, exist_ok=True)
     extra = {"masks": True} if masks else {}
     SYNTHS[name][0](out, count, size, seed, max(1, count // 10) if test_count is None else test_count, grayscale,
                     **extra)

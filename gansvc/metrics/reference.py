@@ -12,9 +12,11 @@ read directly rather than through `BatchStream`, whose unpaired epochs tile the 
 and drop the last partial batch.
 
 Cache: `<dataset uri>/.gansvc-cache/<kind>-<hash>.npz` (kind "inception" or "swd"), the hash over the extractor id,
-resolved size / load size / channels, split, stream, max_samples, the kept-sample bounds and the manifest's
-fingerprint (a re-put dataset gets new statistics). Written with `storage.write_bytes`, read with
-`np.load(allow_pickle=False)`; a read-only dataset location only costs a recomputation next time.
+resolved size / load size / channels, split, stream, max_samples, the kept-sample bounds and the dataset version:
+the manifest's fingerprint, its files_root and a hash of its whole content (`pipeline.manifest_digest`), so an
+overwritten dataset (any new manifest, even one with the same source fingerprint) never reuses old statistics.
+Written with `storage.write_bytes`, read with `np.load(allow_pickle=False)`; a read-only dataset location only costs
+a recomputation next time.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import torch
 from tqdm import tqdm
 
 from gansvc import storage
-from gansvc.data.pipeline import DataConfig, ImageDataset, Sample
+from gansvc.data.pipeline import DataConfig, ImageDataset, Sample, manifest_digest
 from gansvc.metrics.inception import FeatureExtractor
 from gansvc.metrics.stats import FeatureStats
 
@@ -88,7 +90,9 @@ def _cache_key(ds: ImageDataset, extractor: FeatureExtractor | None, stream_key:
     return {"format": FORMAT, "extractor": extractor.id if extractor is not None else None,
             "size": list(ds.size), "load_size": list(ds.load), "crop": "center", "channels": ds.spec.channels,
             "split": cfg.split, "stream": stream_key, "max_samples": max_samples, "kid_keep": kid_keep,
-            "swd_images": swd_n, "dataset": ds.manifest.fingerprint or ds.manifest.created}
+            "swd_images": swd_n, "dataset": {"fingerprint": ds.manifest.fingerprint,
+                                             "files_root": ds.manifest.files_root,
+                                             "manifest_sha256": manifest_digest(ds.manifest)}}
 
 
 def reference_stats(data_cfg: DataConfig, extractor: FeatureExtractor | None, max_samples: int,

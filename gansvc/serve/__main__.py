@@ -74,11 +74,26 @@ def check_models(config: dict[str, Any]) -> None:
                   f"{args['model']!r}", file=sys.stderr)
 
 
+def auth_headers() -> dict[str, str]:
+    """`Authorization` for the dashboard when the cluster uses Ray's token auth (RAY_AUTH_MODE=token), as `serve
+    deploy` sends it; {} when auth is off."""
+    from gansvc import local
+
+    try:
+        return local.ray_auth_headers()
+    except local.StackError as err:
+        raise ServeCliError(str(err)) from None
+
+
 def _rest(method: str, url: str, **kw: Any) -> requests.Response:
     try:
-        resp = requests.request(method, url, timeout=60, **kw)
+        resp = requests.request(method, url, timeout=60, headers=auth_headers(), **kw)
     except requests.RequestException as err:
         raise ServeCliError(f"the Ray dashboard at {url} does not answer: {err}") from None
+    if resp.status_code in (401, 403):
+        raise ServeCliError(f"{method} {url} -> {resp.status_code}: the Ray dashboard wants its auth token: set "
+                            "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH (eval \"$(python -m gansvc.local env)\" for "
+                            f"the embedded stack) ({resp.text[:200]})")
     if resp.status_code >= 400:
         raise ServeCliError(f"{method} {url} -> {resp.status_code}: {resp.text[:1000]}")
     return resp

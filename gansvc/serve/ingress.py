@@ -20,21 +20,38 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from ray import serve
+from ray.exceptions import RayActorError, WorkerCrashedError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.metrics import Counter, Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gansvc.data.spec import DataSpec
 from gansvc.families.sampling import encode_labels
-from gansvc.serve.model import SECONDS_BOUNDS
-from gansvc.serve.schemas import (MODEL_DEPLOYMENT, ErrorBody, GenerateRequest, GenJob, ImagesBody, IngressArgs,
-                                  JobResult, ModelInfo, ModelList, TranslateJob, TranslationBody)
+from gansvc.serve.model import SECONDS_BOUNDS, DeadlineExpired
+from gansvc.serve.schemas import (MAX_N_CAP, MODEL_DEPLOYMENT, ErrorBody, GenerateRequest, GenJob, ImagesBody,
+                                  IngressArgs, JobResult, ModelInfo, ModelList, TranslateJob, TranslationBody)
 from gansvc.serve.uploads import ApiError, decode_image, read_body, upload_bytes
 
 DESCRIPTION = """Generation (noise / labels -> image) and translation (image -> image) with the promoted GAN models.
 Errors are JSON `{"error": {"code": ..., "message": ...}}` with a 4xx/5xx status. Responses carry `X-Model-Version`,
-`X-Batch-Size` (requests in the forward pass this request shared) and `X-Replica`."""
+`X-Batch-Size` (requests in the forward pass this request shared) and `X-Replica`.
+
+Limits (this document is the whole contract; per-model values are in `GET /v1/models`):
+- every request body: at most `max_request_bytes` (deploy config, default 8 MiB), counted while it is read, with or
+  without Content-Length -> 413 `payload_too_large`;
+- generate: `n` at most the model's `max_n` (never more than %d) -> 422 `n_out_of_range`; `labels` only for
+  label-conditioned models, with the attributes and values listed in `GET /v1/models` -> 422 `invalid_labels`;
+- translate: the image at most the model's `max_pixels` (width x height; default 4 x its training pixels) -> 413
+  `image_too_large`, both sides at least `min_side` (default 8) -> 400 `image_too_small`;
+- a model call longer than `request_timeout_s` -> 504 `timeout` (the work is dropped, not finished); a model replica
+  that died or is restarting -> 503 `model_unavailable` with `Retry-After`.""" % MAX_N_CAP
 ERRORS = {s: {"model": ErrorBody} for s in (400, 404, 413, 415, 422, 503, 504)}
 PNG = {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}
+GENERATED = {"description": "image/png (format png or grid), or JSON with base64 PNGs (format json)", "content": {
+    "image/png": {"schema": {"type": "string", "format": "binary"}},
+    "application/json": {"schema": ImagesBody.model_json_schema()}}}
+RETRY_AFTER_S = 1  # a dead replica is replaced in seconds (tests/test_faults_serve.py measures it)
 
 app = FastAPI(title="gansvc", version="1", description=DESCRIPTION)
 
@@ -45,7 +62,9 @@ def error_response(status: int, code: str, message: str) -> JSONResponse:
 
 @app.exception_handler(ApiError)
 async def _api_error(_: Request, err: ApiError) -> JSONResponse:
-    return error_response(err.status, err.code, err.message)
+    response = error_response(err.status, err.code, err.message)
+    response.headers.update(err.headers)
+    return response
 
 
 @app.exception_handler(RequestValidationError)
@@ -57,23 +76,76 @@ async def _invalid(_: Request, err: RequestValidationError) -> JSONResponse:
 @app.exception_handler(StarletteHTTPException)
 async def _http(_: Request, err: StarletteHTTPException) -> JSONResponse:
     codes = {404: "not_found", 405: "method_not_allowed"}
-    return error_response(err.status_code, codes.get(err.status_code, "http_error"), str(err.detail))
+    response = error_response(err.status_code, codes.get(err.status_code, "http_error"), str(err.detail))
+    response.headers.update(err.headers or {})  # e.g. the `Allow` of a 405 (RFC 9110 15.5.6: MUST)
+    return response
 
 
 _ROUTE = re.compile(r"^/v1/models/([^/]+)/(generate|translate)$")
 
 
+class BodyLimit:
+    """Every request body, on every route, read at most `max_request_bytes`: counted chunk by chunk as it arrives
+    (a chunked body has no Content-Length to trust), answered 413 as soon as it passes the limit, with
+    `Connection: close` so the rest is not read. A body within the limit is handed to the route unchanged."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limit = getattr(getattr(scope.get("app"), "state", None), "args", None)
+        if scope["type"] != "http" or limit is None:
+            await self.app(scope, receive, send)
+            return
+        max_bytes = limit.max_request_bytes
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > max_bytes:
+            await self._too_large(scope, receive, send, max_bytes)
+            return
+        body, size, more, early = [], 0, True, None
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away: let the route see it
+                early = message
+                break
+            body.append(message.get("body", b""))
+            size += len(body[-1])
+            if size > max_bytes:
+                await self._too_large(scope, receive, send, max_bytes)
+                return
+            more = message.get("more_body", False)
+        await self.app(scope, _replay(b"".join(body), early, receive), send)
+
+    @staticmethod
+    async def _too_large(scope: Scope, receive: Receive, send: Send, max_bytes: int) -> None:
+        response = error_response(413, "payload_too_large", f"the request body exceeds {max_bytes} bytes "
+                                                            "(max_request_bytes)")
+        response.headers["Connection"] = "close"
+        await response(scope, receive, send)
+
+
+def _replay(body: bytes, early: Message | None, receive: Receive) -> Receive:
+    """A `receive` that gives the buffered body as one message, then defers to the real one (disconnects)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return early or {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+    return replay
+
+
+app.add_middleware(BodyLimit)  # added before _observe: _observe wraps it, so its 413s are counted
+
+
 @app.middleware("http")
 async def _observe(request: Request, call_next: Any) -> Response:
-    """Request count, latency and errors per model and endpoint; early 413 on a declared oversize body."""
+    """Request count, latency and errors per model and endpoint."""
     state = request.app.state
     t0 = time.perf_counter()
-    limit = state.args.max_request_bytes if hasattr(state, "args") else None
-    length = request.headers.get("content-length", "")
-    if limit and length.isdigit() and int(length) > limit:
-        response: Response = error_response(413, "payload_too_large", f"the request body exceeds {limit} bytes")
-    else:
-        response = await call_next(request)
+    response: Response = await call_next(request)
     if hasattr(state, "metrics"):
         m = _ROUTE.match(request.url.path)
         endpoint = m.group(2) if m else request.url.path.strip("/").replace("/", "_") or "root"
@@ -156,18 +228,40 @@ class Catalog:
         return info
 
 
+# a replica died (killed, OOM, node lost) or none can take the request now: the model is briefly unavailable,
+# Serve replaces the replica; the client should retry (503 + Retry-After), it did nothing wrong and the server did not
+# fail on its input (500)
+UNAVAILABLE = (RayActorError, WorkerCrashedError, BackPressureError, DeploymentUnavailableError,
+               ReplicaUnavailableError)
+
+
 async def call(handle: Any, method: str, job: Any, timeout: float, name: str) -> Any:
+    """A model replica's method, bounded by `timeout`. A call given up (timeout, or the HTTP client went away and
+    Serve cancelled this request) is cancelled at the replica too: queued, it never reaches a forward pass."""
+    method_handle = getattr(handle, method)
+    response = method_handle.remote(job) if job is not None else method_handle.remote()
     try:
-        method_handle = getattr(handle, method)
-        response = method_handle.remote(job) if job is not None else method_handle.remote()
-        return await asyncio.wait_for(response, timeout)
+        return await asyncio.wait_for(_result(response), timeout)
     except TimeoutError:
+        response.cancel()
         raise ApiError(504, "timeout", f"model {name!r} did not answer within {timeout:g} s; retry later") from None
+    except asyncio.CancelledError:
+        response.cancel()
+        raise
     except ApiError:
         raise
+    except DeadlineExpired:
+        raise ApiError(504, "timeout", f"model {name!r} did not start within {timeout:g} s; retry later") from None
+    except UNAVAILABLE as err:
+        raise ApiError(503, "model_unavailable", f"model {name!r} is restarting ({type(err).__name__}); retry in "
+                                                 f"{RETRY_AFTER_S} s", {"Retry-After": str(RETRY_AFTER_S)}) from None
     except Exception as err:  # noqa: BLE001 - a replica failure must not leak a traceback to the client
         first = (str(err).strip().splitlines() or [type(err).__name__])[-1][:300]
         raise ApiError(500, "model_error", f"model {name!r} failed: {first}") from None
+
+
+async def _result(response: Any) -> Any:
+    return await response
 
 
 def _b64(data: bytes) -> str:
@@ -218,11 +312,18 @@ class Ingress:
                 info = await self.catalog.info(name)
             except ApiError:
                 continue  # being deleted or failing: not listed
-            out.append(ModelInfo(name=name, **{k: v for k, v in info.items() if k in ModelInfo.model_fields}))
+            limits = {"max_pixels": self._max_pixels(info), "min_side": self.args.min_side} \
+                if info["task"] != "generate" else {}
+            fields = {k: v for k, v in info.items() if k in ModelInfo.model_fields}
+            out.append(ModelInfo(name=name, **{**fields, **limits}))
         return ModelList(models=out)
 
-    @app.post("/v1/models/{name}/generate", response_model=None, responses={200: PNG, **ERRORS},
-              summary="images from noise (and labels): image/png (png, grid) or JSON (json)")
+    @app.post("/v1/models/{name}/generate", response_model=None, responses={200: GENERATED, **ERRORS},
+              summary="images from noise (and labels): image/png (png, grid) or JSON (json)",
+              description="Per model (GET /v1/models): `n` at most its `max_n` (422 n_out_of_range); `labels` only for "
+                          "a `conditional` model, with its `attributes` and their values (422 invalid_labels), as one "
+                          "mapping or a list of n mappings; format `png` needs n = 1 (422 invalid_format). A "
+                          "translate model answers 400 wrong_task.")
     async def generate(self, name: str, body: GenerateRequest) -> Response:
         info = await self.catalog.info(name)
         if info["task"] != "generate":
@@ -236,7 +337,7 @@ class Ingress:
             raise ApiError(422, "invalid_format", 'format "png" returns one image: use n=1, or "grid" / "json"')
         seed = body.seed if body.seed is not None else secrets.randbits(62)
         labels = self._labels(name, info, body)
-        job = GenJob(body.n, seed, labels, body.truncation, fmt)
+        job = GenJob(body.n, seed, labels, body.truncation, fmt, deadline=self._deadline())
         res: JobResult = await call(await self.catalog.handle(name), "generate", job, self.args.request_timeout_s, name)
         headers = _headers(info, res, **{"X-Seed": seed})
         if fmt == "json":
@@ -244,6 +345,14 @@ class Ingress:
                                  version=res.version or info["version"])
             return JSONResponse(payload.model_dump(), headers=headers)
         return Response(res.pngs[0], media_type="image/png", headers=headers)
+
+    def _deadline(self) -> float:
+        """After this time.time() the ingress has answered 504: a replica that gets the job later skips it."""
+        return time.time() + self.args.request_timeout_s
+
+    def _max_pixels(self, info: dict[str, Any]) -> int:
+        own = int(info.get("max_pixels") or 0) or (1 << 20)  # a replica of an older version reports none
+        return min(own, self.args.max_pixels) if self.args.max_pixels else own
 
     @staticmethod
     def _labels(name: str, info: dict[str, Any], body: GenerateRequest) -> list[dict[str, str]] | None:
@@ -262,6 +371,11 @@ class Ingress:
         return items
 
     @app.post("/v1/models/{name}/translate", response_model=None, summary="translate one image (PNG out, same size)",
+              description="The body: one PNG or JPEG (raw, or a multipart file field `image`) of at most "
+                          "`max_request_bytes`; width x height at most the model's `max_pixels` (413) and both sides "
+                          "at least `min_side` (400), both listed per model in GET /v1/models. Transparent images are "
+                          "composited on white, as in training. `direction` must be one of the model's `directions`, "
+                          "`heatmap=true` needs a model with `heatmap` (400 otherwise).",
               responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}},
                                            "application/json": {"schema": TranslationBody.model_json_schema()}},
                                "description": "image/png, or with heatmap=true JSON with the image and its heatmap"},
@@ -289,9 +403,10 @@ class Ingress:
             raise ApiError(400, "unsupported_model", f"{name!r} works on {info['image']['channels']}-channel images")
         body = await read_body(request.stream(), request.headers.get("content-length"), self.args.max_request_bytes)
         data = upload_bytes(request.headers.get("content-type"), body)
-        image = decode_image(data, info["image"]["channels"], self.args.max_pixels, self.args.min_side)
-        res: JobResult = await call(await self.catalog.handle(name), "translate",
-                                    TranslateJob(image, direction, heatmap), self.args.request_timeout_s, name)
+        image = decode_image(data, info["image"]["channels"], self._max_pixels(info), self.args.min_side)
+        job = TranslateJob(image, direction, heatmap, deadline=self._deadline())
+        res: JobResult = await call(await self.catalog.handle(name), "translate", job, self.args.request_timeout_s,
+                                    name)
         headers = _headers(info, res)
         if heatmap:
             body_out = TranslationBody(image=_b64(res.pngs[0]), heatmap=_b64(res.heatmaps[0]), width=image.shape[1],

@@ -7,13 +7,19 @@
 - Translation batching: the requests of a batch are grouped by (direction, height, width); each group is one forward
   pass (same-size requests are stacked, different sizes run one pass per size).
 - Metrics (ray.serve.metrics, exported by Ray with a `ray_` prefix and deployment/replica/application tags):
-  gansvc_model_requests, gansvc_images, gansvc_batch_size, gansvc_forward_seconds, each tagged model and task.
+  gansvc_model_requests, gansvc_images, gansvc_batch_size, gansvc_forward_seconds, gansvc_model_skipped, each tagged
+  model and task.
+- Work whose caller has gone is not done: every job carries the ingress's deadline; a job past it is skipped right
+  before the forward pass (and raises DeadlineExpired to whoever still listens), and a job whose caller cancelled
+  (ingress timeout, client disconnect) leaves the @serve.batch queue before its batch runs (Serve drops cancelled
+  futures). `info()["counters"]` counts forward passes, computed and skipped jobs of this replica.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -23,10 +29,14 @@ from ray.serve.metrics import Counter, Histogram
 from gansvc.families.sampling import encode_labels, sample_latents
 from gansvc.imaging import grid, png_bytes, to_pil, to_uint8
 from gansvc.registry import load_model
-from gansvc.serve.schemas import GenJob, JobResult, ModelArgs, TranslateJob
+from gansvc.serve.schemas import GenJob, JobResult, ModelArgs, TranslateJob, expired
 
 BATCH_BOUNDS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 SECONDS_BOUNDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+
+
+class DeadlineExpired(RuntimeError):
+    """The job's deadline passed before its forward pass: its caller (the ingress) had already answered 504."""
 
 
 def truncate(z: torch.Tensor, threshold: float, seed: int) -> torch.Tensor:
@@ -74,8 +84,10 @@ class GanModel:
         self.m_images = Counter("gansvc_images", "images produced", tags)
         self.m_batch = Histogram("gansvc_batch_size", "requests per forward pass", BATCH_BOUNDS, tags)
         self.m_forward = Histogram("gansvc_forward_seconds", "forward pass + PNG encoding time", SECONDS_BOUNDS, tags)
+        self.m_skipped = Counter("gansvc_model_skipped", "jobs skipped because their deadline had passed", tags)
+        self.counters = {"forward_passes": 0, "computed_jobs": 0, "skipped_jobs": 0}
         self.tags = {"model": self.served_as, "task": self.task}  # the served name, as the front door's metrics
-        for metric in (self.m_requests, self.m_images, self.m_batch, self.m_forward):
+        for metric in (self.m_requests, self.m_images, self.m_batch, self.m_forward, self.m_skipped):
             metric.set_default_tags(dict(self.tags))  # Serve adds its tags to (mutates) the dict
 
     # ------------------------------------------------------------------------------------------------------ info
@@ -90,19 +102,43 @@ class GanModel:
             "version": int(e.get("version", 0)), "created": e.get("created"),
             "directions": self.directions if self.task != "generate" else [], "heatmap": self.has_heatmap,
             "max_n": self.args.max_n, "data_spec": d.to_dict(), "replica": self.replica,
+            "max_pixels": self.args.pixel_limit(d.height, d.width) if self.task != "generate" else 0,
+            "counters": dict(self.counters),
         }
 
     # ------------------------------------------------------------------------------------------------ generation
 
     async def generate(self, job: GenJob) -> JobResult:
-        return await self._generate_batch(job)
+        return self._checked(await self._generate_batch(job))
+
+    @staticmethod
+    def _checked(res: JobResult) -> JobResult:
+        if res.skipped:
+            raise DeadlineExpired("the request's deadline passed before its forward pass: not computed")
+        return res
+
+    def _run_live(self, jobs: list[Any], run: Callable[[list[Any]], list[JobResult]]) -> list[JobResult]:
+        """`run` on the jobs whose caller still waits (deadline not passed); the others get a skipped result."""
+        now = time.time()
+        live = [i for i, job in enumerate(jobs) if not expired(job.deadline, now)]
+        out = [JobResult([], skipped=True) for _ in jobs]
+        if len(live) < len(jobs):
+            self.counters["skipped_jobs"] += len(jobs) - len(live)
+            self.m_skipped.inc(len(jobs) - len(live))
+        if live:
+            for i, res in zip(live, run([jobs[i] for i in live]), strict=True):
+                out[i] = res
+        return out
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def _generate_batch(self, jobs: list[GenJob]) -> list[JobResult]:
         return await asyncio.to_thread(self._run_generate, jobs)
 
-    @torch.inference_mode()
     def _run_generate(self, jobs: list[GenJob]) -> list[JobResult]:
+        return self._run_live(jobs, self._generate_pass)
+
+    @torch.inference_mode()
+    def _generate_pass(self, jobs: list[GenJob]) -> list[JobResult]:
         t0 = time.perf_counter()
         zs, ys = [], []
         for job in jobs:
@@ -127,7 +163,7 @@ class GanModel:
     # ----------------------------------------------------------------------------------------------- translation
 
     async def translate(self, job: TranslateJob) -> JobResult:
-        return await self._translate_batch(job)
+        return self._checked(await self._translate_batch(job))
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def _translate_batch(self, jobs: list[TranslateJob]) -> list[JobResult]:
@@ -143,6 +179,9 @@ class GanModel:
                                                                           self.m.config).items()}
 
     def _run_translate(self, jobs: list[TranslateJob]) -> list[JobResult]:
+        return self._run_live(jobs, self._translate_jobs)
+
+    def _translate_jobs(self, jobs: list[TranslateJob]) -> list[JobResult]:
         t0 = time.perf_counter()
         groups: dict[tuple[str, int, int], list[int]] = {}
         for i, job in enumerate(jobs):
@@ -157,12 +196,14 @@ class GanModel:
                 hm = [png_bytes(to_pil(heat[k]))] if jobs[i].heatmap and heat is not None else []
                 out[i] = JobResult([png_bytes(to_pil(imgs[k]))], hm, batch_requests=len(jobs), batch_images=len(jobs),
                                    replica=self.replica, version=self.version, extra={"groups": len(groups)})
-        self._observe(len(jobs), len(jobs), time.perf_counter() - t0)
+        self._observe(len(jobs), len(jobs), time.perf_counter() - t0, passes=len(groups))
         return [r for r in out if r is not None]
 
     # --------------------------------------------------------------------------------------------------- metrics
 
-    def _observe(self, requests: int, images: int, seconds: float) -> None:
+    def _observe(self, requests: int, images: int, seconds: float, passes: int = 1) -> None:
+        self.counters["forward_passes"] += passes
+        self.counters["computed_jobs"] += requests
         self.m_requests.inc(requests)
         self.m_images.inc(images)
         self.m_batch.observe(requests)

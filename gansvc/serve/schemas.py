@@ -4,6 +4,7 @@ model replicas. Builder args and request bodies are strict (`extra="forbid"`): a
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -12,6 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gansvc.registry import NAME_PATTERN
 
+MAX_N_CAP = 4096  # no model may allow more images per request (ModelArgs.max_n): the schema's static bound
+MIN_SIDE = 8  # default smallest translate input side: the nets downsample twice (4 x 4 after two stride-2 steps)
+PIXELS_PER_TRAIN_PIXEL = 4  # default max_pixels = 4 x the training size (e.g. 256x256 -> 512x512)
 MODEL_DEPLOYMENT = "GanModel"  # the deployment name inside every model application (how the ingress finds models)
 INGRESS_DEPLOYMENT = "Ingress"
 
@@ -43,7 +47,11 @@ class ModelArgs(_Strict):
     model: str = Field(pattern=NAME_PATTERN, description="registry name of the model to load")
     registry: str | None = Field(None, description="registry root; default $GANSVC_REGISTRY or "
                                                    "$GANSVC_STORAGE/registry in the replica's environment")
-    max_n: int = Field(64, ge=1, le=4096, description="most images one generate request may ask for")
+    max_n: int = Field(64, ge=1, le=MAX_N_CAP, description="most images one generate request may ask for")
+    max_pixels: int | None = Field(
+        None, ge=64, description="largest translate input, width x height -> else 413. Default: "
+                                 f"{PIXELS_PER_TRAIN_PIXEL} x the model's training height x width (a forward pass "
+                                 "costs about its pixels: this bounds one request to a few training-size passes)")
     max_batch_size: int = Field(16, ge=1, le=1024, description="most requests @serve.batch puts in one forward pass")
     batch_wait_timeout_s: float = Field(0.01, ge=0.0, le=10.0, description="how long a batch waits to fill")
     num_cpus: float = Field(1.0, ge=0.0)
@@ -66,13 +74,19 @@ class ModelArgs(_Strict):
     def ongoing_limit(self) -> int:
         return self.max_ongoing_requests or max(2 * self.max_batch_size, 8)
 
+    def pixel_limit(self, height: int, width: int) -> int:
+        """The translate input limit for a model trained at height x width."""
+        return self.max_pixels or PIXELS_PER_TRAIN_PIXEL * height * width
+
 
 class IngressArgs(_Strict):
     """`args:` of the HTTP front door (`build_app` without a `model` key)."""
 
     max_request_bytes: int = Field(8 << 20, ge=1024, description="largest request body (upload) in bytes -> else 413")
-    max_pixels: int = Field(1 << 20, ge=64, description="largest translate input, width x height -> else 413")
-    min_side: int = Field(8, ge=1, description="smallest translate input side (the nets downsample twice)")
+    max_pixels: int | None = Field(
+        None, ge=64, description="a cap on every model's translate input (width x height) -> else 413; None: each "
+                                 "model's own limit (its max_pixels, default 4 x its training pixels)")
+    min_side: int = Field(MIN_SIDE, ge=1, description="smallest translate input side (the nets downsample twice)")
     expect_models: list[str] = Field(default_factory=list, description="/readyz stays 503 until these are served")
     request_timeout_s: float = Field(120.0, gt=0, description="a model call taking longer answers 504")
     discovery_ttl_s: float = Field(1.0, ge=0.0, description="how long the list of model applications is cached")
@@ -85,14 +99,19 @@ class IngressArgs(_Strict):
 # ------------------------------------------------------------------------------------------------------ HTTP bodies
 
 class GenerateRequest(_Strict):
-    n: int = Field(1, ge=1, description="number of images (at most the model's max_n, see GET /v1/models)")
-    seed: int | None = Field(None, ge=0, le=2**63 - 1, description="same seed + same model version = same images; "
-                                                                  "default: a random seed, returned in X-Seed")
+    # strict numbers (pydantic's lax mode would take true / "7" as 1 / 7): the schema is the contract, and a JSON
+    # boolean or string where a number belongs is a client bug to report, not to guess at
+    n: int = Field(1, ge=1, le=MAX_N_CAP, strict=True,
+                   description=f"number of images: at most the model's max_n (GET /v1/models; a larger n answers "
+                               f"422 n_out_of_range), never more than {MAX_N_CAP}")
+    seed: int | None = Field(None, ge=0, le=2**63 - 1, strict=True,
+                             description="same seed + same model version = same images; default: a random seed, "
+                                         "returned in X-Seed")
     labels: dict[str, str] | list[dict[str, str]] | None = Field(
         None, description="label-conditioned models: attribute -> value for every image, or one mapping per image "
                           "(n of them). Attributes left out are drawn from the seed.")
     truncation: float | None = Field(
-        None, ge=0.05, le=10.0,
+        None, ge=0.05, le=10.0, strict=True,
         description="truncation trick (Brock et al. 2019): every latent component with |z_i| > truncation is redrawn "
                     "(seeded) until it lies within it; smaller = more typical, less varied images. Default: none")
     format: Literal["png", "grid", "json"] | None = Field(
@@ -121,7 +140,9 @@ class ModelInfo(BaseModel):
     created: str | None = None
     directions: list[str] = Field(description="translate models: a2b and/or b2a (one-way imports: a2b only)")
     heatmap: bool = Field(description="translate models with attention maps (ugatit): heatmap=true is accepted")
-    max_n: int
+    max_n: int = Field(description="generate: most images per request")
+    max_pixels: int = Field(0, description="translate: largest input, width x height (0 for generate models)")
+    min_side: int = Field(0, description="translate: smallest input side (0 for generate models)")
 
 
 class ModelList(BaseModel):
@@ -160,6 +181,7 @@ class GenJob:
     labels: list[dict[str, str]] | None  # one mapping per image (already validated by the ingress)
     truncation: float | None
     fmt: Literal["png", "grid", "json"]
+    deadline: float = 0.0  # time.time() after which nobody waits for the answer: skipped, not computed (0: none)
 
 
 @dataclass
@@ -167,7 +189,13 @@ class TranslateJob:
     image: np.ndarray  # (H, W, C) uint8, C = the model's channels
     direction: Literal["a2b", "b2a"]
     heatmap: bool
+    deadline: float = 0.0  # as GenJob.deadline
 
+
+def expired(deadline: float, now: float | None = None) -> bool:
+    """True when a job's caller has stopped waiting (the ingress timed out). Wall clock: the ingress and the replica
+    compare time.time() of their hosts (NTP-synchronised cluster nodes; a skew only shifts when work is dropped)."""
+    return deadline > 0 and (now if now is not None else time.time()) > deadline
 
 @dataclass
 class JobResult:
@@ -178,3 +206,4 @@ class JobResult:
     replica: str = ""
     version: int = 0  # registry version of the weights that answered
     extra: dict[str, Any] = field(default_factory=dict)
+    skipped: bool = False  # the deadline had passed before the forward pass: nothing was computed

@@ -12,6 +12,8 @@ import warnings
 import numpy as np
 from PIL import Image
 
+from gansvc.imaging import on_white
+
 IMAGE_TYPES = ("image/png", "image/jpeg")
 PART_TYPES = (*IMAGE_TYPES, "application/octet-stream")
 FILE_FIELDS = ("image", "file")
@@ -20,9 +22,10 @@ FILE_FIELDS = ("image", "file")
 class ApiError(Exception):
     """A request the API refuses: HTTP status, a stable machine-readable code and a message saying what to do."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}
 
 
 async def read_body(stream, content_length: str | None, max_bytes: int) -> bytes:  # noqa: ANN001 - an async iterator
@@ -100,8 +103,8 @@ def decode_image(data: bytes, channels: int, max_pixels: int, min_side: int) -> 
                                                "(max_pixels): resize it first")
     if min(w, h) < min_side:
         raise ApiError(400, "image_too_small", f"the image is {w}x{h}; both sides must be at least {min_side} pixels")
-    try:
-        img = img.convert("L" if channels == 1 else "RGB")
+    try:  # transparency on white, the one rule training uses (gansvc.imaging.on_white)
+        img = on_white(img).convert("L" if channels == 1 else "RGB")
     except Exception:  # noqa: BLE001 - truncated or corrupt pixel data shows up on decode
         raise ApiError(400, "invalid_image", "the image data is corrupt or truncated") from None
     arr = np.asarray(img, dtype=np.uint8)

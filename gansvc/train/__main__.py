@@ -2,7 +2,14 @@
 
 Run it on a cluster with `ray job submit -- python -m gansvc.train ...`, or directly: it connects to `RAY_ADDRESS`
 or starts a local Ray. The config is validated and the dataset checked before any worker starts; re-running with the
-same `--name` (and storage) resumes from the latest checkpoint.
+same `--name` (and storage) resumes from the latest checkpoint (the newest one that is not damaged).
+
+Resume rules: a run keeps its dataset, family config and the loop fields that shape training (batch size, seed) and
+its metric. Loop-length and cadence fields (max_steps, epochs, log/eval/checkpoint cadence, keep_checkpoints), scaling
+(workers, GPUs, max_failures), data loading threads and the GPU switches may change. Any other change is refused with
+the differing fields, unless `--allow-config-change`: then the run continues with the new config and the change is
+recorded in `history` of its gansvc-config.json (one segment per start: time, the step it resumed from, changed
+fields old -> new).
 """
 
 from __future__ import annotations
@@ -15,12 +22,16 @@ import sys
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
 from gansvc import storage
-from gansvc.checkpoint import CheckpointError
-from gansvc.config import ConfigError, ExperimentConfig, build_config, load_yaml, parse_set, set_path
+from gansvc.checkpoint import CheckpointError, checkpoint_step
+from gansvc.config import (ConfigError, ExperimentConfig, build_config, format_validation, load_yaml, parse_set,
+                           set_path)
+from gansvc.data.manifest import Manifest
 from gansvc.data.pipeline import ImageDataset
 from gansvc.families import FAMILIES
+from gansvc.train.evaluation import eval_dataset
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--max-failures", type=int, help="restarts of a crashed worker group (default 2)")
+    p.add_argument("--allow-config-change", action="store_true",
+                   help="resume a run with another dataset or family/loop config (recorded in its history)")
     p.add_argument("--dry-run", action="store_true", help="validate config and dataset, print the config, exit")
     return p
 
@@ -90,7 +103,7 @@ def run_uri(cfg: ExperimentConfig) -> str:
     return storage.parse_uri(cfg.run.storage_root()).join(cfg.run.name).uri()
 
 
-def preflight(cfg: ExperimentConfig) -> ImageDataset:
+def preflight(cfg: ExperimentConfig, allow_config_change: bool = False) -> ImageDataset:
     """Everything that can be checked before a worker starts: dataset fit, network build, storage, resume fit."""
     spec = cfg.spec()
     try:
@@ -106,6 +119,11 @@ def preflight(cfg: ExperimentConfig) -> ImageDataset:
                           f"{cfg.data.uri} is {layout}")
     if spec.conditional and not attrs:
         raise ConfigError(f"{spec.name} is label-conditioned: {cfg.data.uri} has no labels.csv attributes")
+    try:
+        eval_dataset(cfg, dataset)  # the evaluation split: the same check (and error) as in the workers
+    except (storage.StorageError, ValueError) as err:
+        raise ConfigError(f"dataset: evaluation reads the test split when there is one: {err}; add the missing "
+                          "split or remove the incomplete one") from None
     per_worker = -(-len(dataset) // cfg.scaling.num_workers)
     if cfg.loop.batch_size > per_worker:
         raise ConfigError(f"--batch-size {cfg.loop.batch_size} exceeds the {per_worker} images each of "
@@ -120,34 +138,116 @@ def preflight(cfg: ExperimentConfig) -> ImageDataset:
         storage.check_bucket(root)
     except storage.StorageError as err:
         raise ConfigError(f"run storage: {err}") from None
-    _check_resume_fits(cfg, state, dataset)
+    _check_resume_fits(cfg, state, allow_config_change)
     return dataset
 
 
-def _check_resume_fits(cfg: ExperimentConfig, state: Any, dataset: ImageDataset) -> None:
-    """A run of this name that exists must be of the same family and network shapes (else: refuse, name why)."""
-    stored_uri = storage.parse_uri(run_uri(cfg)).join("gansvc-config.json").uri()
-    if not storage.exists(stored_uri):
+# Fields a resumed run may change without --allow-config-change (prefixes of dotted paths): how long and how often,
+# on what resources, how data is loaded. Everything else (family, model, data content and transforms, batch size, seed,
+# metric) defines what is trained.
+RESUME_MAY_CHANGE = ("loop.max_steps", "loop.epochs", "loop.log_every", "loop.checkpoint_every", "loop.eval_every",
+                     "loop.keep_checkpoints", "loop.grid_size", "loop.amp", "loop.channels_last", "loop.compile",
+                     "loop.tf32", "scaling.", "run.", "data.decode_threads", "data.prefetch_batches", "data.cache_dir",
+                     "metrics.inception", "metrics.samples", "metrics.reference_samples")
+HISTORY_KEY = "history"  # in gansvc-config.json: one segment per start of the run
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix.rstrip("."): d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) and v else {f"{prefix}{k}": v})
+    return out
+
+
+def config_changes(old: ExperimentConfig, new: ExperimentConfig) -> dict[str, tuple[Any, Any]]:
+    """Every dotted field whose value differs: path -> (old, new) (resolved configs, so defaults are explicit)."""
+    a = _flatten(old.resolved().model_dump(mode="json"))
+    b = _flatten(new.resolved().model_dump(mode="json"))
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def guarded(changes: dict[str, tuple[Any, Any]]) -> dict[str, tuple[Any, Any]]:
+    """The changes a resume refuses without --allow-config-change."""
+    return {k: v for k, v in changes.items() if not any(k == p or (p.endswith(".") and k.startswith(p))
+                                                        for p in RESUME_MAY_CHANGE)}
+
+
+def read_run_config(run: str) -> tuple[ExperimentConfig, list[dict[str, Any]]] | None:
+    """(config, history) from a run's gansvc-config.json, or None for a new run."""
+    uri = storage.parse_uri(run).join("gansvc-config.json").uri()
+    if not storage.exists(uri):
+        return None
+    raw = dict(storage.read_json(uri))
+    history = raw.pop(HISTORY_KEY, [])
+    try:
+        return ExperimentConfig.model_validate(raw), list(history)
+    except ValidationError as err:
+        raise ConfigError(f"{uri} is not a valid run config (written by another version?):\n"
+                          + format_validation(err) + "\nuse another --name for a new run") from None
+
+
+def _check_resume_fits(cfg: ExperimentConfig, state: Any, allow_config_change: bool) -> None:
+    """A run of this name that exists must be of the same family and network shapes (else: refuse, name why), and of
+    the same dataset and training config unless --allow-config-change."""
+    found = read_run_config(run_uri(cfg))
+    if found is None:
         return
-    stored = ExperimentConfig.model_validate(storage.read_json(stored_uri))
+    stored = found[0]
     where = f"run {cfg.run.name!r} in {cfg.run.storage_root()}"
     if stored.family != cfg.family:
         raise CheckpointError(f"{where} was trained as {stored.family!r}, not {cfg.family!r}: use another --name")
-    old = stored.spec().build(stored.family_config(), ImageDataset(stored.data).spec)
-    for name, net in state.nets.items():
+    try:
+        old = stored.spec().build(stored.family_config(), ImageDataset(stored.data).spec)
+    except (storage.StorageError, ValueError):
+        old = None  # its dataset is gone or changed: the weights are compared when the workers load them
+    for name, net in state.nets.items() if old is not None else ():
         a = {k: tuple(v.shape) for k, v in net.state_dict().items()}
         b = {k: tuple(v.shape) for k, v in old.nets[name].state_dict().items()}
         if a != b:
             diff = sorted(set(a.items()) ^ set(b.items()))[:3]
             raise CheckpointError(f"{where} has networks of other shapes than this config ({name}: {diff}); resume "
                                   "it with its own config (see gansvc-config.json there) or use another --name")
+    changed = guarded(config_changes(stored, cfg))
+    if changed and not allow_config_change:
+        listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+        raise ConfigError(f"{where} was started with another config: {listed}. Resume it with its own config (see "
+                          "gansvc-config.json there), use another --name for a new run, or pass "
+                          "--allow-config-change to continue it with this config (recorded in its history)")
 
 
-def fit(cfg: ExperimentConfig) -> Any:
+def _latest_step(run: storage.Location) -> int:
+    steps = [checkpoint_step(o.rel.split("/", 1)[0]) for o in storage.list_objects(run.uri())
+             if o.rel.endswith("/meta.json")]
+    return max((s for s in steps if s is not None), default=0)
+
+
+def record_segment(cfg: ExperimentConfig, allow_config_change: bool) -> dict[str, Any]:
+    """Write the run's gansvc-config.json: this (resolved) config plus its history with one more segment."""
+    import datetime as dt
+
+    run = storage.parse_uri(run_uri(cfg))
+    found = read_run_config(run.uri())
+    history = found[1] if found else []
+    changes = config_changes(found[0], cfg) if found else {}
+    segment = {"segment": len(history), "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+               "resume_step": _latest_step(run) if found else 0,
+               "changed": {k: [a, b] for k, (a, b) in changes.items()},
+               "allowed_by_flag": bool(allow_config_change and guarded(changes))}
+    doc = {**cfg.resolved().model_dump(mode="json"), HISTORY_KEY: [*history, segment]}
+    storage.write_json(run.join("gansvc-config.json").uri(), doc)
+    return segment
+
+
+def fit(cfg: ExperimentConfig, manifest: Manifest | None = None) -> Any:
+    """Run the TorchTrainer. `manifest`: the dataset version preflight checked; every worker (and every restart of
+    the worker group) reads exactly that version, even if the dataset is overwritten while the run goes on."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from gansvc.train.failures import fit_stopping_on_deterministic_errors
     from gansvc.train.loop import train_loop
 
     if not ray.is_initialized():
@@ -158,21 +258,27 @@ def fit(cfg: ExperimentConfig) -> Any:
         resources["GPU"] = cfg.scaling.gpus_per_worker
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"experiment": cfg.model_dump(mode="json"), "run_uri": run_uri(cfg)},
+        train_loop_config={"experiment": cfg.model_dump(mode="json"), "run_uri": run_uri(cfg),
+                           "manifest": manifest.model_dump(mode="json") if manifest is not None else None},
         scaling_config=ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
                                      resources_per_worker=resources),
         run_config=RunConfig(name=cfg.run.name, storage_path=path, storage_filesystem=fs,
-                             checkpoint_config=CheckpointConfig(num_to_keep=cfg.loop.keep_checkpoints),
+                             checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints(cfg)),
                              failure_config=FailureConfig(max_failures=cfg.scaling.max_failures)),
     )
-    return trainer.fit()
+    return fit_stopping_on_deterministic_errors(trainer)
+
+
+def keep_checkpoints(cfg: ExperimentConfig) -> int:
+    """Ray's num_to_keep: at least 2, so a damaged newest checkpoint always has a previous one to fall back to."""
+    return max(2, cfg.loop.keep_checkpoints)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = config_from_args(args)
-        preflight(cfg)
+        dataset = preflight(cfg, args.allow_config_change)
     except (ConfigError, CheckpointError, storage.StorageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -181,12 +287,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print("dry run: config and dataset are valid; nothing was started")
         return 0
+    from ray.train import TrainingFailedError
+
+    from gansvc.train.failures import describe, is_deterministic
     from gansvc.train.loop import DIVERGED_FILE
 
     run = storage.parse_uri(run_uri(cfg))
-    storage.write_json(run.join("gansvc-config.json").uri(), resolved.model_dump(mode="json"))
+    segment = record_segment(resolved, args.allow_config_change)
+    if segment["allowed_by_flag"]:
+        print("config changed on resume (--allow-config-change), recorded in history: "
+              + "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in segment["changed"].items()), flush=True)
     storage.delete(run.join(DIVERGED_FILE).uri())  # a new attempt (e.g. with a lower learning rate)
-    result = fit(resolved)
+    try:
+        result = fit(resolved, dataset.manifest)
+    except TrainingFailedError as err:  # Ray raises a run's final error from fit()
+        stopped = "stopped at once (a config, data or code error repeats on every restart)" if any(
+            is_deterministic(e) for e in getattr(err, "worker_failures", {}).values()) else "failed"
+        print(f"error: training {stopped}:\n{describe(err)}", file=sys.stderr)
+        return 1
     metrics = result.metrics or {}
     if result.error is not None:
         print(f"error: training failed: {result.error}", file=sys.stderr)

@@ -4,18 +4,24 @@ Every `--eval-every` steps it writes to the run's storage
 - `samples/step-XXXXXXXX.png`: fixed latents (and labels) for generation, fixed test images with their translations
   (and U-GAT-IT heatmaps) for translation, so grids of one run are comparable over time;
 - `samples/curves.png` and `history.json`: every logged loss and metric so far;
-- `best/model.pt` + `best/meta.json`: the inference part of the best checkpoint by the run's metric.
+- `best/`: the inference part of the best evaluation by the run's metric, committed atomically
+  (`checkpoint.write_best`: model first, meta.json naming it last).
+
+A resumed run (from a checkpoint at step S) continues the history up to S, and its best/ is made consistent with that
+history: a best evaluated after S (by the attempt that failed) is rolled back to the best of the history up to S, from
+that step's checkpoint (or dropped when that checkpoint is gone: the next evaluation sets a new one).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 from typing import Any
 
 import torch
 
 from gansvc import storage
-from gansvc.checkpoint import inference_payload
+from gansvc.checkpoint import META_FILE, MODEL_FILE, drop_best, inference_payload, read_best, write_best
 from gansvc.config import ExperimentConfig
 from gansvc.data.pipeline import BatchStream, ImageDataset
 from gansvc.data.spec import mask_key
@@ -24,17 +30,34 @@ from gansvc.families.sampling import sample_labels, sample_latents
 from gansvc.imaging import grid, png_bytes
 
 GRID_SEED = 1234
+QUALITY_KEYS = ("fid", "kid", "is", "swd", "miou", "fcn_miou")  # keys of history entries that are evaluations
+
+
+def eval_split(dataset: ImageDataset) -> str:
+    """The split evaluation reads: "test" when the dataset has any test split (test/, testA/, testB/), else "train"."""
+    return "test" if any(n in dataset.manifest.splits for n in ("test", "testA", "testB")) else "train"
+
+
+def eval_dataset(cfg: ExperimentConfig, dataset: ImageDataset) -> ImageDataset:
+    """The held-out images of sample grids and translation metrics (fixed order, no augmentation).
+
+    Raises ValueError (from ImageDataset) when the test split is incomplete, e.g. testA/ without testB/. The driver
+    calls this before any worker starts (`python -m gansvc.train` preflight), the workers call it again: one check.
+    """
+    update = {"split": eval_split(dataset), "flip": False, "crop": "center"}
+    return ImageDataset(cfg.data.model_copy(update=update), dataset.manifest)
 
 
 class Evaluator:
     def __init__(self, cfg: ExperimentConfig, spec: FamilySpec, fam_cfg: FamilyConfig, dataset: ImageDataset,
-                 run_uri: str, device: torch.device) -> None:
+                 run_uri: str, device: torch.device, start_step: int = 0) -> None:
         self.cfg, self.spec, self.fam_cfg, self.dataset, self.device = cfg, spec, fam_cfg, dataset, device
         self.run = storage.parse_uri(run_uri)
-        self.history: list[dict[str, float]] = self._load_history()
-        self.best = self._load_best()
+        # a resumed run's past ends at its checkpoint: what the failed attempt logged after it is rewritten
+        self.history: list[dict[str, float]] = [h for h in self._load_history() if h.get("step", 0) <= start_step]
         self.fixed = self._fixed_inputs()
         self.quality = _quality_metrics(cfg, spec, dataset, device)
+        self.best = self._load_best(start_step)
 
     # ---------------------------------------------------------------------------------------------------- inputs
     def _fixed_inputs(self) -> dict[str, torch.Tensor]:
@@ -44,19 +67,13 @@ class Evaluator:
             if self.spec.conditional:
                 fixed["labels"] = sample_labels(self.dataset.spec, n, GRID_SEED, self.device)
             return fixed
-        split = "test" if self._has_split("test") else "train"
-        ds = ImageDataset(self.cfg.data.model_copy(update={"split": split, "flip": False, "crop": "center"}),
-                          self.dataset.manifest)
+        ds = eval_dataset(self.cfg, self.dataset)
         k = max(1, min(n // 4 or 1, len(ds)))
         stream = BatchStream(ds, batch_size=k, seed=GRID_SEED)
         batch = next(stream)
         stream.close()
         keep = ("A", "B", "image", "mask", "A_mask", "B_mask")  # masks: the truth row of segment grids
         return {key: v.to(self.device) for key, v in batch.items() if key in keep}
-
-    def _has_split(self, name: str) -> bool:
-        splits = self.dataset.manifest.splits
-        return name in splits or f"{name}A" in splits
 
     # ------------------------------------------------------------------------------------------------- grids
     @torch.no_grad()
@@ -92,9 +109,46 @@ class Evaluator:
         uri = self.run.join("history.json").uri()
         return storage.read_json(uri) if storage.exists(uri) else []
 
-    def _load_best(self) -> dict[str, Any] | None:
-        uri = self.run.join("best", "meta.json").uri()
-        return storage.read_json(uri) if storage.exists(uri) else None
+    def _load_best(self, start_step: int) -> dict[str, Any] | None:
+        committed = read_best(self.run.uri())
+        if committed is None:
+            return None
+        best = committed[0]
+        if int(best.get("step", 0)) <= start_step:
+            return best
+        return self._roll_back_best(best, start_step)
+
+    def _checkpoint_model(self, step: int) -> bytes | None:
+        """model.pt of this run's checkpoint at `step` when it exists and matches the hash in its meta.json."""
+        ckpt = self.run.join(f"checkpoint-{step:08d}")
+        model_uri, meta_uri = ckpt.join(MODEL_FILE).uri(), ckpt.join(META_FILE).uri()
+        if not storage.exists(model_uri):
+            return None
+        data = storage.read_bytes(model_uri)
+        want = (storage.read_json(meta_uri).get("files") or {}).get(MODEL_FILE) if storage.exists(meta_uri) else None
+        return data if want is None or hashlib.sha256(data).hexdigest() == want else None
+
+    def _roll_back_best(self, best: dict[str, Any], start_step: int) -> dict[str, Any] | None:
+        """best/ came from steps after the checkpoint this run resumed from: re-derive it from the history up to S."""
+        name = best.get("metric")
+        higher_is_better = getattr(self.quality, "mode", "min") == "max"
+        scored = [h for h in self.history if name in h]
+        where = f"[gansvc] best/ was evaluated at step {best.get('step')}, after the checkpoint resumed from " \
+                f"(step {start_step})"
+        if scored:
+            pick = (max if higher_is_better else min)(scored, key=lambda h: h[name])
+            step = int(pick["step"])
+            model = self._checkpoint_model(step)
+            if model is not None:
+                results = {k: v for k, v in pick.items() if k in QUALITY_KEYS}
+                meta = write_best(self.run.uri(), model,
+                                  {"step": step, "metric": name, "value": pick[name], "metrics": results})
+                print(f"{where}: rolled back to the best of the history up to it (step {step}, {name} "
+                      f"{pick[name]:.4g})", flush=True)
+                return meta
+        drop_best(self.run.uri())
+        print(f"{where}: removed (no checkpoint of an earlier best is left); the next evaluation sets it", flush=True)
+        return None
 
     def record(self, metrics: dict[str, Any]) -> None:
         step = metrics.get("step", 0)
@@ -128,9 +182,8 @@ class Evaluator:
                                     {"step": step, "metrics": results})
         buf = io.BytesIO()
         torch.save(payload, buf)
-        storage.write_bytes(self.run.join("best", "model.pt").uri(), buf.getvalue())
-        self.best = {"step": step, "metric": name, "value": value, "metrics": results}
-        storage.write_json(self.run.join("best", "meta.json").uri(), self.best)  # written last: commits the best
+        self.best = write_best(self.run.uri(), buf.getvalue(),
+                               {"step": step, "metric": name, "value": value, "metrics": results})
 
 
 def _quality_metrics(cfg: ExperimentConfig, spec: FamilySpec, dataset: ImageDataset, device: torch.device) -> Any:
@@ -152,7 +205,7 @@ def plot_curves(history: list[dict[str, float]]) -> bytes:
     steps = [h.get("step", i) for i, h in enumerate(history)]
     keys = sorted({k for h in history for k in h})
     losses = [k for k in keys if k.startswith("loss")]
-    quality = [k for k in keys if k in ("fid", "kid", "is", "swd", "miou", "fcn_miou")]
+    quality = [k for k in keys if k in QUALITY_KEYS]
     fig, axes = plt.subplots(1, 2 if quality else 1, figsize=(11 if quality else 6, 3.6), squeeze=False)
     for k in losses:
         axes[0][0].plot(steps, [h.get(k, float("nan")) for h in history], label=k)

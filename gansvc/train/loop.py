@@ -20,11 +20,14 @@ from typing import Any
 import torch
 
 from gansvc import storage
-from gansvc.checkpoint import CheckpointError, restore_training, save_checkpoint, save_rng
+from gansvc.checkpoint import (CheckpointError, checkpoint_step, restore_training, save_checkpoint, save_rng,
+                               validate_checkpoint)
 from gansvc.config import ExperimentConfig
+from gansvc.data.manifest import Manifest
 from gansvc.data.pipeline import BatchStream, ImageDataset
 from gansvc.families.base import FamilySpec, GanState, unwrap
 from gansvc.train.evaluation import Evaluator
+from gansvc.train.failures import DeterministicError
 
 
 DIVERGED_FILE = "diverged.json"
@@ -41,7 +44,9 @@ def _all_true(flag: bool) -> bool:
     dist = _dist()
     if dist is None:
         return flag
-    t = torch.tensor([0 if flag else 1], dtype=torch.int64)
+    # NCCL reduces CUDA tensors only (GPU runs); gloo CPU tensors
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([0 if flag else 1], dtype=torch.int64, device=device)
     dist.all_reduce(t)
     return int(t.item()) == 0
 
@@ -156,6 +161,96 @@ def _quiet_ray_train_reports() -> None:
     logging.getLogger(v2_context.__file__).setLevel(logging.WARNING)
 
 
+STARTS_FILE = "starts.json"  # one record per worker-group start: where each attempt began (fresh or resumed)
+
+
+def _restore(directory: Path, spec: FamilySpec, state: GanState, rank: int) -> tuple[int, dict[str, int]]:
+    """restore_training; a checkpoint that does not fit this config is a deterministic error (never retried)."""
+    try:
+        return restore_training(directory, spec, state, rank)
+    except CheckpointError as err:
+        raise DeterministicError(str(err)) from None
+
+
+def _candidates(latest: Any, run_uri: str) -> list[str]:
+    """Checkpoint directory names to try on resume: Ray's latest first, then the run's older ones, newest first."""
+    latest_name = Path(latest.path).name
+    latest_step = checkpoint_step(latest_name)
+    if latest_step is None:  # not one of ours (a Checkpoint Ray was given by someone else): no fall back
+        return [latest_name]
+    names = {obj.rel.split("/", 1)[0] for obj in storage.list_objects(run_uri) if "/" in obj.rel}
+    older = [n for n in names if n != latest_name and (checkpoint_step(n) is not None)
+             and checkpoint_step(n) <= latest_step]  # type: ignore[operator]
+    return [latest_name, *sorted(older, key=lambda n: (checkpoint_step(n), n), reverse=True)]
+
+
+def _broadcast(obj: Any) -> Any:
+    """Rank 0's `obj` on every worker."""
+    dist = _dist()
+    if dist is None:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _resume(latest: Any, run_uri: str, spec: FamilySpec, state: GanState, rank: int
+            ) -> tuple[int, dict[str, int], str, str, int]:
+    """Restore from Ray's latest checkpoint or, when it is truncated, corrupted or incomplete in storage, from the
+    newest good one before it, with a message naming the bad one. Every worker validates its own files
+    (`validate_checkpoint`) and all agree on one checkpoint. Returns (step, position, checkpoint name, suffix for new
+    checkpoint directory names, the step up to which new checkpoints need it).
+
+    After a fall back the run re-reaches steps whose damaged checkpoint directories still exist and are still in
+    Ray's checkpoint list: new checkpoints up to the newest damaged step then get a suffix (checkpoint-00000020-1a2b3c),
+    so Ray's pruning of a damaged entry can never delete a new, good checkpoint of the same step.
+    """
+    import uuid
+
+    import ray.train
+
+    names: list[str] = _broadcast(_candidates(latest, run_uri) if rank == 0 else None)
+    suffix: str = _broadcast("-" + uuid.uuid4().hex[:6])
+    run = storage.parse_uri(run_uri)
+    bad: list[str] = []
+    for name in names:
+        if name == Path(latest.path).name:
+            ckpt = latest
+        else:
+            fs, path = storage.arrow_filesystem(run.join(name).uri())
+            ckpt = ray.train.Checkpoint(path=path, filesystem=fs)
+        with contextlib.ExitStack() as stack:
+            reason = ""
+            try:
+                directory = Path(stack.enter_context(ckpt.as_directory()))
+                validate_checkpoint(directory, rank)
+            except Exception as err:  # noqa: BLE001 - a download or validation failure: this one is not usable
+                reason = f"{type(err).__name__}: {err}" if not isinstance(err, CheckpointError) else str(err)
+            if _all_true(not reason):  # every worker must agree, or they would resume from different steps
+                step, position = _restore(directory, spec, state, rank)
+                if bad and rank == 0:
+                    print(f"[gansvc] resuming from the previous good checkpoint {name} (step {step})", flush=True)
+                upto = max((checkpoint_step(b) or 0 for b in bad), default=-1)
+                return step, position, name, suffix, upto
+        if rank == 0:
+            print(f"[gansvc] checkpoint {run.join(name).uri()} is damaged or incomplete "
+                  f"({reason or 'on another worker'}): falling back to the previous checkpoint", flush=True)
+        bad.append(name)
+    raise DeterministicError(f"no readable checkpoint in {run_uri} ({', '.join(bad)} are damaged): start a new run "
+                             "with another --name, or delete the damaged checkpoint directories")
+
+
+def _log_start(run_uri: str, step: int, source: str, checkpoint: str | None, world: int) -> None:
+    """Append this worker group's start to RUN/starts.json (rank 0): which step each attempt began at, and from what."""
+    import datetime as dt
+
+    uri = storage.parse_uri(run_uri).join(STARTS_FILE).uri()
+    starts = storage.read_json(uri) if storage.exists(uri) else []
+    starts.append({"step": step, "source": source, "checkpoint": checkpoint, "workers": world,
+                   "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
+    storage.write_json(uri, starts)
+
+
 def train_loop(loop_config: dict[str, Any]) -> None:
     """`train_loop_per_worker` of the TorchTrainer: `loop_config` = {"experiment": dict, "run_uri": str}."""
     import ray.train
@@ -174,7 +269,9 @@ def train_loop(loop_config: dict[str, Any]) -> None:
 
     spec: FamilySpec = cfg.spec()
     fam_cfg = cfg.family_config()
-    dataset = ImageDataset(cfg.data)
+    # the dataset version the driver checked (all ranks read one version, even if the dataset is overwritten meanwhile)
+    pinned = loop_config.get("manifest")
+    dataset = ImageDataset(cfg.data, Manifest.model_validate(pinned) if pinned else None)
     _seed_everything(cfg.loop.seed)  # the same initial weights on every worker
     state = spec.build(fam_cfg, dataset.spec)
     _seed_everything(cfg.loop.seed * 1000 + 1 + rank)  # then different noise per worker
@@ -186,22 +283,27 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         fs, path = storage.arrow_filesystem(loop_config["init_from"])
         checkpoint, source = ray.train.Checkpoint(path=path, filesystem=fs), "initialised from " + loop_config[
             "init_from"]
+    dir_suffix, suffix_upto, used = "", -1, None
     if checkpoint is not None:
         fresh_lrs = {k: [g["lr"] for g in o.param_groups] for k, o in state.optimizers.items()}
-        with checkpoint.as_directory() as ckpt_dir:
-            step, position = restore_training(Path(ckpt_dir), spec, state, rank)
-        if source != "resumed":
+        if source == "resumed":
+            step, position, used, dir_suffix, suffix_upto = _resume(checkpoint, run_uri, spec, state, rank)
+        else:
+            with checkpoint.as_directory() as ckpt_dir:
+                step, position = _restore(Path(ckpt_dir), spec, state, rank)
             _set_lrs(state, fresh_lrs)
         if rank == 0:
             print(f"[gansvc] {source} at step {step} (epoch {position['epoch']}, batch {position['batch']})",
                   flush=True)
+    if rank == 0:
+        _log_start(run_uri, step, source if checkpoint is not None else "fresh", used, world)
     place(state, device, world, cfg)
     for net in state.nets.values():
         net.train()
 
     stream = BatchStream(dataset, cfg.loop.batch_size, rank, world, cfg.loop.seed, **position)
     max_steps = _max_steps(cfg, stream.batches_per_epoch)
-    evaluator = Evaluator(cfg, spec, fam_cfg, dataset, run_uri, device) if rank == 0 else None
+    evaluator = Evaluator(cfg, spec, fam_cfg, dataset, run_uri, device, step) if rank == 0 else None
     experiment_json = cfg.model_dump_json()
     sums: dict[str, float] = {}
     quality: dict[str, float] = {}  # the latest evaluation, carried in every report (schedulers compare on it)
@@ -265,7 +367,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                                                           if isinstance(v, float | int)})
                     save_rng(Path(tmp), rank)
                     ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
-                                     checkpoint_dir_name=f"checkpoint-{step:08d}")
+                                     checkpoint_dir_name=f"checkpoint-{step:08d}"
+                                     f"{dir_suffix if step <= suffix_upto else ''}")
             else:
                 ray.train.report(metrics)
             # the next window counts this one's logging and reporting (they are part of every step's cost, and

@@ -45,10 +45,9 @@ class QualityMetrics:
 
     def _sources(self) -> Any:
         """An endless stream of source (A) images for translation metrics, fixed order (no flip, center crop)."""
-        splits = self.dataset.manifest.splits
-        split = "test" if "testA" in splits else "train"
-        ds = ImageDataset(self.cfg.data.model_copy(update={"split": split, "flip": False, "crop": "center"}),
-                          self.dataset.manifest)
+        from gansvc.train.evaluation import eval_dataset
+
+        ds = eval_dataset(self.cfg, self.dataset)  # the one rule (and check) for the evaluation split
         stream = BatchStream(ds, batch_size=1, seed=EVAL_SEED)
         try:
             while True:
