@@ -63,10 +63,19 @@ def _redirect_caches(scratch: Path) -> dict[str, str]:
     return {k: str(v) for k, v in env.items()}
 
 
+# The stack's state dir, made now: Ray reads RAY_AUTH_MODE once, when it is first imported (test modules import it
+# at collection, long before the `stack` fixture runs), so the token-auth settings that `local env` exports must be
+# in the environment before then. The token file itself is written by `local.up` into this folder.
+STACK_DIR = Path(os.environ["GANSVC_TEST_STACK_DIR"] if _SECOND_IMPORT
+                 else tempfile.mkdtemp(prefix="gst-", dir=SHORT_TMP))
+
 if not _SECOND_IMPORT:
+    _REMOVE_AT_EXIT.append(STACK_DIR)  # made at import: removed at the end even when no test starts the stack
     os.environ.update(_redirect_caches(SCRATCH))
     os.environ.update({"GANSVC_TEST_SCRATCH": str(SCRATCH), "GANSVC_TEST_ORIGINAL_TMP": str(ORIGINAL_TMP),
-                       "GANSVC_TEST_SCRATCH_PID": str(os.getpid())})
+                       "GANSVC_TEST_SCRATCH_PID": str(os.getpid()), "GANSVC_TEST_STACK_DIR": str(STACK_DIR),
+                       "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(STACK_DIR / local.TOKEN_FILE)})
+    os.environ.pop("RAY_AUTH_TOKEN", None)  # a token of the caller's environment would win over the stack's file
     tempfile.tempdir = os.environ["TMPDIR"]  # tempfile caches its folder at first use: re-point it too
 
 
@@ -131,9 +140,9 @@ def one_torch_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def stack_dir() -> Iterator[Path]:
-    """The stack's state dir (short path, see SHORT_TMP); removed with Ray's session folders even when tests fail."""
-    path = Path(tempfile.mkdtemp(prefix="gst-", dir=SHORT_TMP))
-    _REMOVE_AT_EXIT.append(path)  # also at exit, should the fixture's teardown not run
+    """The stack's state dir (STACK_DIR: short path, see SHORT_TMP); removed with Ray's session folders even when
+    tests fail."""
+    path = STACK_DIR
     try:
         yield path
     finally:

@@ -143,7 +143,7 @@ def http_dir(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 def test_put_url_of_zip(tmp_path: Path, s3_prefix: str, http_dir: tuple[str, Path],
                         monkeypatch: pytest.MonkeyPatch) -> None:
     url, root = http_dir
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("GANSVC_CACHE_DIR", str(tmp_path / "cache"))
     _official_zip(tmp_path).rename(root / "tiny2zebra.zip")
     put(f"{url}/tiny2zebra.zip", s3_prefix, quiet=True)
     assert read_manifest(s3_prefix).splits["trainB"].count == 2

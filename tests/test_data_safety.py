@@ -430,7 +430,7 @@ def blob_server() -> Iterator[tuple[str, type[_Blob]]]:
 def test_cut_download_is_resumed_not_cached(tmp_path: Path, s3_prefix: str, blob_server: tuple[str, type[_Blob]],
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """Before: the cut zip was cached for good ("not a valid zip"). Now: resumed with Range, then put."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("GANSVC_CACHE_DIR", str(tmp_path / "cache"))
     url, handler = blob_server
     src = tmp_path / "z"
     files = image_folder(src, seed=5)
@@ -439,7 +439,7 @@ def test_cut_download_is_resumed_not_cached(tmp_path: Path, s3_prefix: str, blob
     put(f"{url}/d.zip", s3_prefix, quiet=True)
     assert read_dataset(s3_prefix) == files
     assert handler.requests[0] == "" and handler.requests[1].startswith("bytes="), "resumed, not restarted"
-    cached = list((tmp_path / "cache" / "gansvc" / "downloads").glob("*d.zip"))
+    cached = list((tmp_path / "cache" / "downloads").glob("*d.zip"))
     assert [p.read_bytes() for p in cached] == [handler.blob]
 
 
@@ -447,7 +447,7 @@ def test_download_cap(tmp_path: Path, s3_prefix: str, blob_server: tuple[str, ty
     url, handler = blob_server
     handler.blob = bytes(5000)
     out = cli("put", f"{url}/big.zip", s3_prefix, "--quiet", "--max-download-gb", "0.000001",
-              env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+              env={"GANSVC_CACHE_DIR": str(tmp_path / "cache")})
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "cannot download" in out.stderr and "over the download cap of 1000 bytes" in out.stderr
     assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and not p.name.endswith(".lock")]
