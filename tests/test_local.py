@@ -353,7 +353,10 @@ def test_no_unauthenticated_data_path(ray_stack) -> None:  # noqa: ANN001
     secrets_ = [canary, canary_key.encode(), canary_key.split("/")[0].encode(), ray_stack.secret_key.encode(),
                 ray_stack.token_path.read_text().strip().encode()]
 
-    ports = _listening_ports(ray_stack)
+    # the processes as recorded now: an earlier test (tests/test_faults_s3.py) may have restarted the session's S3
+    current = local.load_state(Path(ray_stack.state_dir))
+    assert current is not None and current.s3_pid and current.ray_pid, "the session stack runs"
+    ports = _listening_ports(current)
     ports.pop(ray_stack.ports.serve_http, None)  # the model API of a Serve app deployed by another test, if any
     expected = {ray_stack.ports.s3, *ray_stack.ports.weed.values(), ray_stack.ports.ray["gcs"],
                 ray_stack.ports.ray["dashboard"], ray_stack.ports.ray["metrics"]}

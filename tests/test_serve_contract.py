@@ -36,7 +36,7 @@ SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 #   and the negative checks hold the server to them.
 # - ignored_auth, object_level_authorization: the API has no authentication (loopback; see serve/README.md).
 EXCLUDED_CHECKS = "positive_data_acceptance,ignored_auth,object_level_authorization"
-MAX_EXAMPLES = 250  # per operation in the fuzzing phase (5 operations), plus the coverage phase's fixed cases
+MAX_EXAMPLES = 400  # per operation in the fuzzing phase (5 operations), valid and invalid inputs
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,10 @@ def test_openapi_contract_fuzz(url: str, tmp_path: Path) -> None:
     cmd = [str(SCHEMATHESIS), "--no-color", "--config-file", str(_config(tmp_path / "schemathesis.toml")), "run",
            f"{url}/openapi.json", "--checks", "all", "--exclude-checks", EXCLUDED_CHECKS, "--seed", "13",
            "--max-examples", str(MAX_EXAMPLES), "--workers", "2", "--request-timeout", "60",
-           "--phases", "examples,coverage,fuzzing", "--report", "har", "--report-har-path", str(report),
+           # no "coverage" phase: under CPython 3.11.7 its negative-case generator intermittently dies inside the
+           # interpreter (SystemError "AST constructor recursion depth mismatch", seen on a clean-clone CI run);
+           # the fuzzing phase still generates invalid inputs (--mode all) against the same checks
+           "--phases", "examples,fuzzing", "--mode", "all", "--report", "har", "--report-har-path", str(report),
            "--warnings", "off"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=tmp_path)
     entries = json.loads(report.read_text())["log"]["entries"] if report.exists() else []
