@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 from gansvc import local, storage
+from gansvc.data.manifest import read_manifest
 
 
 def _step(title: str) -> None:
@@ -94,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     _run([py, "-m", "gansvc.generate", "--model", "shapes-dcgan", "--n", "16", "--seed", "0", "--grid",
           str(args.out / "generated")], env)
     sample = args.out / "stripes-testA-0.png"
-    sample.write_bytes(storage.read_bytes(f"{bucket}/datasets/stripes/testA/000000.png"))
+    stripes = read_manifest(f"{bucket}/datasets/stripes")  # files live in the manifest's version folder
+    first = stripes.splits["testA"].files[0]
+    sample.write_bytes(storage.read_bytes(f"{bucket}/datasets/stripes/{stripes.object_rel(first)}"))
     _run([py, "-m", "gansvc.translate", "--model", "stripes-cyclegan", "--direction", "a2b", str(sample),
           str(args.out / "stripes-testA-0-a2b.png")], env)
     for run_name in ("demo-dcgan", "demo-cyclegan"):
