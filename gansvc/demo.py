@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  curl -s -X POST '{url}/v1/models/stripes-cyclegan/translate?direction=a2b' -H 'content-type: image/png' "
           f"--data-binary @{sample} -o zebra.png")
     print(f"  API docs: {url}/docs   Ray dashboard: {state.dashboard_url} (token: cat {state.token_path})   "
-          "stop everything: python -m gansvc.local down")
+          f"stop everything: python -m gansvc.local down{' --state-dir ' + str(state_dir) if args.state_dir else ''}")
     return 0
 
 

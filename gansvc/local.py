@@ -755,6 +755,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("status", help="show what runs where")
     p_env = sub.add_parser("env", help="print shell exports: eval \"$(python -m gansvc.local env)\"")
     p_env.add_argument("--shell", choices=["sh", "fish"], default="sh")
+    for p in sub.choices.values():  # `--state-dir` before or after the command: `local env --state-dir D` works too
+        p.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     state_dir = (args.state_dir or default_state_dir()).expanduser().resolve()
     try:

@@ -394,3 +394,13 @@ def _topology_only(port: int, state: local.StackState, body: bytes) -> bool:
     if port not in (state.ports.weed["master"], state.ports.weed["volume"], state.ports.s3):
         return False
     return '"auth"' not in body.decode(errors="replace")
+
+
+def test_state_dir_is_accepted_before_or_after_the_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The demo and `up` print `local env --state-dir DIR`: that order must work as well as `--state-dir DIR env`."""
+    for argv in (["env", "--state-dir", str(tmp_path)], ["--state-dir", str(tmp_path), "env"],
+                 ["status", "--state-dir", str(tmp_path)]):
+        code = local.main(argv)
+        out = capsys.readouterr()
+        assert code != 0 and str(tmp_path.resolve()) in out.out + out.err, (argv, out)
+        assert "unrecognized arguments" not in out.err
