@@ -42,7 +42,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gansvc import storage
-from gansvc.data.manifest import Manifest, read_manifest
+from gansvc.data.manifest import Manifest, path_problem, read_manifest
 from gansvc.data.spec import DataSpec, mask_key
 from gansvc.imaging import on_white
 from gansvc.paths import cache_home
@@ -126,12 +126,13 @@ class UnsafePathError(ValueError):
 
 
 def check_rel(rel: str, what: str = "file") -> str:
-    """`rel` if it is a safe relative "/"-separated path, else UnsafePathError naming it (issue 13, point 4)."""
-    parts = rel.split("/")
-    if (not rel or rel.startswith("/") or "\\" in rel or "\x00" in rel
-            or any(p in ("", ".", "..") for p in parts)):
+    """`rel` if it is a safe relative "/"-separated path (the manifest's one rule, `path_problem`), else
+    UnsafePathError naming it (issue 13, point 4): checked again here, before any read or cache write."""
+    problem = path_problem(rel)
+    if problem:
         raise UnsafePathError(
-            f"unsafe {what} {rel!r} in the dataset manifest: paths must be relative, '/'-separated, without '..', "
+            f"unsafe {what} {rel!r} in the dataset manifest ({problem}): paths must be relative, '/'-separated, "
+            "without '..', "
             "'.', backslashes or empty parts. The manifest was not written by `gansvc.data put` (or was altered): "
             "re-ingest the dataset with `python -m gansvc.data put SRC DEST --overwrite`")
     return rel
