@@ -67,7 +67,12 @@ class RunSection(Strict):
 
 
 class MetricsSection(Strict):
-    inception: str | None = Field(None, description="path or s3:// URI of torchvision inception_v3 weights")
+    inception: str | None = Field(None, description="path or s3:// URI of the feature extractor's weights file "
+                                  "(default: the torch hub cache; the default extractor's file is fetched there "
+                                  "when online)")
+    extractor: Literal["fid-inception-2015-12-05", "torchvision-inception-v3"] = Field(
+        "fid-inception-2015-12-05", description="FID/KID/IS network: the TF FID Inception of published numbers "
+        "(torch-fidelity's port), or torchvision's ImageNet Inception-v3 (comparable across gansvc runs only)")
     samples: int = Field(1000, ge=16, description="generated images per FID/KID/IS evaluation")
     reference_samples: int = Field(5000, ge=16, description="real images for the cached reference statistics")
     metric: Literal["auto", "fid", "kid", "swd"] = Field("auto", description="drives the best checkpoint; "
@@ -83,6 +88,8 @@ class ExperimentConfig(Strict):
     scaling: ScalingSection = ScalingSection()
     run: RunSection = RunSection()
     metrics: MetricsSection = MetricsSection()
+    # what fitting the preset to the data decided (gansvc.train.resolve): one line per changed setting
+    notes: tuple[str, ...] = ()
 
     def spec(self) -> FamilySpec:
         return get_family(self.family)

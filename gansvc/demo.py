@@ -75,9 +75,12 @@ def main(argv: list[str] | None = None) -> int:
 
     _step("4. train a noise -> image model (dcgan on shapes, 2 DDP workers) with `ray job submit`")
     common = ["--num-workers", "2", "--checkpoint-every", "100", "--eval-every", "100", "--log-every", "50"]
+    # dcgan's default model (no --set): resize-convolution G without the checkerboard, ReLU in G, BN in D (see
+    # gansvc/families/dcgan.py). Its default widths (32 / 64): with 16 / 32 the 400-step shapes stayed multicoloured
+    # blobs; with the report's transposed 5x5 G they were checkerboarded and blue was missing (issue 14).
     _run([ray, "job", "submit", "--", "python", "-m", "gansvc.train", "dcgan", "--dataset",
           f"{bucket}/datasets/shapes", "--name", "demo-dcgan", "--max-steps", str(args.steps), "--batch-size", "32",
-          "--set", "model.g_filters=16", "--set", "model.d_filters=32", *common], env)
+          *common], env)
 
     _step("5. train a translation model (cyclegan on stripes: plain -> striped) the same way")
     _run([ray, "job", "submit", "--", "python", "-m", "gansvc.train", "cyclegan", "--dataset",

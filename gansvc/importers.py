@@ -13,13 +13,19 @@ weights; the family's own networks are built with them and loaded strictly, then
 (`checkpoint.inference_payload`) and registered. A CycleGAN imported without its G_B translates a2b only: the entry and
 the model file say `directions: ["a2b"]` and the translate CLI refuses b2a (the stored G_B is all zeros, a grey image,
 never a plausible translation).
+
+Inference needs only generators, so no discriminator constraint ever refuses one (issue 14): a ugatit-pytorch file
+without discriminators imports, and the discriminators a file holds are each built at the depth and width their own
+keys give and loaded strictly (the file must be the format it claims), whatever the image size. Their depths go into
+the config only where they fit the model's image size; otherwise that depth stays auto and the entry's
+`import_notes` say so (`discriminator_layers` lists the file's depths).
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -32,7 +38,8 @@ from gansvc.data.spec import DataSpec
 from gansvc.families import cyclegan, ugatit
 from gansvc.families.base import FamilyConfig, FamilySpec, GanState
 from gansvc.nn.resnet import ResnetArch, resnet_arch_from_state_dict, strip_instance_norm_stats, strip_module_prefix
-from gansvc.nn.ugatit import ugatit_arch_from_state_dict
+from gansvc.nn.ugatit import (UgatitDiscriminator, ugatit_arch_from_state_dict, ugatit_d_arch_from_state_dict,
+                              ugatit_d_fits)
 
 FORMATS = ("cyclegan-official", "ugatit-pytorch")
 CYCLEGAN_SIZE = 256  # official default --load_size/--crop_size; any multiple of 4 works at inference
@@ -50,6 +57,8 @@ class Imported:
     data: DataSpec
     state: GanState
     directions: tuple[str, ...]
+    # facts for the registry entry beyond the config (e.g. the file's discriminator depths, notes on what was adapted)
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------------------- reading
@@ -147,10 +156,40 @@ def import_cyclegan(file: str, b2a: str | None = None) -> Imported:
 
 # --------------------------------------------------------------------------------------------------------- ugatit
 
-def _first_conv_width(sd: Mapping[str, Tensor]) -> int | None:
-    convs = sorted((int(k.split(".")[1]), v) for k, v in sd.items() if k.startswith("model.")
-                   and k.endswith(".weight_orig") and k.split(".")[1].isdigit())
-    return int(convs[0][1].shape[0]) if convs else None
+def _ugatit_discriminators(params: Mapping[str, Mapping[str, Tensor]], file: str) -> dict[str, UgatitDiscriminator]:
+    """Each discriminator the file holds, built at the width and depth its own keys and shapes give and loaded
+    strictly: the file must be the format it claims. No image size is involved (inference never runs them), so a
+    discriminator too deep for the generator's images is still accepted."""
+    out: dict[str, UgatitDiscriminator] = {}
+    for name in (n for n in ugatit.DISCRIMINATORS if n in params):
+        try:
+            arch = ugatit_d_arch_from_state_dict(params[name])
+            net = UgatitDiscriminator(arch.in_channels, arch.ndf, arch.n_layers)
+        except ValueError as err:
+            raise CheckpointError(f"{file} is not {UGATIT_WHAT}: its {name} entry: {err}") from None
+        _load_strict(net, strip_module_prefix(params[name]), name, file, "the UGATIT-pytorch layout")
+        out[name] = net
+    return out
+
+
+def _ugatit_depths(dis: Mapping[str, UgatitDiscriminator], side: int) -> tuple[dict[str, Any], list[str]]:
+    """Config fields for the file's discriminators: their width, and each depth that fits the model's image side;
+    a depth that does not fit stays auto (inference needs no discriminator), with a note saying so."""
+    fields: dict[str, Any] = {}
+    notes: list[str] = []
+    if dis:
+        fields["ndf"] = next(iter(dis.values())).model[1].out_channels
+    for key, name, kind in (("n_dis_global", "disGA", "global"), ("n_dis_local", "disLA", "local")):
+        net = dis.get(name, dis.get(name[:-1] + "B"))
+        if net is None:
+            continue
+        depth = net.n_layers
+        if ugatit_d_fits(side, depth):
+            fields[key] = depth
+        else:
+            notes.append(f"the file's {kind} discriminators have {depth} layers, too deep for {side} px images; "
+                         f"inference needs no discriminator, so model.{key} is left on auto (the deepest that fits)")
+    return fields, notes
 
 
 def import_ugatit(file: str) -> Imported:
@@ -163,28 +202,30 @@ def import_ugatit(file: str) -> Imported:
             raise CheckpointError(f"{file} is not {UGATIT_WHAT}: its {k} entry is {_describe(obj[k])}, "
                                   "not a state dict")
         params[k] = strip_instance_norm_stats({str(n): v for n, v in obj[k].items()})
+    gens = {k: params[k] for k in ugatit.GENERATORS}
     try:
-        arch = ugatit_arch_from_state_dict(params)
+        arch = ugatit_arch_from_state_dict(gens)  # generators only: discriminators are read on their own below
     except (ValueError, KeyError) as err:
         raise CheckpointError(f"{file} is not {UGATIT_WHAT}: {err}") from None
     if arch.in_channels != arch.out_channels:
         raise CheckpointError(f"{file}: genA2B maps {arch.in_channels} to {arch.out_channels} channels; the ugatit "
                               "family translates between domains with the same number of channels")
-    overrides: dict[str, Any] = {"ngf": arch.ngf, "n_blocks": arch.n_blocks, "light": arch.light}
-    if arch.n_dis_global is not None:
-        overrides["n_dis_global"] = arch.n_dis_global
-    if arch.n_dis_local is not None:
-        overrides["n_dis_local"] = arch.n_dis_local
-    ndf = _first_conv_width(params["disGA"]) if "disGA" in params else None
-    if ndf is not None:
-        overrides["ndf"] = ndf
+    dis = _ugatit_discriminators(params, file)
     side = arch.img_size or CYCLEGAN_SIZE  # light weights do not depend on the size (UGATIT-pytorch default 256)
+    fields, notes = _ugatit_depths(dis, side)
+    overrides: dict[str, Any] = {"ngf": arch.ngf, "n_blocks": arch.n_blocks, "light": arch.light, **fields}
     data = DataSpec(layout="unpaired", height=side, width=side, channels=arch.in_channels)
     spec = ugatit.SPEC
     cfg, state = _build(spec, overrides, data, file)
-    for name, sd in params.items():  # discriminators too: the whole file must be the format it claims
+    for name, sd in gens.items():
         _load_strict(state.nets[name], sd, name, file, "the UGATIT-pytorch layout")
-    return Imported(spec, cfg, data, state, ("a2b", "b2a"))
+    state.nets.update(dis)  # the file's own discriminators (their depths may differ from what the config builds)
+    info: dict[str, Any] = {}
+    if dis:
+        info["discriminator_layers"] = {k: v.n_layers for k, v in dis.items()}
+    if notes:
+        info["import_notes"] = notes
+    return Imported(spec, cfg, data, state, ("a2b", "b2a"), info)
 
 
 # ------------------------------------------------------------------------------------------------------- register
@@ -203,7 +244,7 @@ def import_checkpoint(fmt: str, file: str, name: str, b2a: str | None = None, ro
         imp = import_ugatit(file)
     else:
         raise CheckpointError(f"unknown import format {fmt!r}; formats: {', '.join(FORMATS)}")
-    info = {"directions": list(imp.directions), "import_format": fmt}
+    info = {"directions": list(imp.directions), "import_format": fmt, **imp.info}
     payload = inference_payload(imp.spec, imp.config, imp.data, imp.state, {**info, "source": file, "b2a": b2a})
     buf = io.BytesIO()
     torch.save(payload, buf)

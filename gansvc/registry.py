@@ -6,7 +6,8 @@ Layout under the registry root (`--registry`, else `$GANSVC_REGISTRY`, else `$GA
     models/NAME/vN/model.pt           a copy of the promoted inference weights (a run may delete its old checkpoints)
 
 An entry names the family, task, family config, data spec (size, channels, attributes), source run or checkpoint,
-dataset, metrics, version and creation time. `load_model(NAME)` is the one load path of Serve and the offline CLIs.
+dataset, metrics (with `metric_protocol`: how they were computed, when the run recorded it), version and creation
+time. `load_model(NAME)` is the one load path of Serve and the offline CLIs.
 """
 
 from __future__ import annotations
@@ -176,8 +177,10 @@ def promote(source: str, name: str, metric: str | None = None, root: str | None 
     config_uri = _run_config_uri(model_uri)
     if config_uri and storage.exists(config_uri):
         dataset = storage.read_json(config_uri).get("data", {}).get("uri", "")
-    return register(name, storage.read_bytes(model_uri), model_uri, meta.get("metrics", {}), dataset, root,
-                    {"step": meta.get("step")})
+    extra: dict[str, Any] = {"step": meta.get("step")}
+    if isinstance(meta.get("protocol"), dict):  # how the metrics were computed (training's best/meta.json, issue 14)
+        extra["metric_protocol"] = meta["protocol"]
+    return register(name, storage.read_bytes(model_uri), model_uri, meta.get("metrics", {}), dataset, root, extra)
 
 
 def _run_config_uri(model_uri: str) -> str | None:
@@ -275,6 +278,8 @@ def _run_import(args: argparse.Namespace, root: str) -> int:
         raise RegistryError("checkpoint import is not available in this version") from None
     entry = import_checkpoint(args.format, args.file, args.name, b2a=args.b2a, root=root)
     print(f"imported {args.file} as {entry['name']} v{entry['version']} ({entry['family']})")
+    for note in entry.get("import_notes", []):
+        print(f"note: {note}")
     return 0
 
 

@@ -142,6 +142,14 @@ def base_config(spec: SweepSpec, name: str, storage_root: str, max_steps: int | 
     raw["family"] = spec.family
     if spec.dataset:
         set_path(raw, "data.uri", spec.dataset)
+    elif not raw.get("data", {}).get("uri"):  # as `python -m gansvc.train FAMILY`: the family's report dataset
+        from gansvc.families import get_family
+        from gansvc.train.resolve import default_dataset_uri
+
+        try:
+            set_path(raw, "data.uri", default_dataset_uri(get_family(spec.family)))
+        except ValueError as err:
+            raise SweepError(f"{err} (or dataset: in the spec, or --dataset)") from None
     if max_steps is not None:
         set_path(raw, "loop.max_steps", max_steps)
     set_path(raw, "run.storage", storage.parse_uri(storage_root).join("sweeps", name, "trials").uri())
@@ -178,7 +186,7 @@ def resolve_metric(spec: SweepSpec, cfg: ExperimentConfig) -> str:
     if spec.metric != "auto":
         if spec.metric in ("fid", "kid") and not _have_inception(cfg):
             raise SweepError(f"metric {spec.metric} needs Inception weights (metrics.inception in base, or "
-                             "torchvision's cache); use metric: swd (no weights needed) or auto")
+                             "the torch hub cache, fetched when online); use metric: swd (no weights needed) or auto")
         return spec.metric
     return "kid" if _have_inception(cfg) else "swd"
 
@@ -186,7 +194,7 @@ def resolve_metric(spec: SweepSpec, cfg: ExperimentConfig) -> str:
 def _have_inception(cfg: ExperimentConfig) -> bool:
     from gansvc.metrics import load_inception
 
-    return load_inception(cfg.metrics.inception, "cpu")[0] is not None
+    return load_inception(cfg.metrics.inception, "cpu", cfg.metrics.extractor)[0] is not None
 
 
 def expand_trials(spec: SweepSpec) -> list[dict[str, Any]]:
@@ -427,8 +435,10 @@ def run_sweep(spec: SweepSpec, name: str, storage_root: str, max_steps: int | No
 
         spec = spec.model_copy(update={"mode": METRICS[metric].mode if metric in METRICS else "min"})
     from gansvc.train.__main__ import preflight
+    from gansvc.train.resolve import check_default_dataset
 
     try:
+        check_default_dataset(cfg)
         preflight(cfg)
     except (ConfigError, storage.StorageError) as err:
         raise SweepError(str(err)) from None

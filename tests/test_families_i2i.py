@@ -10,14 +10,14 @@ import math
 import pytest
 import torch
 import torch.distributed as dist
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from gansvc import losses
 from gansvc.data.spec import DataSpec
-from gansvc.families import FAMILIES, cyclegan, ugatit
-from gansvc.families.base import GanState
+from gansvc.families import FAMILIES, cyclegan, fit, semantic_cyclegan, ugatit
+from gansvc.families.base import FamilySpec, GanState
 from gansvc.nn.i2i_util import LinearDecay
 from gansvc.nn.patchgan import NLayerDiscriminator
 from gansvc.nn.pool import ImagePool
@@ -68,21 +68,27 @@ def test_registered_strict_configs_and_presets(name: str) -> None:
 
 def test_defaults_reproduce_the_reports() -> None:
     c = cyclegan.SPEC.make_config()
-    assert (c.lambda_cycle, c.lambda_identity, c.pool_size, c.lr, c.betas, c.ngf, c.ndf, c.n_layers_d, c.loss) == (
-        10.0, 0.5, 50, 2e-4, (0.5, 0.999), 64, 64, 3, "mse")
+    # n_layers_d: 3 (the 70x70 PatchGAN) at the report's 256 px, whether set or auto (gansvc.families.fit)
+    assert (c.lambda_cycle, c.lambda_identity, c.pool_size, c.lr, c.betas, c.ngf, c.ndf, c.loss) == (
+        10.0, 0.5, 50, 2e-4, (0.5, 0.999), 64, 64, "mse")
+    assert fit.patchgan_layers(c.n_layers_d, 256, 256) == 3
     u = ugatit.SPEC.make_config()
     assert (u.lambda_adv, u.lambda_cycle, u.lambda_identity, u.lambda_cam) == (1.0, 10.0, 10.0, 1000.0)
-    assert (u.lr, u.weight_decay, u.betas, u.n_blocks, u.n_dis_global, u.n_dis_local) == (
-        1e-4, 1e-4, (0.5, 0.999), 4, 7, 5)
+    assert (u.lr, u.weight_decay, u.betas, u.n_blocks) == (1e-4, 1e-4, (0.5, 0.999), 4)
+    # discriminator depths are auto (None): at the report's 256 x 256 they are its 7 and 5, and no note is given
+    assert (u.n_dis_global, u.n_dis_local) == (None, None)
+    assert ugatit.discriminator_depths(u, 256, 256) == (7, 5)
+    fitted, notes = ugatit.fit_to_data(u, unpaired(256, 256))
+    assert (fitted.n_dis_global, fitted.n_dis_local, notes) == (7, 5, [])
     assert ugatit.SPEC.make_config("report").lambda_cam == 100.0  # report 000 Table 2
     assert default_n_blocks(256, 256) == 9 and default_n_blocks(128, 128) == 6
     # report 000 Table 1: trainable parameters (M) of G and D for CycleGAN and the modified model, at 256 x 256
     with torch.device("meta"):
         n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
         assert round(n(ResnetGenerator(3, 3, c.ngf, default_n_blocks(256, 256))) / 1e6, 3) == 11.378
-        assert round(n(NLayerDiscriminator(3, c.ndf, c.n_layers_d)) / 1e6, 3) == 2.765
+        assert round(n(NLayerDiscriminator(3, c.ndf, fit.patchgan_layers(c.n_layers_d, 256, 256))) / 1e6, 3) == 2.765
         assert round(n(UgatitGenerator(3, 3, u.ngf, u.n_blocks, 256, u.light)) / 1e6, 2) == 10.59
-        assert round(n(UgatitDiscriminator(3, u.ndf, u.n_dis_global)) / 1e6, 2) == 53.13
+        assert round(n(UgatitDiscriminator(3, u.ndf, fitted.n_dis_global)) / 1e6, 2) == 53.13
 
 
 def test_cyclegan_picks_residual_blocks_by_image_size() -> None:
@@ -91,11 +97,164 @@ def test_cyclegan_picks_residual_blocks_by_image_size() -> None:
     assert sum(isinstance(m, ResnetBlock) for m in state.nets["G_A"].modules()) == 6
 
 
+# the report's discriminator depths, set explicitly (the defaults are auto: they fit the images, see below)
+REPORT_D = {"cyclegan": {"n_layers_d": 3}, "ugatit": {"n_dis_global": 7, "n_dis_local": 5}}
+
+
 @pytest.mark.parametrize("name", SPECS)
 def test_too_small_images_for_the_discriminator_fail_with_advice(name: str) -> None:
     spec = SPECS[name]
     with pytest.raises(ValueError, match="too small"):
-        spec.build(spec.make_config("report"), unpaired(16, 16))
+        spec.build(spec.make_config("report", REPORT_D[name]), unpaired(16, 16))
+
+
+# --- defaults that fit the data (issue 14, part 5) ------------------------------------------------------------------
+
+def _d_depth(net: nn.Module) -> int:
+    """Layers of a built U-GAT-IT discriminator, counted from its modules: SN convs in `model` plus the final conv."""
+    return sum(isinstance(m, nn.Conv2d) for m in net.model) + 1
+
+
+UGATIT_AUTO_DEPTHS = [((8, 8), (3, 3)), ((16, 16), (4, 3)), ((32, 32), (5, 3)), ((32, 64), (5, 3)),
+                      ((64, 64), (6, 4)), ((92, 92), (6, 4)), ((96, 96), (7, 5)), ((256, 256), (7, 5))]
+
+
+@pytest.mark.parametrize(("size", "depths"), UGATIT_AUTO_DEPTHS)
+def test_ugatit_auto_discriminator_depths_fit_the_images(size: tuple[int, int], depths: tuple[int, int]) -> None:
+    """Auto depths: the report's 7 / 5 from 96 px up (the smallest side a 7-layer D accepts), else the deepest global
+    D that gives a patch map and a local D 2 layers shallower (at least 3); each depth really runs at that size."""
+    h, w = size
+    cfg = ugatit.SPEC.make_config()
+    assert ugatit.discriminator_depths(cfg, h, w) == depths
+    fitted, notes = ugatit.fit_to_data(cfg, unpaired(h, w))
+    assert (fitted.n_dis_global, fitted.n_dis_local) == depths
+    assert len(notes) == sum(d != r for d, r in zip(depths, (7, 5), strict=True))
+    for n in depths:  # the chosen depths accept the images (and one more global layer would not, below 96 px)
+        out, _, _ = UgatitDiscriminator(3, 4, n)(torch.zeros(1, 3, h, w))
+        assert out.shape[-1] >= 1
+    if depths[0] < 7:
+        with pytest.raises(ValueError, match="too small"):
+            ugatit.build(ugatit.SPEC.make_config("smoke", {"n_dis_global": depths[0] + 1}), unpaired(h, w))
+
+
+def test_ugatit_fit_to_data_notes_say_what_changed_and_why() -> None:
+    fitted, notes = ugatit.fit_to_data(ugatit.SPEC.make_config(), unpaired(32, 32))
+    assert notes == [
+        "model.n_dis_global 7 -> 5: a 7-layer global discriminator needs images of at least 96 px; these are 32x32, "
+        "and 5 layers is the deepest that fits",
+        "model.n_dis_local 5 -> 3: the local discriminator stays 2 layers shallower than the 5-layer global one, as "
+        "the report's 7 and 5 (each stride-2 layer doubles the receptive field: the local one judges patches about a "
+        "quarter of the global one's field)",
+    ]
+    # everything but the two depths is the config it was given
+    assert fitted.model_dump(exclude={"n_dis_global", "n_dis_local"}) == ugatit.SPEC.make_config().model_dump(
+        exclude={"n_dis_global", "n_dis_local"})
+    _, small = ugatit.fit_to_data(ugatit.SPEC.make_config(), unpaired(16, 16))
+    assert small[1].startswith("model.n_dis_local 5 -> 3: 3 layers is the shallowest U-GAT-IT discriminator")
+
+
+def test_ugatit_explicit_depths_are_kept() -> None:
+    """A depth the user set is never changed: too deep for the images, it keeps the clear error of build."""
+    too_deep = ugatit.SPEC.make_config(overrides={"n_dis_global": 7})
+    assert ugatit.fit_to_data(too_deep, unpaired(32, 32)) == (too_deep, [])
+    with pytest.raises(ValueError, match=r"too small for a 7-layer U-GAT-IT discriminator \(it needs >= 96 px\)"):
+        ugatit.build(too_deep, unpaired(32, 32))
+    with pytest.raises(ValueError, match="too small for a 4-layer"):
+        ugatit.build(ugatit.SPEC.make_config(overrides={"n_dis_local": 4}), unpaired(8, 8))
+    # one set, the other auto: only the auto one moves (and gets the note)
+    cfg, notes = ugatit.fit_to_data(ugatit.SPEC.make_config(overrides={"n_dis_global": 4}), unpaired(64, 64))
+    assert (cfg.n_dis_global, cfg.n_dis_local) == (4, 3) and [n.split(":")[0] for n in notes] == [
+        "model.n_dis_local 5 -> 3"]
+    cfg, notes = ugatit.fit_to_data(ugatit.SPEC.make_config(overrides={"n_dis_local": 4}), unpaired(32, 32))
+    assert (cfg.n_dis_global, cfg.n_dis_local) == (5, 4) and [n.split(":")[0] for n in notes] == [
+        "model.n_dis_global 7 -> 5"]
+    smoke = ugatit.SPEC.make_config("smoke")  # a preset's depths are set values too
+    assert ugatit.fit_to_data(smoke, unpaired(32, 32)) == (smoke, [])
+    with pytest.raises(ValueError, match="too small for any U-GAT-IT discriminator"):
+        ugatit.build(ugatit.SPEC.make_config(), unpaired(4, 4))
+
+
+@pytest.mark.timeout(120)
+def test_ugatit_default_config_trains_on_32px_images_without_the_hook() -> None:
+    """`train ugatit` on 32 px data failed: the report's 7-layer global D cannot run below 96 px. With the default
+    config, build alone (tests and workers call it directly) resolves the depths exactly as fit_to_data does, and
+    two full training steps of the default-sized nets run."""
+    torch.manual_seed(0)
+    cfg = ugatit.SPEC.make_config()
+    data = unpaired(32, 32)
+    state = ugatit.build(cfg, data)
+    fitted, _ = ugatit.fit_to_data(cfg, data)
+    for name in ugatit.DISCRIMINATORS:
+        assert _d_depth(state.nets[name]) == (fitted.n_dis_global if name.startswith("disG") else fitted.n_dis_local)
+    from_fitted = ugatit.build(fitted, data)
+    assert {k: {n: t.shape for n, t in v.state_dict().items()} for k, v in state.nets.items()} == {
+        k: {n: t.shape for n, t in v.state_dict().items()} for k, v in from_fitted.nets.items()}
+    batch = random_batch(1, 32, 32)
+    for step in range(2):
+        out = ugatit.train_step(state, batch, step, cfg)
+        assert all(math.isfinite(v) for v in out.values())
+
+
+@pytest.mark.timeout(120)
+def test_train_ugatit_dry_run_on_32px_stripes_with_default_flags(stack, synth_put, s3_prefix: str,  # noqa: ANN001
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m gansvc.train ugatit --dataset <32 px stripes> --max-steps 2 --dry-run`: no other flag. It stopped
+    with "too small for a 7-layer U-GAT-IT discriminator"; now the resolved config holds the fitted depths and the
+    notes say why."""
+    import yaml
+
+    from gansvc.train.__main__ import main as train_main
+
+    uri = synth_put("stripes", f"{s3_prefix}/stripes32", count=8, size=32, seed=0, test_count=2)
+    code = train_main(["ugatit", "--dataset", uri, "--storage", s3_prefix, "--name", "u32", "--max-steps", "2",
+                       "--dry-run"])
+    out, err = capsys.readouterr()
+    assert code == 0, err[-2000:]
+    resolved = yaml.safe_load(out.split("resolved config:\n", 1)[1].split("\n\n", 1)[0])
+    assert (resolved["model"]["n_dis_global"], resolved["model"]["n_dis_local"]) == (5, 3)
+    notes = "\n".join(resolved.get("notes") or [])
+    assert "model.n_dis_global 7 -> 5: a 7-layer global discriminator needs images of at least 96 px" in notes
+    assert "model.n_dis_local 5 -> 3" in notes
+    # a depth given on the command line is kept, and the error says what to do
+    code = train_main(["ugatit", "--dataset", uri, "--storage", s3_prefix, "--name", "u32b", "--max-steps", "2",
+                       "--set", "model.n_dis_global=7", "--dry-run"])
+    err = capsys.readouterr().err
+    assert code == 2 and "too small for a 7-layer U-GAT-IT discriminator" in err and "Traceback" not in err
+
+
+# --- PatchGAN depth (cyclegan, semantic-cyclegan): gansvc.families.fit ----------------------------------------------
+
+class _PatchCfg(BaseModel):
+    """A config with the PatchGAN depth field of cyclegan / semantic-cyclegan, auto (None) by default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    n_layers_d: int | None = None
+    ndf: int = 64
+
+
+@pytest.mark.parametrize(("side", "layers"), [(8, 1), (12, 2), (16, 2), (20, 2), (24, 3), (32, 3), (256, 3)])
+def test_patchgan_auto_depth_fits_the_images(side: int, layers: int) -> None:
+    assert fit.patchgan_layers(None, side, side) == layers
+    assert NLayerDiscriminator(3, 4, layers)(torch.zeros(1, 3, side, side)).shape[-1] >= 1
+    cfg, notes = fit.fit_patchgan(_PatchCfg(), unpaired(side, side))
+    assert cfg.n_layers_d == layers and cfg.ndf == 64
+    assert notes == ([] if layers == 3 else [
+        f"model.n_layers_d 3 -> {layers}: the 3-layer PatchGAN needs images of at least 24 px; these are "
+        f"{side}x{side}, and {layers} layers is the deepest that still gives a patch map"])
+
+
+def test_patchgan_set_depth_is_kept_and_checked() -> None:
+    cfg = _PatchCfg(n_layers_d=3)
+    assert fit.fit_patchgan(cfg, unpaired(16, 16)) == (cfg, [])
+    with pytest.raises(ValueError, match=r"16x16 images are too small for a PatchGAN with n_layers_d=3 \(it needs "
+                                         r">= 24 px\)"):
+        fit.patchgan_layers(3, 16, 16)
+    assert fit.patchgan_layers(4, 64, 48) == 4
+    with pytest.raises(ValueError, match="too small for any PatchGAN"):
+        fit.patchgan_layers(None, 4, 4)
+    assert fit.fit_patchgan(_PatchCfg(), unpaired(4, 4)) == (_PatchCfg(), [])  # build says why
+    assert fit.min_side(lambda s: s >= 37) == 37 and fit.deepest(7, 3, lambda n: n <= 5) == 5
+    assert fit.deepest(7, 3, lambda n: False) is None
 
 
 # --- translation: shapes, both directions, any size -----------------------------------------------------------------
@@ -389,3 +548,17 @@ def test_short_run_learns_the_colour_mapping(name: str, steps: int) -> None:
     for b, a in zip(before, after, strict=True):
         # mean colour of the translations moves most of the way to the target domain's (A and B are ~2 apart)
         assert a < 0.5 * b and a < 0.3, (before, after)
+
+
+@pytest.mark.parametrize("spec", [cyclegan.SPEC, semantic_cyclegan.SPEC], ids=lambda s: s.name)
+def test_patchgan_families_fit_16px(spec: FamilySpec) -> None:
+    """n_layers_d auto: the 70x70 PatchGAN needs >= 24 px; at 16 px the deepest that fits (2), with a note; a depth
+    the user set is kept and refused with advice (gansvc.families.fit)."""
+    extra = {"segmenter": "random", "segmenter_arch": "tiny"} if spec.name == "semantic-cyclegan" else {}
+    data = DataSpec("unpaired", 16, 16, 3)
+    cfg = spec.make_config(overrides={"ngf": 4, "ndf": 4, **extra})
+    fitted, notes = spec.fit_to_data(cfg, data, frozenset())
+    assert fitted.n_layers_d == 2 and notes and notes[0].startswith("model.n_layers_d 3 -> 2:"), notes
+    spec.build(cfg, data)  # build alone resolves auto the same way
+    with pytest.raises(ValueError, match="too small"):
+        spec.build(spec.make_config(overrides={"n_layers_d": 3, "ngf": 4, "ndf": 4, **extra}), data)

@@ -29,6 +29,7 @@ from gansvc.nn.ugatit import UgatitDiscriminator, UgatitGenerator
 from gansvc.registry import RegistryError, get_entry, list_entries, load_model, register
 from gansvc.registry import main as registry_main
 from gansvc.translate import main as translate_main
+from test_official_compat import official_ugatit_d, official_ugatit_g, random_state  # noqa: I001
 
 REPO = Path(__file__).resolve().parents[1]
 W, H = 36, 20  # non-square test image (PIL size order: width, height)
@@ -302,3 +303,83 @@ def test_registry_cli_import_and_translate_with_s3(stack: object, s3_prefix: str
     out = tmp_path / "zebra.png"  # in-process CLI main: S3 registry, S3 input, local output
     assert translate_main(["--model", "horse2zebra", "--direction", "b2a", "--registry", root, img, str(out)]) == 0
     assert png(out).size == (W, H)
+
+
+# ------------------------------------------------- discriminators never block a generator (issue 14, part 5)
+
+def _official_ugatit_file(path: Path, img_size: int, light: bool, d_layers: tuple[int, int] | None,
+                          ndf: int = 4) -> tuple[str, dict[str, dict[str, torch.Tensor]]]:
+    """A UGATIT-pytorch params file in the official key layout (the layouts written out in test_official_compat):
+    generators ngf 4, 2 blocks; discriminators of `d_layers` (global, local) or none (a generator-only file)."""
+    g = official_ugatit_g(3, 3, 4, 2, img_size, light)
+    params = {"genA2B": random_state(g, 1), "genB2A": random_state(g, 2)}
+    if d_layers is not None:
+        for seed, name in enumerate(("disGA", "disGB", "disLA", "disLB")):
+            params[name] = random_state(official_ugatit_d(3, ndf, d_layers[0] if name.startswith("disG") else
+                                                          d_layers[1]), 10 + seed)
+    return save(params, path), params
+
+
+@pytest.mark.parametrize(
+    ("img_size", "light", "d_layers", "config_depths", "noted"),
+    [
+        (32, False, None, (None, None), ()),  # full generator-only file at 32 px (refused before: default 7-layer D)
+        (32, False, (7, 5), (None, 5), ("global",)),  # official depths at 32 px: the 7-layer D cannot run there
+        (256, True, (9, 3), (None, 3), ("global",)),  # light: size-free (imported at 256 px); 9 layers needs 384
+        (256, True, None, (None, None), ()),  # light generator-only file
+    ],
+)
+def test_ugatit_import_never_refuses_generators_for_a_discriminator_constraint(
+        tmp_path: Path, img_size: int, light: bool, d_layers: tuple[int, int] | None,
+        config_depths: tuple[int | None, int | None], noted: tuple[str, ...]) -> None:
+    file, params = _official_ugatit_file(tmp_path / "params.pt", img_size, light, d_layers)
+    imp = importers.import_ugatit(file)
+    # the file's discriminators are read from their own keys and loaded strictly, whatever the image size
+    for name in (n for n in params if n.startswith("dis")):
+        assert imp.state.nets[name].n_layers == d_layers[0 if name.startswith("disG") else 1]
+        got = imp.state.nets[name].state_dict()
+        assert set(got) == set(params[name]) and all(torch.equal(got[k], params[name][k]) for k in got)
+    entry = importers.import_checkpoint("ugatit-pytorch", file, "ug", root=str(tmp_path / "reg"))
+    assert (entry["config"]["n_dis_global"], entry["config"]["n_dis_local"]) == config_depths
+    assert (entry["data_spec"]["height"], entry["config"]["light"]) == (img_size, light)
+    if d_layers is None:
+        assert "discriminator_layers" not in entry
+    else:
+        assert entry["discriminator_layers"] == {"disGA": d_layers[0], "disGB": d_layers[0], "disLA": d_layers[1],
+                                                 "disLB": d_layers[1]}
+    notes = entry.get("import_notes", [])
+    assert [n.split(" discriminators")[0] for n in notes] == [f"the file's {k}" for k in noted]
+    if noted:
+        assert f"{d_layers[0]} layers, too deep for {img_size} px images" in notes[0]
+        assert "model.n_dis_global is left on auto" in notes[0]
+    # the registered model loads (build at its stored size) and translates with the file's generator weights
+    _, model = load_model("ug", str(tmp_path / "reg"))
+    for name in ("genA2B", "genB2A"):
+        loaded = model.nets[name].state_dict()
+        assert all(torch.equal(v, params[name][k]) for k, v in loaded.items())
+    out = model.spec.translate(model.nets, torch.zeros(1, 3, H, W), "a2b", model.config)
+    assert out["image"].shape == (1, 3, H, W)
+
+
+def test_ugatit_import_still_checks_the_discriminators_it_holds(tmp_path: Path) -> None:
+    """Reading depths from the file is no licence to accept a damaged one: its discriminators must be the format."""
+    _, params = _official_ugatit_file(tmp_path / "ok.pt", 32, False, (5, 3))
+    bad = dict(params)
+    bad["disLB"] = {**params["disLB"], "conv1x1.bias": torch.zeros(3)}  # wrong shape
+    with pytest.raises(CheckpointError, match=r"the disLB weights do not fit the UGATIT-pytorch layout"):
+        importers.import_ugatit(save(bad, tmp_path / "bad_shape.pt"))
+    bad["disLB"] = {"foo": torch.zeros(1)}
+    with pytest.raises(CheckpointError, match=r"its disLB entry: not a UGATIT-pytorch Discriminator state dict"):
+        importers.import_ugatit(save(bad, tmp_path / "bad_keys.pt"))
+    bad["disLB"] = {k: v for k, v in params["disLB"].items() if k != "gap_fc.weight_orig"}
+    with pytest.raises(CheckpointError, match=r"disLB weights do not fit"):
+        importers.import_ugatit(save(bad, tmp_path / "missing_key.pt"))
+
+
+def test_cyclegan_import_needs_no_discriminator(tmp_path: Path, files: dict[str, str]) -> None:
+    """Official CycleGAN generator files hold no discriminator; the model is stored at 256 px, where the family's
+    PatchGAN (auto or the 70x70 one) always fits, so the import and the later load never depend on it."""
+    entry = importers.import_checkpoint("cyclegan-official", files["G_A"], "cg", root=str(tmp_path))
+    assert entry["data_spec"]["height"] == 256
+    _, model = load_model("cg", str(tmp_path))
+    assert set(model.nets) == {"G_A", "G_B"}

@@ -14,9 +14,9 @@ from torch import nn
 
 from gansvc import storage
 from gansvc.data.pipeline import DataConfig
-from gansvc.metrics import (WEIGHTS_FILE, FeatureExtractor, FeatureStats, ISStats, describe_metrics, evaluate,
-                            frechet_distance, inception_score, kernel_inception_distance, load_inception,
-                            metric_mode, mmd2_unbiased, reference_stats, sliced_wasserstein_distance)
+from gansvc.metrics import (TORCHVISION_EXTRACTOR, WEIGHTS_FILE, FeatureExtractor, FeatureStats, ISStats,
+                            describe_metrics, evaluate, frechet_distance, inception_score, kernel_inception_distance,
+                            load_inception, metric_mode, mmd2_unbiased, reference_stats, sliced_wasserstein_distance)
 
 # ------------------------------------------------------------------------------------------------------------ math
 
@@ -108,6 +108,13 @@ def test_inception_score_streaming_equals_batch() -> None:
     for part in np.array_split(logits, [5, 6, 30]):
         acc.update(part, logits=True)
     assert acc.result() == pytest.approx(inception_score(logits, splits=4), rel=1e-10)
+    # torch-fidelity's shuffled splits (seeded permutation, then bounds i*N//splits), streamed the same way
+    shuffled = ISStats(total=53, splits=4, shuffle_seed=2020)
+    for part in np.array_split(logits, [5, 6, 30]):
+        shuffled.update(part, logits=True)
+    expected = inception_score(logits, splits=4, shuffle_seed=2020)
+    assert shuffled.result() == pytest.approx(expected, rel=1e-10)
+    assert expected != pytest.approx(inception_score(logits, splits=4), rel=1e-6), "the shuffle changes the splits"
 
 
 def test_feature_stats_equal_numpy_on_concatenation() -> None:
@@ -160,19 +167,19 @@ def inception_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_load_inception_without_weights_says_where_to_put_them(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    net, reason = load_inception(None)
+    net, reason = load_inception(None, extractor=TORCHVISION_EXTRACTOR)
     assert net is None and WEIGHTS_FILE in reason and "metrics.inception" in reason
     assert str(tmp_path / "torch" / "hub" / "checkpoints") in reason
-    net, reason = load_inception(str(tmp_path / "nope.pth"))
+    net, reason = load_inception(str(tmp_path / "nope.pth"), extractor=TORCHVISION_EXTRACTOR)
     assert net is None and "nope.pth" in reason and "does not exist" in reason
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
-    net, reason = load_inception(str(tmp_path / "bad.pth"))
+    net, reason = load_inception(str(tmp_path / "bad.pth"), extractor=TORCHVISION_EXTRACTOR)
     assert net is None and "not torchvision's inception_v3" in reason
 
 
 def test_load_inception_from_file_and_torch_cache(inception_weights: Path, tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    net, message = load_inception(str(inception_weights))
+    net, message = load_inception(str(inception_weights), extractor=TORCHVISION_EXTRACTOR)
     assert net is not None and str(inception_weights) in message and isinstance(net, FeatureExtractor)
     gray = torch.rand(2, 1, 16, 16) * 2 - 1
     feats, logits = net.extract(gray, batch_size=1)
@@ -188,17 +195,17 @@ def test_load_inception_from_file_and_torch_cache(inception_weights: Path, tmp_p
     cache.mkdir(parents=True)
     (cache / WEIGHTS_FILE).symlink_to(inception_weights)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    cached, message = load_inception(None)
+    cached, message = load_inception(None, extractor=TORCHVISION_EXTRACTOR)
     assert cached is not None and str(cache / WEIGHTS_FILE) in message and cached.id == net.id
 
 
 def test_load_inception_from_s3(stack, s3_prefix: str, inception_weights: Path) -> None:  # noqa: ANN001
     uri = f"{s3_prefix}/weights/{WEIGHTS_FILE}"
     storage.upload_file(inception_weights, uri)
-    net, message = load_inception(uri)
+    net, message = load_inception(uri, extractor=TORCHVISION_EXTRACTOR)
     assert net is not None and uri in message
     assert net.id.endswith(hashlib.sha256(inception_weights.read_bytes()).hexdigest()[:16]), "the same bytes"
-    missing, reason = load_inception(f"{s3_prefix}/weights/missing.pth")
+    missing, reason = load_inception(f"{s3_prefix}/weights/missing.pth", extractor=TORCHVISION_EXTRACTOR)
     assert missing is None and "does not exist" in reason
 
 
@@ -306,3 +313,148 @@ def test_evaluate_streams_and_reports_per_task(shapes_uri: str, tmp_path: Path) 
     with pytest.raises(ValueError, match="computed with feature extractor"):
         evaluate(noise, ref, TinyExtractor(id="other"), n_samples=4, batch_size=4, task="generate")
 
+
+
+# ------------------------------------------------------------------ the FID extractor's weights: fetch, pin, offline
+
+
+@pytest.fixture(scope="module")
+def fid_weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random state dict with the layout of torch-fidelity's FID Inception (not the published file)."""
+    from test_fidelity_equal import random_fid_inception_state
+
+    path = tmp_path_factory.mktemp("fid-weights") / "served.pth"
+    torch.save(random_fid_inception_state(0, spread_logits=False), path)
+    return path
+
+
+@pytest.fixture
+def weights_server(fid_weights_file: Path):  # noqa: ANN201
+    """A real HTTP server on 127.0.0.1 serving the weights file at /w.pth and counting its requests."""
+    import http.server
+    import threading
+
+    hits: list[str] = []
+    body = fid_weights_file.read_bytes()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            hits.append(self.path)
+            if self.path != "/w.pth":
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}/w.pth", hits
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(5)
+
+
+def test_fid_weights_fetched_into_torch_hub_cache_then_cached(weights_server, fid_weights_file: Path,  # noqa: ANN001
+                                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gansvc.metrics import FID_EXTRACTOR, FID_WEIGHTS_FILE
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    url, hits = weights_server
+    digest = hashlib.sha256(fid_weights_file.read_bytes()).hexdigest()
+    net, message = load_inception(None, extractor=FID_EXTRACTOR, url=url, sha256=digest)
+    assert net is not None, message
+    cached = tmp_path / "torch" / "hub" / "checkpoints" / FID_WEIGHTS_FILE
+    assert cached.read_bytes() == fid_weights_file.read_bytes() and hits == ["/w.pth"]
+    assert "fetched" in message and net.id == f"{FID_EXTRACTOR}/{digest[:16]}"
+    assert net.protocol["weights_sha256"] == digest and "299" in net.protocol["resize"]
+    feats, logits = net.extract(torch.rand(2, 1, 16, 16) * 2 - 1)
+    assert feats.shape == (2, 2048) and logits.shape == (2, 1008) and np.isfinite(feats).all()
+    again, message = load_inception(None, extractor=FID_EXTRACTOR, url=url, sha256=digest)
+    assert again is not None and hits == ["/w.pth"], "a verified cache file is used without any request"
+
+
+def test_fid_weights_hash_mismatch_is_refused(weights_server, tmp_path: Path,  # noqa: ANN001
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from gansvc.metrics import FID_EXTRACTOR, FID_WEIGHTS_FILE, FID_WEIGHTS_SHA256, FID_WEIGHTS_URL
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    url, hits = weights_server
+    net, message = load_inception(None, extractor=FID_EXTRACTOR, url=url)  # production pin: the published digest
+    assert net is None and hits == ["/w.pth"]
+    assert "sha256 mismatch" in message and FID_WEIGHTS_SHA256 in message and FID_WEIGHTS_URL in message
+    assert not any((tmp_path / "torch" / "hub" / "checkpoints").glob(f"{FID_WEIGHTS_FILE}*.part")), "nothing kept"
+    assert not (tmp_path / "torch" / "hub" / "checkpoints" / FID_WEIGHTS_FILE).exists()
+
+
+def test_fid_weights_offline_from_metrics_inception_and_no_weights_message(
+        fid_weights_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gansvc.metrics import FID_EXTRACTOR, FID_WEIGHTS_FILE, FID_WEIGHTS_SHA256, FID_WEIGHTS_URL
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    dead = "http://127.0.0.1:9/never.pth"  # the discard port: nothing answers (an offline machine)
+    net, message = load_inception(str(fid_weights_file), extractor=FID_EXTRACTOR, url=dead)
+    assert net is not None and str(fid_weights_file) in message and "not the published" in message
+    assert net.protocol["weights_are_published"] is False
+    none, reason = load_inception(None, extractor=FID_EXTRACTOR, url=dead)
+    assert none is None and "could not fetch" in reason
+    for must in (FID_WEIGHTS_URL, FID_WEIGHTS_SHA256, "metrics.inception", "SWD",
+                 str(tmp_path / "torch" / "hub" / "checkpoints")):
+        assert must in reason, must
+    off, reason = load_inception(None, extractor=FID_EXTRACTOR, download=False)
+    assert off is None and "downloads are off" in reason and FID_WEIGHTS_FILE in reason
+    with pytest.raises(ValueError, match="unknown feature extractor"):
+        load_inception(None, extractor="inception-from-somewhere")
+
+
+def test_protocol_recorded_with_results_and_shown_by_the_registry(shapes_uri: str, tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from gansvc.checkpoint import inference_payload, write_best
+    from gansvc.data.spec import DataSpec
+    from gansvc.families import FAMILIES
+    from gansvc.metrics import evaluate_with_protocol
+    from gansvc.registry import get_entry, promote
+
+    cfg = DataConfig(uri=shapes_uri, cache_dir=str(tmp_path / "cache"))
+    tiny = TinyExtractor()
+    ref = reference_stats(cfg, tiny, max_samples=30, stream_key="image", quiet=True)
+    results, protocol = evaluate_with_protocol(lambda n: torch.rand(n, 3, 16, 16) * 2 - 1, ref, tiny, n_samples=12,
+                                               batch_size=5, task="generate", kid_subsets=4, kid_subset_size=50)
+    assert set(results) == {"fid", "kid", "kid_std", "is", "is_std", "swd"}
+    assert protocol["extractor"] == tiny.id and protocol["n_generated"] == 12 and protocol["n_real"] == 30
+    assert protocol["reference"]["split"] == "train" and protocol["reference"]["stream"] == "image"
+    assert protocol["kid"] == {**protocol["kid"], "subsets": 4, "subset_size": 12, "subset_size_asked": 50,
+                               "n_real_features": 30, "n_generated_features": 12, "seed": 2020}
+    assert protocol["is"]["splits"] == 10 and protocol["is"]["shuffle_seed"] == 2020
+
+    # training's best/meta.json carries it ("protocol"); promote copies it; registry show prints it
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    (run / "gansvc-config.json").write_text(json.dumps({"family": "dcgan", "data": {"uri": shapes_uri}}))
+    spec = FAMILIES["dcgan"]
+    fam = spec.make_config("smoke")
+    data = DataSpec("single", 16, 16, 3, {})
+    buf = __import__("io").BytesIO()
+    torch.save(inference_payload(spec, fam, data, spec.build(fam, data), {"step": 5}), buf)
+    write_best(str(run), buf.getvalue(), {"step": 5, "metric": "kid", "value": results["kid"], "metrics": results,
+                                          "protocol": protocol})
+    reg = str(tmp_path / "registry")
+    entry = promote(str(run), "with-protocol", root=reg)
+    assert entry["metric_protocol"] == protocol and get_entry("with-protocol", reg)["metric_protocol"] == protocol
+    shown = subprocess.run([sys.executable, "-m", "gansvc.registry", "--registry", reg, "show", "with-protocol"],
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and json.loads(shown.stdout)["metric_protocol"]["kid"]["seed"] == 2020
+
+    from gansvc.serve.schemas import ModelInfo  # what GET /v1/models returns per model
+
+    assert "metric_protocol" in ModelInfo.model_fields

@@ -8,7 +8,7 @@ from torch import nn
 
 from gansvc.nn.adversarial import critic_slices
 from gansvc.nn.dcgan_blocks import (DiscArch, Discriminator, GenArch, Generator, clip_weights_, kernel_schedule,
-                                    one_hot_labels, resolution_steps)
+                                    one_hot_labels, resolution_steps, upsample_layers)
 from gansvc.nn.ema import ema_copy, ema_update
 from gansvc.nn.noise import InstanceNoise, annealed_std, set_instance_noise
 
@@ -123,3 +123,55 @@ def test_critic_slices_split_reuse_and_tiny_batches() -> None:
     assert len(tiny) == 5 and all(s.stop - s.start == 1 for s in tiny)
     assert critic_slices(1, 5, "split") == [slice(0, 1)] * 5
     assert critic_slices(7, 1, "split") == [slice(0, 7)]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# upsampling: the transposed convolution's checkerboard (Odena et al. 2016) and the resize-convolution without it
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _interior_spread(kind: str, k: int) -> float:
+    """max - min over the interior of one upsampling (all weights 1) applied to a constant map: uneven overlap of a
+    transposed conv's kernel shows as a checkerboard, a resize-convolution gives a constant."""
+    layers = nn.Sequential(*upsample_layers(kind, 1, 1, k))
+    for m in layers.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.ones_(m.weight)
+    with torch.no_grad():
+        out = layers(torch.ones(1, 1, 12, 12))
+    assert out.shape == (1, 1, 24, 24)
+    inner = out[..., 6:-6, 6:-6]
+    return float(inner.max() - inner.min())
+
+
+def test_transposed_kernel_5_stride_2_paints_a_checkerboard_and_resize_does_not() -> None:
+    assert _interior_spread("transposed", 5) > 0.5, "kernel 5 over stride 2: 3 and 2 taps alternate (Odena et al.)"
+    for k in (3, 5, 7):
+        assert _interior_spread("resize", k) == 0.0
+    with pytest.raises(ValueError, match="upsample"):
+        upsample_layers("pixelshuffle", 1, 1, 3)  # type: ignore[arg-type]
+
+
+def test_resize_generator_doubles_each_layer_and_keeps_the_parameter_count() -> None:
+    for size in (16, 32, 64):
+        kw = {"size": size, "channels": 3, "latent_dim": 8, "filters": 4}
+        resize, transposed = Generator(GenArch(**kw, upsample="resize")), Generator(GenArch(**kw))
+        assert resize(torch.randn(2, 8)).shape == (2, 3, size, size)
+        assert not any(isinstance(m, nn.ConvTranspose2d) for m in resize.modules())
+        assert sum(isinstance(m, nn.Upsample) for m in resize.modules()) == resolution_steps(size)
+        count = [sum(p.numel() for p in g.parameters()) for g in (resize, transposed)]
+        assert count[0] == count[1]
+
+
+def test_the_report_generator_keeps_its_transposed_layout() -> None:
+    """The report's baseline network (report 002), parameter by parameter, at 16 px: unchanged by the upsample
+    option (checkpoints of earlier versions still load)."""
+    g = Generator(GenArch(size=16, channels=3, latent_dim=128, filters=32))
+    shapes = {k: tuple(v.shape) for k, v in g.state_dict().items() if not k.endswith("num_batches_tracked")}
+    assert shapes == {
+        "fc.weight": (2048, 128), "fc_norm.weight": (128,), "fc_norm.bias": (128,), "fc_norm.running_mean": (128,),
+        "fc_norm.running_var": (128,), "blocks.0.weight": (128, 64, 5, 5), "blocks.1.weight": (64,),
+        "blocks.1.bias": (64,), "blocks.1.running_mean": (64,), "blocks.1.running_var": (64,),
+        "blocks.3.weight": (64, 32, 5, 5), "blocks.4.weight": (32,), "blocks.4.bias": (32,),
+        "blocks.4.running_mean": (32,), "blocks.4.running_var": (32,), "out.weight": (3, 32, 5, 5), "out.bias": (3,)}
+    assert all(isinstance(g.blocks[i], nn.ConvTranspose2d) for i in (0, 3))

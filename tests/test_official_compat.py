@@ -21,7 +21,8 @@ from gansvc.data.spec import DataSpec
 from gansvc.families import ugatit as ugatit_family
 from gansvc.nn.patchgan import NLayerDiscriminator, patchgan_arch_from_state_dict
 from gansvc.nn.resnet import ResnetGenerator, resnet_arch_from_state_dict, strip_instance_norm_stats
-from gansvc.nn.ugatit import UgatitDiscriminator, UgatitGenerator, ugatit_arch_from_state_dict
+from gansvc.nn.ugatit import (UgatitDiscriminator, UgatitGenerator, ugatit_arch_from_state_dict,
+                              ugatit_d_arch_from_state_dict, ugatit_d_fits, ugatit_d_min_side, ugatit_d_output_size)
 
 Shapes = dict[str, tuple[int, ...]]
 
@@ -342,3 +343,24 @@ def test_ugatit_checkpoint_arch_inference_and_loading_into_the_family() -> None:
         state.nets[name].load_state_dict(sd, strict=True)
     out = ugatit_family.SPEC.translate(state.inference_nets(), torch.zeros(1, 3, 16, 16), "a2b", cfg)
     assert out["image"].shape == (1, 3, 16, 16)
+
+
+@pytest.mark.parametrize("n_layers", [3, 4, 5, 6, 7, 8])
+def test_ugatit_discriminator_depth_from_keys_and_smallest_image(n_layers: int) -> None:
+    """Depth and width of an official Discriminator come from its keys and shapes alone, and the smallest image side
+    the fit-to-data rule assumes (`ugatit_d_min_side`: 96 px for the report's 7 layers) is where the real network
+    starts to run: one pixel less and its reflection padding fails."""
+    sd = random_state(official_ugatit_d(3, 2, n_layers), seed=n_layers)
+    arch = ugatit_d_arch_from_state_dict({f"module.{k}": v for k, v in sd.items()})  # DataParallel prefix too
+    assert (arch.in_channels, arch.ndf, arch.n_layers) == (3, 2, n_layers)
+    net = UgatitDiscriminator(3, 2, n_layers)
+    net.load_state_dict(sd, strict=True)
+    side = ugatit_d_min_side(n_layers)
+    assert side == 6 * 2 ** (n_layers - 3)
+    assert ugatit_d_fits(side, n_layers) and not ugatit_d_fits(side - 1, n_layers)
+    with torch.no_grad():
+        assert net(torch.zeros(1, 3, side, side))[0].shape[-1] == ugatit_d_output_size(side, n_layers) == 1
+        with pytest.raises(RuntimeError):
+            net(torch.zeros(1, 3, side - 1, side - 1))
+    with pytest.raises(ValueError, match="not a UGATIT-pytorch Discriminator"):
+        ugatit_d_arch_from_state_dict({"gap_fc.weight_orig": sd["gap_fc.weight_orig"]})

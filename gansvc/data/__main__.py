@@ -1,4 +1,4 @@
-"""`python -m gansvc.data put|synth|info`: datasets in S3 (or a local folder)."""
+"""`python -m gansvc.data put|get|synth|info|preview`: datasets in S3 (or a local folder)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,12 @@ import time
 
 from gansvc import storage
 from gansvc.data.ingest import DEFAULT_MAX_DOWNLOAD_GB, DatasetError, PutResult, existing_manifest, put
+from gansvc.data.catalog import flip_advice, name_of_source
 from gansvc.data.manifest import format_manifest, read_manifest
 from gansvc.data.synth import SYNTHS, synth
+
+GET_EPILOG = ("exit status: 0 done (or already up to date), 2 error (nothing partial is left in DEST), "
+              "3 the dataset needs a manual step (the instructions were printed)")
 
 
 def _report(result: PutResult, seconds: float) -> None:
@@ -40,6 +44,32 @@ def _preview(args: argparse.Namespace) -> None:
     storage.write_bytes(storage.parse_uri(args.out).uri(), png_bytes(grid(images, nrow=nrow)), "image/png")
     print(f"wrote {args.out}: {images.shape[0]} images of {ds.spec.height}x{ds.spec.width}x{ds.spec.channels} "
           f"from {args.uri} (wait for data {stream.wait_s:.2f}s)")
+
+
+def _get(args: argparse.Namespace) -> int:
+    from gansvc.data.get import MANUAL_EXIT, ManualStep, get, list_table
+
+    if args.list:
+        print(list_table())
+        return 0
+    if not args.name:
+        print("error: give a dataset name (python -m gansvc.data get NAME [DEST]); --list shows the catalog",
+              file=sys.stderr)
+        return 2
+    if args.retries < 0:
+        print(f"error: --retries {args.retries}: give 0 or more", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    try:
+        result = get(args.name, args.dest, args.src, overwrite=args.overwrite, skip_checksum=args.skip_checksum,
+                     max_bytes=int(args.max_download_gb * 1e9), quiet=args.quiet, retries=args.retries,
+                     threads=args.threads)
+    except ManualStep as step:
+        print(step)
+        return MANUAL_EXIT
+    _report(result, time.perf_counter() - t0)
+    print(f"advice    {flip_advice(args.name)}")
+    return 0
 
 
 def _positive_gb(text: str) -> float:
@@ -74,6 +104,31 @@ def main(argv: list[str] | None = None) -> int:
                             " GB, 1 GB = 10^9 bytes)")
     p_put.add_argument("--threads", type=int, default=16, help="parallel validations/uploads (default 16)")
     p_put.add_argument("--quiet", action="store_true", help="no progress bars")
+    p_get = sub.add_parser("get", help="fetch a dataset of the reports / anchors by name (--list shows the catalog), "
+                           "verify it and put it", epilog=GET_EPILOG)
+    p_get.add_argument("name", nargs="?", help="catalog name (see --list)")
+    p_get.add_argument("dest", nargs="?", default=None,
+                       help="s3://bucket/prefix or local folder (default $GANSVC_STORAGE/datasets/NAME)")
+    p_get.add_argument("--list", action="store_true", help="print the catalog and exit")
+    p_get.add_argument("--from", dest="src", metavar="URL_OR_FILE",
+                       help="take the same archive from a mirror URL or a local file (verified unless "
+                            "--skip-checksum); also accepted for manual entries that are one archive (selfie2anime)")
+    p_get.add_argument("--skip-checksum", action="store_true",
+                       help="do not verify the archive (nor record its hash)")
+    p_get.add_argument("--overwrite", action="store_true", help="replace a different dataset at DEST (as put)")
+    p_get.add_argument("--max-download-gb", type=_positive_gb, default=DEFAULT_MAX_DOWNLOAD_GB,
+                       help=f"refuse a download larger than this (default {DEFAULT_MAX_DOWNLOAD_GB:g} GB)")
+    p_get.add_argument("--retries", type=int, default=5,
+                       help="attempts after the first for a cut or failing download, each resuming (default 5)")
+    p_get.add_argument("--threads", type=int, default=16, help="parallel validations/uploads (default 16)")
+    p_get.add_argument("--quiet", action="store_true", help="no progress bars")
+    p_cs = sub.add_parser("cityscapes-masks", help="convert Cityscapes-id label PNGs (gtFine *_gtFine_labelIds.png, "
+                          "GTA5 labels/*.png) into gansvc masks: the 19 trainIds, 255 = ignore (see `get gta2cityscapes`)")
+    p_cs.add_argument("src", help="folder of label PNGs (searched recursively)")
+    p_cs.add_argument("dst", help="masks folder to write (e.g. DATASET/trainB_masks), same relative paths")
+    p_cs.add_argument("--classes", metavar="FILE", help="also write the 19 class names to FILE (the dataset's "
+                      "classes.txt)")
+    p_cs.add_argument("--quiet", action="store_true")
     p_syn = sub.add_parser("synth", help="write a built-in synthetic dataset: " +
                            "; ".join(f"{k}: {v[1]}" for k, v in SYNTHS.items()))
     p_syn.add_argument("name", choices=sorted(SYNTHS))
@@ -102,7 +157,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.cmd == "info":
             m = read_manifest(args.uri)
-            print(json.dumps(m.model_dump(), indent=2) if args.json else format_manifest(m, args.uri))
+            if args.json:
+                print(json.dumps(m.model_dump(), indent=2))
+            else:
+                print(format_manifest(m, args.uri))
+                print(f"advice    {flip_advice(name_of_source(m.source))}")
+            return 0
+        if args.cmd == "get":
+            return _get(args)
+        if args.cmd == "cityscapes-masks":
+            from pathlib import Path
+
+            from gansvc.data.get import cityscapes_masks, write_classes
+
+            n = cityscapes_masks(Path(args.src), Path(args.dst), args.quiet)
+            if args.classes:
+                write_classes(Path(args.classes))
+            print(f"wrote {n} masks to {args.dst}" + (f" and the class names to {args.classes}" if args.classes else ""))
             return 0
         if args.cmd == "preview":
             _preview(args)

@@ -75,6 +75,26 @@ C = TypeVar("C", bound=FamilyConfig)
 
 
 @dataclass(frozen=True)
+class RunPreset:
+    """What a preset sets beyond the model (`FamilySpec.presets` holds its model fields): the whole run.
+
+    Everything here is a default under what the user gives (flags, --set, --config always win), resolved by
+    `gansvc.train.resolve` once the dataset is known:
+    - `loop`: LoopConfig fields (batch_size, epochs or max_steps, cadences);
+    - `data`: DataConfig fields (flip, crop); `size` / `load_size` apply when the images are at least `size` (a preset
+      never upsamples small images: it trains at their size and says so);
+    - `epoch_fields`: model fields counted in optimisation steps that the report gives in epochs (e.g. CycleGAN's lr
+      decay: 100 epochs constant + 100 decaying), turned into steps with the dataset's steps per epoch;
+    - `note`: where the setting comes from (printed by --dry-run).
+    """
+
+    loop: Mapping[str, Any] = field(default_factory=dict)
+    data: Mapping[str, Any] = field(default_factory=dict)
+    epoch_fields: Mapping[str, float] = field(default_factory=dict)
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class FamilySpec(Generic[C]):
     name: str
     task: Task
@@ -94,13 +114,26 @@ class FamilySpec(Generic[C]):
     # ("mask" / "A_mask" / "B_mask"); inference nets are in eval mode and gradients are off. Return {} when the data
     # lacks what the metric needs. A "segment" family returns "miou" (higher is better): it picks the best checkpoint.
     evaluate: Callable[[GanState, Iterable[Batch], C], dict[str, float]] | None = None
+    # preset name -> the run settings of that preset (loop, data, schedule in epochs); see RunPreset
+    runs: Mapping[str, RunPreset] = field(default_factory=dict)
+    # the preset `python -m gansvc.train FAMILY` uses when none is named (the report's setting or the better one its
+    # own ablations found); None: the config defaults, and the user must say how long to train
+    default_preset: str | None = None
+    # the `python -m gansvc.data get` catalog name of the family's report dataset: the default of --dataset is
+    # $GANSVC_STORAGE/datasets/<dataset>
+    dataset: str | None = None
+    # optional: adapt config fields the user did not set to the data (e.g. a discriminator too deep for small images):
+    # (cfg, data, explicitly set field names) -> (cfg, one note per changed field). Called once the dataset is known.
+    fit_to_data: Callable[[C, DataSpec, frozenset[str]], tuple[C, list[str]]] | None = None
 
     def make_config(self, preset: str | None = None, overrides: Mapping[str, Any] | None = None) -> C:
         """Config from defaults, then a preset, then explicit overrides (validated; errors name the field)."""
         values: dict[str, Any] = {}
+        if preset is not None and preset not in self.presets and preset in self.runs:
+            preset = None  # a run-only preset (loop/data settings, the model's defaults)
         if preset is not None:
             if preset not in self.presets:
-                known = ", ".join(sorted(self.presets)) or "none"
+                known = ", ".join(sorted(set(self.presets) | set(self.runs))) or "none"
                 raise ValueError(f"family {self.name!r} has no preset {preset!r}; presets: {known}")
             values.update(self.presets[preset])
         values.update(overrides or {})

@@ -21,11 +21,12 @@ from torch import Tensor, nn
 
 from gansvc import losses
 from gansvc.data.spec import DataSpec
-from gansvc.families.base import Batch, Direction, FamilyConfig, FamilySpec, GanState, finish_step, unwrap
+from gansvc.families.base import Batch, Direction, FamilyConfig, FamilySpec, GanState, finish_step, unwrap, RunPreset
 from gansvc.nn import cycle
 from gansvc.nn.ema import ema_copy
 from gansvc.nn.i2i_util import check_images, crop_to, frozen, init_normal_, linear_decay_scheduler, pad_to_multiple
-from gansvc.nn.patchgan import NLayerDiscriminator, patchgan_output_size
+from gansvc.families.fit import fit_patchgan, patchgan_layers
+from gansvc.nn.patchgan import NLayerDiscriminator
 from gansvc.nn.pool import ImagePool
 from gansvc.nn.resnet import ResnetGenerator, default_n_blocks
 
@@ -37,7 +38,9 @@ class CycleganConfig(FamilyConfig):
     ngf: int = Field(64, ge=1, le=1024)  # filters of G's first layer
     ndf: int = Field(64, ge=1, le=1024)  # filters of D's first layer
     n_blocks: int | None = Field(None, ge=0, le=64)  # residual blocks; None: 9 at >= 256 px, 6 below (appendix 7.2)
-    n_layers_d: int = Field(3, ge=1, le=8)  # stride-2 layers of the PatchGAN; 3 = the 70x70 PatchGAN
+    # stride-2 layers of the PatchGAN. None = auto: 3 (the 70x70 PatchGAN) where the images allow (>= 24 px), else the
+    # deepest that still gives a patch map (gansvc.families.fit.patchgan_layers; the run's notes say so)
+    n_layers_d: int | None = Field(None, ge=1, le=8)
     dropout: bool = False  # dropout in the residual blocks (official cycle_gan sets no_dropout=True)
     init_std: float = Field(0.02, gt=0.0, le=1.0)  # N(0, 0.02) init (official init_type 'normal', init_gain 0.02)
 
@@ -73,15 +76,13 @@ def build(cfg: CycleganConfig, data: DataSpec) -> GanState:
     if h % 4 or w % 4:
         raise ValueError(f"cyclegan needs image sides that are multiples of 4 (two stride-2 layers), got {h}x{w}: "
                          "set data.size accordingly")
-    if patchgan_output_size(min(h, w), cfg.n_layers_d) < 1:
-        raise ValueError(f"{h}x{w} images are too small for a PatchGAN with n_layers_d={cfg.n_layers_d}; "
-                         "lower n_layers_d or use larger images")
+    n_layers_d = patchgan_layers(cfg.n_layers_d, h, w)  # auto resolved; a set depth that does not fit: ValueError
     n_blocks = cfg.n_blocks if cfg.n_blocks is not None else default_n_blocks(h, w)
     nets: dict[str, nn.Module] = {
         "G_A": ResnetGenerator(c, c, cfg.ngf, n_blocks, cfg.dropout),
         "G_B": ResnetGenerator(c, c, cfg.ngf, n_blocks, cfg.dropout),
-        "D_A": NLayerDiscriminator(c, cfg.ndf, cfg.n_layers_d),
-        "D_B": NLayerDiscriminator(c, cfg.ndf, cfg.n_layers_d),
+        "D_A": NLayerDiscriminator(c, cfg.ndf, n_layers_d),
+        "D_B": NLayerDiscriminator(c, cfg.ndf, n_layers_d),
     }
     for net in nets.values():
         init_normal_(net, cfg.init_std)
@@ -163,6 +164,20 @@ def translate(nets: Mapping[str, nn.Module], images: Tensor, direction: Directio
     return {"image": crop_to(net(padded), size)}
 
 
+
+# Whole-run settings (gansvc.families.base.RunPreset). "default": Zhu et al. 2017 sec. 4 and the official code
+# (pytorch-CycleGAN-and-pix2pix: batch 1, n_epochs 100 + n_epochs_decay 100, load 286 then random crop 256, flip), an
+# epoch being max(|A|, |B|) images. "report": report 000 sec. 4.1 / 4.4.1 (minibatch 10, 256 px crops, 200 epochs of
+# 100 iterations = 20 000 steps, decaying after half: the config's decay_start / decay_steps defaults).
+RUNS: dict[str, RunPreset] = {
+    "default": RunPreset(loop={"batch_size": 1, "epochs": 200}, data={"size": 256, "load_size": 286, "flip": True},
+                         epoch_fields={"decay_start": 100, "decay_steps": 100},
+                         note="Zhu et al. 2017 / official CycleGAN: batch 1, 100 + 100 epochs, 286 -> crop 256, flip"),
+    "report": RunPreset(loop={"batch_size": 10, "max_steps": 20_000}, data={"size": 256, "load_size": 286, "flip": True},
+                        note="report 000: batch 10, 200 epochs x 100 iterations, 256 px crops"),
+}
+
+
 SPEC: FamilySpec[CycleganConfig] = FamilySpec(
     name="cyclegan",
     task="translate",
@@ -170,7 +185,7 @@ SPEC: FamilySpec[CycleganConfig] = FamilySpec(
     build=build,
     train_step=train_step,
     translate=translate,
-    presets=PRESETS,
+    presets=PRESETS, runs=RUNS, fit_to_data=fit_patchgan, default_preset="default", dataset="horse2zebra",
     description="CycleGAN: ResNet generators, 70x70 PatchGAN, LSGAN, cycle + identity L1, image pool, linear LR decay; "
                 "loads official pytorch-CycleGAN-and-pix2pix checkpoints",
 )

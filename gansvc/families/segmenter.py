@@ -26,7 +26,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from gansvc.data.spec import IGNORE_INDEX, DataSpec, mask_key
-from gansvc.families.base import Batch, Direction, FamilyConfig, FamilySpec, GanState, unwrap
+from gansvc.families.base import Batch, Direction, FamilyConfig, FamilySpec, GanState, unwrap, RunPreset
 from gansvc.nn.ema import ema_copy, ema_update
 from gansvc.nn.i2i_util import check_images
 from gansvc.nn.segnet import Arch, SegNet, colorize
@@ -126,6 +126,15 @@ def evaluate(state: GanState, batches: Iterable[Batch], cfg: SegmenterConfig) ->
     return {"miou": miou_from_confusion(cm), "pixel_acc": pixel_accuracy(cm)}
 
 
+
+# Whole-run settings: report 001 sec. 2.3 trains the segmentation network (DRN-26) on Cityscapes with lr 1e-3; it gives
+# no batch or length: batch 8 and 100 epochs of 256 px crops here, flip as its augmentation (sec. 2.1).
+RUNS: dict[str, RunPreset] = {
+    "report": RunPreset(loop={"batch_size": 8, "epochs": 100}, data={"size": 256, "load_size": 286, "flip": True},
+                        note="report 001 sec. 2.3 lr 1e-3; batch 8, 100 epochs (the report gives none)"),
+}
+
+
 SPEC: FamilySpec[SegmenterConfig] = FamilySpec(
     name="segmenter",
     task="segment",
@@ -134,7 +143,7 @@ SPEC: FamilySpec[SegmenterConfig] = FamilySpec(
     train_step=train_step,
     translate=translate,
     evaluate=evaluate,
-    presets=PRESETS,
+    presets=PRESETS, runs=RUNS, default_preset="report", dataset="gta2cityscapes",
     description="semantic segmentation network (torchvision DeepLabV3 / LR-ASPP / FCN or a tiny net), cross-entropy "
                 "on dataset masks (255 ignored); the frozen network of semantic-cyclegan's semantic loss",
 )

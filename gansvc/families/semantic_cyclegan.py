@@ -46,11 +46,12 @@ from torch import Tensor, nn
 
 from gansvc import losses, storage
 from gansvc.data.spec import IGNORE_INDEX, DataSpec
-from gansvc.families.base import Batch, Direction, FamilyConfig, FamilySpec, GanState, finish_step, unwrap
+from gansvc.families.base import Batch, Direction, FamilyConfig, FamilySpec, GanState, finish_step, unwrap, RunPreset
 from gansvc.nn.cycle import discriminator_step
 from gansvc.nn.ema import ema_copy
 from gansvc.nn.i2i_util import check_images, frozen, init_normal_, linear_decay_scheduler
-from gansvc.nn.patchgan import NLayerDiscriminator, patchgan_output_size
+from gansvc.families.fit import fit_patchgan, patchgan_layers
+from gansvc.nn.patchgan import NLayerDiscriminator
 from gansvc.nn.pool import ImagePool
 from gansvc.nn.segnet import Arch, Features, FrozenSegmenter, SegNet, segnet_from_state_dict
 from gansvc.nn.unet import UnetGenerator, default_num_downs
@@ -73,7 +74,9 @@ class SemanticCycleganConfig(FamilyConfig):
     ndf: int = Field(64, ge=1, le=1024)
     # U-Net levels; None: floor(log2(min image side)), at most 8 (the official unet_256 has 8 for 256 px)
     num_downs: int | None = Field(None, ge=2, le=12)
-    n_layers_d: int = Field(3, ge=1, le=8)  # 3 = the 70x70 PatchGAN
+    # stride-2 layers of the PatchGAN. None = auto: 3 (the 70x70 PatchGAN) where the images allow (>= 24 px), else the
+    # deepest that still gives a patch map (gansvc.families.fit.patchgan_layers; the run's notes say so)
+    n_layers_d: int | None = Field(None, ge=1, le=8)
     dropout: bool = False  # U-Net dropout (official cycle_gan: --no_dropout)
     init_std: float = Field(0.02, gt=0.0, le=1.0)
 
@@ -172,9 +175,7 @@ def build(cfg: SemanticCycleganConfig, data: DataSpec) -> GanState:
     if data.layout != "unpaired":
         raise ValueError(f"semantic-cyclegan trains on unpaired A/B images; the dataset layout is {data.layout!r}")
     h, w, c = data.height, data.width, data.channels
-    if patchgan_output_size(min(h, w), cfg.n_layers_d) < 1:
-        raise ValueError(f"{h}x{w} images are too small for a PatchGAN with n_layers_d={cfg.n_layers_d}; "
-                         "lower n_layers_d or use larger images")
+    n_layers_d = patchgan_layers(cfg.n_layers_d, h, w)  # auto resolved; a set depth that does not fit: ValueError
     sem_a = load_segmenter(cfg.segmenter, cfg.segmenter_arch, data)
     extras: dict[str, object] = {"segmenter_A": sem_a}
     if cfg.segmenter_b and cfg.segmenter_b != cfg.segmenter:
@@ -185,8 +186,8 @@ def build(cfg: SemanticCycleganConfig, data: DataSpec) -> GanState:
     nets: dict[str, nn.Module] = {
         "G_A": UnetGenerator(c, c, num_downs, cfg.ngf, cfg.dropout),
         "G_B": UnetGenerator(c, c, num_downs, cfg.ngf, cfg.dropout),
-        "D_A": NLayerDiscriminator(c, cfg.ndf, cfg.n_layers_d),
-        "D_B": NLayerDiscriminator(c, cfg.ndf, cfg.n_layers_d),
+        "D_A": NLayerDiscriminator(c, cfg.ndf, n_layers_d),
+        "D_B": NLayerDiscriminator(c, cfg.ndf, n_layers_d),
     }
     for net in nets.values():
         init_normal_(net, cfg.init_std)
@@ -299,6 +300,18 @@ def evaluate(state: GanState, batches: Iterable[Batch], cfg: SemanticCycleganCon
             "fcn_miou_real": miou_from_confusion(real_cm)}
 
 
+
+# Whole-run settings: report 001 sec. 2 (GTA5 -> Cityscapes, random horizontal flips, lr 2e-4) with CycleGAN's
+# batch 1 and 100 + 100 epoch schedule (the report gives no length); 256 px crops of 286 px images (the report scales
+# to 1024 px, beyond one GPU's memory for these nets at batch 1: say --size 1024 to follow it).
+RUNS: dict[str, RunPreset] = {
+    "default": RunPreset(loop={"batch_size": 1, "epochs": 200}, data={"size": 256, "load_size": 286, "flip": True},
+                         epoch_fields={"decay_start": 100, "decay_steps": 100},
+                         note="report 001 with CycleGAN's batch 1 and 100 + 100 epochs, 286 -> crop 256, flip"),
+}
+RUNS["report"] = RUNS["default"]
+
+
 SPEC: FamilySpec[SemanticCycleganConfig] = FamilySpec(
     name="semantic-cyclegan",
     task="translate",
@@ -307,7 +320,7 @@ SPEC: FamilySpec[SemanticCycleganConfig] = FamilySpec(
     train_step=train_step,
     translate=translate,
     evaluate=evaluate,
-    presets=PRESETS,
+    presets=PRESETS, runs=RUNS, fit_to_data=fit_patchgan, default_preset="report", dataset="gta2cityscapes",
     description="CycleGAN with U-Net generators, PatchGAN, LSGAN, cycle L1 and the semantic-consistency loss: L2 "
                 "between a frozen segmenter's logits of source and translation (needs model.segmenter weights)",
 )

@@ -24,10 +24,12 @@ from torch import Tensor, nn
 
 from gansvc import losses
 from gansvc.data.spec import DataSpec
-from gansvc.families.base import Batch, Direction, FamilyConfig, FamilySpec, GanState, finish_step, unwrap
+from gansvc.families.base import Batch, Direction, FamilyConfig, FamilySpec, GanState, finish_step, unwrap, RunPreset
+from gansvc.families.fit import change_note, deepest
 from gansvc.nn.ema import ema_copy
 from gansvc.nn.i2i_util import check_images, crop_to, frozen, linear_decay_scheduler, pad_to_multiple
-from gansvc.nn.ugatit import UgatitDiscriminator, UgatitGenerator, clip_rho_, ugatit_d_output_size
+from gansvc.nn.ugatit import (UgatitDiscriminator, UgatitGenerator, clip_rho_, ugatit_d_fits, ugatit_d_min_side,
+                               ugatit_d_output_size)
 
 Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
 Weight = Annotated[float, Field(ge=0.0, le=100_000.0)]
@@ -44,8 +46,11 @@ class UgatitConfig(FamilyConfig):
     # light = gamma/beta MLP on pooled features. Report Table 1's 10.59 M parameters per G is the light generator with
     # ngf 64 and 4 blocks (the full one adds a (H/4)(W/4)4ngf x 4ngf layer: ~268 M parameters at 256 px)
     light: bool = True
-    n_dis_global: int = Field(7, ge=3, le=10)  # global D (UGATIT.py n_layers=7; report 4.2: 7 layers, RF 190)
-    n_dis_local: int = Field(5, ge=3, le=10)  # local D (n_layers=5; report 4.2: 5 layers, RF 46)
+    # global D (UGATIT.py n_layers=7; report 4.2: 7 layers, RF 190) and local D (n_layers=5; report 4.2: 5 layers,
+    # RF 46). None = auto: the report's 7 / 5 where the images allow (the 7-layer D needs >= 96 px), else the deepest
+    # global D that fits and a local D kept REPORT_LOCAL_GAP layers shallower (`discriminator_depths`, `fit_to_data`).
+    n_dis_global: int | None = Field(None, ge=3, le=10)
+    n_dis_local: int | None = Field(None, ge=3, le=10)
 
     # --- loss weights (UGATIT-pytorch main.py; report Table 2 gives GAN 1, cycle 10, identity 10, CAM 100) ---
     lambda_adv: Weight = 1.0
@@ -64,11 +69,71 @@ class UgatitConfig(FamilyConfig):
 
 
 PRESETS: dict[str, dict[str, object]] = {
+    # the official run's schedule: 1M iterations, constant for 500k then linear to 0 (UGATIT-pytorch decay_flag)
+    "default": {"decay_start": 500_000, "decay_steps": 500_000},
     # report 000 Table 2 (its cat2dog run weighted CAM with 100); everything else is the default
     "report": {"lambda_cam": 100.0},
     # tiny nets for tests and CPU smoke runs (16-64 px images)
     "smoke": {"ngf": 8, "ndf": 8, "n_blocks": 2, "n_dis_global": 4, "n_dis_local": 3},
 }
+
+
+# report 000 sec. 4.2 / UGATIT.py: global D 7 layers, local D 5. Each stride-2 layer doubles the receptive field (the
+# report's 190 vs 46, about 4x), so keeping the local D 2 layers shallower keeps it judging patches about a quarter of
+# the global D's field when both must shrink for small images.
+REPORT_DIS_GLOBAL, REPORT_DIS_LOCAL = 7, 5
+REPORT_LOCAL_GAP = REPORT_DIS_GLOBAL - REPORT_DIS_LOCAL
+MIN_DIS = 3  # UgatitDiscriminator needs n_layers >= 3
+
+
+def discriminator_depths(cfg: UgatitConfig, height: int, width: int) -> tuple[int, int]:
+    """(global, local) discriminator depths to build. A set field is used as it is (ValueError with advice when the
+    images are too small for it); an auto (None) global depth is the report's 7 or, below the 96 px it needs, the
+    deepest that fits; an auto local depth is min(5, global - 2), at least 3."""
+    side = min(height, width)
+    n_global = cfg.n_dis_global
+    if n_global is None:
+        n_global = deepest(REPORT_DIS_GLOBAL, MIN_DIS, lambda n: ugatit_d_fits(side, n))
+        if n_global is None:
+            raise ValueError(f"{height}x{width} images are too small for any U-GAT-IT discriminator: the shallowest "
+                             f"({MIN_DIS} layers) needs >= {ugatit_d_min_side(MIN_DIS)} px; use larger images (--size)")
+    else:
+        ugatit_d_output_size(side, n_global)
+    n_local = cfg.n_dis_local
+    if n_local is None:
+        n_local = max(MIN_DIS, min(REPORT_DIS_LOCAL, n_global - REPORT_LOCAL_GAP))  # fits: never deeper than global
+    else:
+        ugatit_d_output_size(side, n_local)
+    return n_global, n_local
+
+
+def fit_to_data(cfg: UgatitConfig, data: DataSpec, explicit: frozenset[str] = frozenset()
+                ) -> tuple[UgatitConfig, list[str]]:
+    """`FamilySpec.fit_to_data`: the config with the auto discriminator depths resolved for the data, and one note per
+    depth that differs from the report's. Set depths are kept (`explicit`, the field names the user set, is accepted
+    for the hook's signature: a set depth is never None); when a set depth does not fit, or no depth fits at all,
+    the config is returned unchanged and `build` raises the error with advice."""
+    try:
+        n_global, n_local = discriminator_depths(cfg, data.height, data.width)
+    except ValueError:
+        return cfg, []
+    size = f"{data.height}x{data.width}"
+    notes = []
+    if cfg.n_dis_global is None and n_global != REPORT_DIS_GLOBAL:
+        notes.append(change_note(
+            "n_dis_global", REPORT_DIS_GLOBAL, n_global,
+            f"a {REPORT_DIS_GLOBAL}-layer global discriminator needs images of at least "
+            f"{ugatit_d_min_side(REPORT_DIS_GLOBAL)} px; these are {size}, and {n_global} layers is the deepest that "
+            "fits"))
+    if cfg.n_dis_local is None and n_local != REPORT_DIS_LOCAL:
+        why = (f"the local discriminator stays {REPORT_LOCAL_GAP} layers shallower than the {n_global}-layer global "
+               f"one, as the report's {REPORT_DIS_GLOBAL} and {REPORT_DIS_LOCAL} (each stride-2 layer doubles the "
+               "receptive field: the local one judges patches about a quarter of the global one's field)")
+        if n_local > n_global - REPORT_LOCAL_GAP:
+            why = (f"{MIN_DIS} layers is the shallowest U-GAT-IT discriminator; with a {n_global}-layer global one "
+                   f"these {size} images leave no room for the report's gap of {REPORT_LOCAL_GAP} layers")
+        notes.append(change_note("n_dis_local", REPORT_DIS_LOCAL, n_local, why))
+    return cfg.model_copy(update={"n_dis_global": n_global, "n_dis_local": n_local}), notes
 
 
 def build(cfg: UgatitConfig, data: DataSpec) -> GanState:
@@ -78,12 +143,11 @@ def build(cfg: UgatitConfig, data: DataSpec) -> GanState:
     if h % 4 or w % 4:
         raise ValueError(f"ugatit needs image sides that are multiples of 4 (two stride-2 layers), got {h}x{w}: "
                          "set data.size accordingly")
-    for n in (cfg.n_dis_global, cfg.n_dis_local):
-        ugatit_d_output_size(min(h, w), n)  # raises with advice when the images are too small for D
+    n_global, n_local = discriminator_depths(cfg, h, w)  # raises with advice when the images are too small for D
     nets: dict[str, nn.Module] = {
         name: UgatitGenerator(c, c, cfg.ngf, cfg.n_blocks, (h, w), cfg.light) for name in GENERATORS
     } | {
-        name: UgatitDiscriminator(c, cfg.ndf, cfg.n_dis_global if name.startswith("disG") else cfg.n_dis_local)
+        name: UgatitDiscriminator(c, cfg.ndf, n_global if name.startswith("disG") else n_local)
         for name in DISCRIMINATORS
     }
     # UGATIT-pytorch keeps PyTorch's default initialisation (no init pass)
@@ -198,6 +262,18 @@ def translate(nets: Mapping[str, nn.Module], images: Tensor, direction: Directio
     return {"image": crop_to(image, size), "heatmap": heat}
 
 
+
+# Whole-run settings. "default": the official U-GAT-IT (UGATIT-pytorch main.py: batch 1, iteration 1 000 000,
+# decay_flag = linear decay over the second half, img_size 256 loaded at 256 + 30 and randomly cropped, flip) on its
+# selfie2anime data. "report": report 000 sec. 4.1 / 4.4.1 (minibatch 10, 200 epochs x 100 iterations = 20 000 steps).
+RUNS: dict[str, RunPreset] = {
+    "default": RunPreset(loop={"batch_size": 1, "max_steps": 1_000_000}, data={"size": 256, "load_size": 286, "flip": True},
+                         note="official U-GAT-IT: batch 1, 1M iterations, lr decays over the second half"),
+    "report": RunPreset(loop={"batch_size": 10, "max_steps": 20_000}, data={"size": 256, "load_size": 286, "flip": True},
+                        note="report 000: batch 10, 200 epochs x 100 iterations, 256 px crops"),
+}
+
+
 SPEC: FamilySpec[UgatitConfig] = FamilySpec(
     name="ugatit",
     task="translate",
@@ -205,7 +281,7 @@ SPEC: FamilySpec[UgatitConfig] = FamilySpec(
     build=build,
     train_step=train_step,
     translate=translate,
-    presets=PRESETS,
+    presets=PRESETS, runs=RUNS, default_preset="default", dataset="selfie2anime", fit_to_data=fit_to_data,
     description="U-GAT-IT-style attention model of the CycleGAN optimisation report: CAM attention and heatmaps, "
                 "AdaLIN with clipped rho, global + local spectral-norm discriminators, LSGAN + cycle + identity + CAM "
                 "losses; loads UGATIT-pytorch checkpoints",

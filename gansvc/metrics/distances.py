@@ -6,41 +6,44 @@
 - KID (Binkowski et al. 2018, "Demystifying MMD GANs"): the unbiased estimator of the squared MMD with the cubic
   polynomial kernel k(x, y) = (x.y / d + 1)^3, averaged over random subsets (mean and std over subsets).
 - IS (Salimans et al. 2016, "Improved Techniques for Training GANs"): exp(E_x KL(p(y|x) || p(y))), computed on
-  `splits` contiguous splits of the samples; mean and std over splits.
+  `splits` splits of the samples; mean and std over splits.
+
+Where the reference tools leave a choice, gansvc follows torch-fidelity 0.4.0 (metric_fid / metric_kid / metric_isc),
+so its numbers equal torch-fidelity's on the same features: FID's trace term from eigenvalues; KID's subsets drawn
+with numpy's legacy `RandomState(seed).choice(..., replace=False)`, first from set 1 then from set 2, per subset
+(seed 2020 = torch-fidelity's `rng_seed` default); IS split boundaries i*N//splits after an optional
+`RandomState(seed).permutation(N)` shuffle (torch-fidelity's `samples_shuffle`, default on, seed 2020).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy import linalg
 from scipy.special import log_softmax
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
-                     eps: float = 1e-6) -> float:
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
     """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2) (Heusel et al. 2017).
 
-    The matrix square root follows the reference implementations (TTUR code, pytorch-fid): when sqrtm of
-    sigma1 @ sigma2 is not finite (singular covariances, e.g. fewer samples than dimensions) it is recomputed with
-    eps * I added to both covariances; tiny imaginary parts from numerical error are dropped, large ones are an error.
+    tr((S1 S2)^(1/2)) is the sum of the square roots of the eigenvalues of S1 S2, as torch-fidelity 0.4.0 computes it
+    (metric_fid.fid_statistics_to_metric; no matrix square root, so it stays exact for the singular covariances of
+    fewer samples than dimensions, where TTUR / pytorch-fid's sqrtm needs an eps retry). For covariances (symmetric
+    PSD) S1 S2 has the eigenvalues of the symmetric R S2 R, R = S1^(1/2) (similar matrices); gansvc takes them with
+    `eigvalsh` (symmetric solver: several times faster than the general `eigvals` at 2048 dimensions), clipping
+    round-off negatives to 0 as torch-fidelity's complex square root does (it keeps the real part).
     """
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (mu1.size, mu1.size):
         raise ValueError(f"mismatched statistics: mu {mu1.shape} vs {mu2.shape}, "
                          f"sigma {sigma1.shape} vs {sigma2.shape}")
+    if not (np.isfinite(sigma1).all() and np.isfinite(sigma2).all()):
+        raise ValueError("Frechet distance: the covariances hold non-finite values (non-finite features?)")
     diff = mu1 - mu2
-    covmean = linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():
-        offset = np.eye(sigma1.shape[0]) * eps
-        covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            worst = float(np.max(np.abs(covmean.imag)))
-            raise ValueError(f"Frechet distance: sqrtm(sigma1 @ sigma2) has an imaginary component of {worst:.3g}; "
-                             "the covariances are not valid (too few samples or non-finite features?)")
-        covmean = covmean.real
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+    w, v = np.linalg.eigh((sigma1 + sigma1.T) / 2)
+    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    inner = root1 @ sigma2 @ root1
+    tr_covmean = float(np.sum(np.sqrt(np.clip(np.linalg.eigvalsh((inner + inner.T) / 2), 0, None))))
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean)
 
 
 def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -65,10 +68,28 @@ def mmd2_unbiased(f1: np.ndarray, f2: np.ndarray) -> float:
     return _mmd2_from_kernels(polynomial_kernel(f1, f1), polynomial_kernel(f2, f2), polynomial_kernel(f1, f2))
 
 
+KID_SEED = 2020  # torch-fidelity defaults.py rng_seed
+IS_SHUFFLE_SEED = 2020  # torch-fidelity defaults.py rng_seed (with samples_shuffle=True)
+
+
+def kid_subset_indices(n1: int, n2: int, subsets: int, subset_size: int,
+                       seed: int = KID_SEED) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (rows of set 1, rows of set 2) of each KID subset, drawn as torch-fidelity's kid_features_to_metric does:
+    one `RandomState(seed)`, per subset first choice(n1, m, replace=False) then choice(n2, m, replace=False)."""
+    rng = np.random.RandomState(seed)
+    out = []
+    for _ in range(subsets):
+        i = rng.choice(n1, subset_size, replace=False)
+        out.append((i, rng.choice(n2, subset_size, replace=False)))
+    return out
+
+
 def kernel_inception_distance(f1: np.ndarray, f2: np.ndarray, subsets: int = 100, subset_size: int = 1000,
-                              seed: int = 0, precompute: bool | None = None) -> tuple[float, float]:
+                              seed: int = KID_SEED, precompute: bool | None = None) -> tuple[float, float]:
     """KID (Binkowski et al. 2018): mean and std over `subsets` random subsets (without replacement, each of
-    `subset_size` rows, clipped to the smaller set) of the unbiased MMD^2 with the cubic polynomial kernel.
+    `subset_size` rows, clipped to the smaller set; see `kid_subset_indices`) of the unbiased MMD^2 with the cubic
+    polynomial kernel. Pass the generated features as `f1` and the real ones as `f2` (torch-fidelity's input1 /
+    input2), so the subsets are the ones torch-fidelity draws.
 
     With `precompute` (default: when both sets have at most 4096 rows) the three kernel matrices are computed once
     and each subset's block sums come from indicator vectors (same numbers, far fewer flops); otherwise each subset
@@ -80,8 +101,7 @@ def kernel_inception_distance(f1: np.ndarray, f2: np.ndarray, subsets: int = 100
     m = min(subset_size, len(f1), len(f2))
     if m < 2:
         raise ValueError(f"KID needs at least 2 samples in each set, got {len(f1)} and {len(f2)}")
-    rng = np.random.default_rng(seed)
-    idx = [(rng.choice(len(f1), m, replace=False), rng.choice(len(f2), m, replace=False)) for _ in range(subsets)]
+    idx = kid_subset_indices(len(f1), len(f2), subsets, m, seed)
     if precompute if precompute is not None else max(len(f1), len(f2)) <= 4096:
         # the sum of a subset's kernel block is v^T K w with 0/1 indicator vectors: one kernel matrix per pair of
         # sets, then matrix products, instead of recomputing (or gathering) m x m blocks per subset
@@ -122,9 +142,23 @@ def split_kl(log_p: np.ndarray) -> float:
     return float(terms.sum(axis=1).mean())
 
 
-def inception_score(probs_or_logits: np.ndarray, splits: int = 10, logits: bool | None = None) -> tuple[float, float]:
-    """IS (Salimans et al. 2016): mean and std over `splits` contiguous splits of exp(E_x KL(p(y|x) || p(y)))."""
+def split_bounds(n: int, splits: int) -> np.ndarray:
+    """Start of each IS split and the end: i * n // splits for i = 0..splits (torch-fidelity's metric_isc)."""
+    return np.array([i * n // splits for i in range(splits + 1)])
+
+
+def is_order(n: int, shuffle_seed: int | None) -> np.ndarray:
+    """The order IS splits read the samples in: `RandomState(seed).permutation(n)` (torch-fidelity), or as given."""
+    return np.random.RandomState(shuffle_seed).permutation(n) if shuffle_seed is not None else np.arange(n)
+
+
+def inception_score(probs_or_logits: np.ndarray, splits: int = 10, logits: bool | None = None,
+                    shuffle_seed: int | None = None) -> tuple[float, float]:
+    """IS (Salimans et al. 2016): mean and std over `splits` splits (bounds i*N//splits) of exp(E_x KL(p(y|x) ||
+    p(y))), of the samples in the order `is_order(N, shuffle_seed)` (None: as given, contiguous splits)."""
     log_p = as_log_probs(probs_or_logits, logits)
+    log_p = log_p[is_order(len(log_p), shuffle_seed)]
     splits = max(1, min(splits, len(log_p)))
-    scores = np.array([np.exp(split_kl(part)) for part in np.array_split(log_p, splits)])
+    b = split_bounds(len(log_p), splits)
+    scores = np.array([np.exp(split_kl(log_p[b[s]:b[s + 1]])) for s in range(splits)])
     return float(scores.mean()), float(scores.std())

@@ -26,6 +26,7 @@ import io
 import json
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,9 @@ from gansvc.metrics.inception import FeatureExtractor
 from gansvc.metrics.stats import FeatureStats
 
 CACHE_DIR = ".gansvc-cache"
+# Real feature rows kept for KID. torch-fidelity's KID uses every real feature; 10,000 covers the usual reference sets
+# (e.g. CIFAR-10 test) whole, at 80 MB of float32 in the cache; the protocol records how many were used.
+KID_KEEP = 10_000
 FORMAT = 1  # bump when what is stored (or how) changes: old caches are then ignored
 
 
@@ -95,8 +99,35 @@ def _cache_key(ds: ImageDataset, extractor: FeatureExtractor | None, stream_key:
                                              "manifest_sha256": manifest_digest(ds.manifest)}}
 
 
+def stats_from_batches(batches: Iterable[torch.Tensor], extractor: FeatureExtractor | None, batch_size: int = 64,
+                       kid_keep: int = KID_KEEP, swd_n: int = 1024) -> ReferenceStats:
+    """ReferenceStats of image batches (N, C, H, W) in [-1, 1] (not cached): features of every image, the first
+    `kid_keep` feature rows and the first `swd_n` images as uint8. `reference_stats` feeds it a dataset's images;
+    tests and tools can feed any images (e.g. a folder of PNGs)."""
+    stats: FeatureStats | None = None
+    kept: list[np.ndarray] = []
+    n = 0
+    for images in batches:
+        if sum(len(k) for k in kept) < swd_n:
+            kept.append(to_uint8(images[: swd_n - sum(len(k) for k in kept)]))
+        if extractor is not None:
+            feats, _ = extractor.extract(images, batch_size)
+            if stats is None:
+                stats = FeatureStats(feats.shape[1], keep=kid_keep)
+            stats.update(feats)
+        n += len(images)
+    if not kept:
+        raise ValueError("reference statistics need at least one image")
+    ref = ReferenceStats(extractor_id=None, n=n, mu=None, sigma=None, kid_features=None,
+                         swd_images=np.concatenate(kept))
+    if extractor is not None and stats is not None:
+        ref.extractor_id, ref.n, ref.mu, ref.sigma, ref.kid_features = (extractor.id, stats.n, stats.mean, stats.cov,
+                                                                         stats.kept)
+    return ref
+
+
 def reference_stats(data_cfg: DataConfig, extractor: FeatureExtractor | None, max_samples: int,
-                    stream_key: str = "image", batch_size: int = 64, kid_keep: int = 2048, swd_images: int = 1024,
+                    stream_key: str = "image", batch_size: int = 64, kid_keep: int = KID_KEEP, swd_images: int = 1024,
                     swd_max_bytes: int = 64 << 20, quiet: bool = False) -> ReferenceStats:
     """Statistics of the real images of `stream_key` ("image"; "A" or "B" for unpaired data: "B" for the targets of a
     translation), loaded from the dataset's cache when there, else computed and cached. See the module doc."""
@@ -124,27 +155,18 @@ def reference_stats(data_cfg: DataConfig, extractor: FeatureExtractor | None, ma
     order = np.random.default_rng(0).permutation(len(files))[:n]
     samples = [Sample({stream_key: files[i]}) for i in order]
     ds.bytes.warm([s.files[stream_key] for s in samples])
-    stats: FeatureStats | None = None
-    kept: list[np.ndarray] = []
     with ThreadPoolExecutor(cfg.decode_threads, thread_name_prefix="gansvc-ref") as pool, \
             tqdm(total=n, desc=f"reference statistics {stream_key}", unit="img", disable=quiet) as bar:
-        for start in range(0, n, batch_size):
-            chunk = samples[start:start + batch_size]
-            rngs = [np.random.default_rng([0, start + k]) for k in range(len(chunk))]  # unused: no flip, centre crop
-            images = torch.stack([it[stream_key] for it in pool.map(ds.load_sample, chunk, rngs)])
-            if sum(len(k) for k in kept) < swd_n:
-                kept.append(to_uint8(images[: swd_n - sum(len(k) for k in kept)]))
-            if extractor is not None:
-                feats, _ = extractor.extract(images, batch_size)
-                if stats is None:
-                    stats = FeatureStats(feats.shape[1], keep=kid_keep)
-                stats.update(feats)
-            bar.update(len(chunk))
-    ref = ReferenceStats(extractor_id=None, n=n, mu=None, sigma=None, kid_features=None,
-                         swd_images=np.concatenate(kept), meta=key, uri=uri)
-    if extractor is not None and stats is not None:
-        ref.extractor_id, ref.n, ref.mu, ref.sigma, ref.kid_features = (extractor.id, stats.n, stats.mean, stats.cov,
-                                                                         stats.kept)
+
+        def batches() -> Iterator[torch.Tensor]:
+            for start in range(0, n, batch_size):
+                chunk = samples[start:start + batch_size]
+                rngs = [np.random.default_rng([0, start + k]) for k in range(len(chunk))]  # unused: no flip/crop
+                yield torch.stack([it[stream_key] for it in pool.map(ds.load_sample, chunk, rngs)])
+                bar.update(len(chunk))
+
+        ref = stats_from_batches(batches(), extractor, batch_size, kid_keep, swd_n)
+    ref.meta, ref.uri = key, uri
     try:
         storage.write_bytes(uri, ref.to_bytes(), "application/octet-stream")
     except (storage.StorageError, OSError) as err:

@@ -3,7 +3,8 @@
 `FeatureStats` keeps the count, mean and centred scatter matrix in float64, merged batch by batch with the parallel
 update of Chan, Golub & LeVeque (1979) (the same mean/covariance as a running sum and sum of outer products, without
 the cancellation of sum(xx^T) - n mu mu^T), plus the first `keep` feature rows for KID.
-`ISStats` accumulates the Inception Score of Salimans et al. 2016 split by split, given the total count in advance.
+`ISStats` accumulates the Inception Score of Salimans et al. 2016 split by split, given the total count in advance
+(and, like torch-fidelity, optionally a seeded shuffle of which sample goes to which split).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gansvc.metrics.distances import as_log_probs
+from gansvc.metrics.distances import as_log_probs, is_order, split_bounds
 
 
 @dataclass
@@ -66,22 +67,28 @@ class FeatureStats:
 
 @dataclass
 class ISStats:
-    """Inception Score over `total` samples in `splits` contiguous splits (split sizes as np.array_split), streamed.
+    """Inception Score over `total` samples in `splits` splits, streamed (same numbers as `inception_score`).
 
-    Per split: the sum of p(y|x) and of sum_y p log p; then E_x KL(p(y|x) || p(y)) = E_x sum p log p - sum p_y log p_y.
+    Sample k of the stream belongs to the split holding its position in `is_order(total, shuffle_seed)` (split s
+    covers positions s*total//splits .. (s+1)*total//splits - 1, torch-fidelity's bounds). Per split: the sum of
+    p(y|x) and of sum_y p log p; then E_x KL(p(y|x) || p(y)) = E_x sum p log p - sum p_y log p_y.
     """
 
     total: int
     splits: int = 10
+    shuffle_seed: int | None = None
     n: int = 0
     _p_sum: list[np.ndarray] = field(init=False, default_factory=list)
     _plogp_sum: list[float] = field(init=False, default_factory=list)
     _bounds: np.ndarray = field(init=False)
+    _split_of: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         self.splits = max(1, min(self.splits, self.total))
-        q, r = divmod(self.total, self.splits)
-        self._bounds = np.cumsum([q + 1] * r + [q] * (self.splits - r))
+        self._bounds = split_bounds(self.total, self.splits)
+        position = np.empty(self.total, np.int64)
+        position[is_order(self.total, self.shuffle_seed)] = np.arange(self.total)  # sample -> its shuffled position
+        self._split_of = np.searchsorted(self._bounds[1:], position, side="right")
         self._p_sum, self._plogp_sum = [], [0.0] * self.splits
 
     def update(self, probs_or_logits: np.ndarray, logits: bool | None = None) -> None:
@@ -90,7 +97,7 @@ class ISStats:
             raise ValueError(f"ISStats was told {self.total} samples and got more")
         if not self._p_sum:
             self._p_sum = [np.zeros(log_p.shape[1]) for _ in range(self.splits)]
-        split = np.searchsorted(self._bounds, np.arange(self.n, self.n + len(log_p)), side="right")
+        split = self._split_of[self.n:self.n + len(log_p)]
         p = np.exp(log_p)
         with np.errstate(invalid="ignore"):
             plogp = np.where(p > 0, p * log_p, 0.0).sum(axis=1)
@@ -103,7 +110,7 @@ class ISStats:
     def result(self) -> tuple[float, float]:
         if self.n != self.total:
             raise ValueError(f"ISStats got {self.n} of the {self.total} samples it was told")
-        sizes = np.diff(np.concatenate([[0], self._bounds]))
+        sizes = np.diff(self._bounds)
         scores = []
         for s in range(self.splits):
             p_y = self._p_sum[s] / sizes[s]

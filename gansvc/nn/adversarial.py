@@ -80,7 +80,7 @@ def build_parts(cfg: ConvGanFields, data: DataSpec, family: str, conditional: bo
     g = Generator(GenArch(size=data.image_size, channels=data.channels, latent_dim=cfg.latent_dim,
                           filters=cfg.g_filters, max_filters=cfg.max_filters, kernel_size=cfg.kernel_size,
                           progressive_kernels=cfg.progressive_kernels, activation=cfg.activation,
-                          leaky_slope=cfg.leaky_slope, attr_sizes=sizes))
+                          leaky_slope=cfg.leaky_slope, attr_sizes=sizes, upsample=cfg.upsample))
     norm = "batch" if cfg.d_batchnorm else "layer" if cfg.d_layernorm else "none"
     d = Discriminator(DiscArch(size=data.image_size, channels=data.channels, filters=cfg.d_filters,
                                max_filters=cfg.max_filters, kernel_size=cfg.kernel_size,

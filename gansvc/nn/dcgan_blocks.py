@@ -8,9 +8,14 @@ Layout (the report's baseline, nikhilroxtomar/DCGAN-on-Anime-Faces `gan.py`, gen
      -> instance noise], channels d_filters * 2^i (baseline 64, 128, 256, 512), then flatten -> Linear(1) (raw logit /
      critic score, no sigmoid) and, for conditional families, one Linear head per attribute (softmax logits,
      Odena et al. 2017).
-- Kernels are odd (3 / 5 / 7, the report's ablation, baseline 5): G's output conv is a stride-1 "same" convolution,
-  which needs an odd kernel for symmetric padding. Progressive kernels (report §V.10) grow 3, 5, 7 by layer (capped
-  at 7: the report saw white images from 7 up).
+- Upsampling in G (`upsample`): "transposed" (the report's ConvTranspose, stride 2) or "resize" (nearest-neighbour x2
+  then a stride-1 "same" conv: the resize-convolution of Odena et al. 2016, "Deconvolution and Checkerboard
+  Artifacts", Distill). A transposed conv whose kernel is not a multiple of its stride (the report's 5 with stride 2)
+  overlaps unevenly and paints a checkerboard; a resize-convolution has no uneven overlap, so no checkerboard, whatever
+  its kernel. Same parameters either way (a ConvTranspose2d or a Conv2d of the same kernel and channels).
+- Kernels are odd (3 / 5 / 7, the report's ablation, baseline 5): G's output conv (and the resize-convolutions) are
+  stride-1 "same" convolutions, which need an odd kernel for symmetric padding. Progressive kernels (report §V.10)
+  grow 3, 5, 7 by layer (capped at 7: the report saw white images from 7 up).
 - Weights ~ N(0, 0.02) (baseline `w_init`, Radford et al. 2016); norm scales ~ N(1, 0.02).
 """
 
@@ -28,6 +33,7 @@ from gansvc.nn.noise import InstanceNoise
 
 Activation = Literal["relu", "leakyrelu"]
 DNorm = Literal["none", "batch", "layer"]
+Upsample = Literal["transposed", "resize"]
 NoisePlacement = Literal["off", "first", "every"]
 
 MIN_SIZE, MAX_SIZE = 16, 256
@@ -75,6 +81,7 @@ class GenArch:
     activation: Activation = "leakyrelu"
     leaky_slope: float = 0.2
     attr_sizes: tuple[int, ...] = ()
+    upsample: Upsample = "transposed"
 
 
 @dataclass(frozen=True)
@@ -110,9 +117,7 @@ class Generator(nn.Module):
         self.fc_act = _act(arch.activation, arch.leaky_slope)
         layers: list[nn.Module] = []
         for i in range(n_up):
-            k = kernels[i]
-            # stride 2, padding (k-1)/2, output_padding 1: exactly doubles H and W for odd k
-            layers += [nn.ConvTranspose2d(ch[i], ch[i + 1], k, 2, (k - 1) // 2, output_padding=1, bias=False),
+            layers += [*upsample_layers(arch.upsample, ch[i], ch[i + 1], kernels[i]),
                        nn.BatchNorm2d(ch[i + 1]), _act(arch.activation, arch.leaky_slope)]
         self.blocks = nn.Sequential(*layers)
         k = kernels[n_up]
@@ -127,6 +132,16 @@ class Generator(nn.Module):
             h = torch.cat([z, one_hot_labels(labels, self.attr_sizes).to(z.dtype)], dim=1)
         x = self.fc_act(self.fc_norm(self.fc(h).view(-1, self.c0, 4, 4)))
         return torch.tanh(self.out(self.blocks(x)))
+
+
+def upsample_layers(kind: Upsample, c_in: int, c_out: int, k: int) -> list[nn.Module]:
+    """Layers that double H and W: a ConvTranspose (stride 2, padding (k-1)/2, output_padding 1: exact for odd k) or
+    nearest x2 then a stride-1 "same" Conv (resize-convolution, Odena et al. 2016). No bias: BN follows."""
+    if kind == "transposed":
+        return [nn.ConvTranspose2d(c_in, c_out, k, 2, (k - 1) // 2, output_padding=1, bias=False)]
+    if kind == "resize":
+        return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(c_in, c_out, k, 1, k // 2, bias=False)]
+    raise ValueError(f"unknown upsample {kind!r}: choose 'transposed' or 'resize'")
 
 
 class Discriminator(nn.Module):

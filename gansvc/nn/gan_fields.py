@@ -29,6 +29,9 @@ class ConvGanFields(BaseModel):
     d_filters: int = Field(64, ge=1, le=1024)  # filters of D's first layer; doubled per layer
     max_filters: int = Field(1024, ge=1, le=4096)  # cap for deep nets (sizes 128/256); baseline never reaches it
     kernel_size: Literal[3, 5, 7] = 5  # report §V.9: baseline 5; 3 and 7 tried
+    # G's upsampling: "transposed" = the report's ConvTranspose stride 2 (with kernel 5, not a multiple of the stride,
+    # it paints a checkerboard: Odena et al. 2016); "resize" = nearest x2 + stride-1 conv, Odena et al.'s fix
+    upsample: Literal["transposed", "resize"] = "transposed"
     progressive_kernels: bool = False  # report §V.10: kernels 3, 5, 7 growing by layer (overrides kernel_size)
     activation: Literal["relu", "leakyrelu"] = "leakyrelu"  # G activation; report §V.6: baseline LeakyReLU, best ReLU
     leaky_slope: Slope = 0.2  # G LeakyReLU slope; report §V.7: 0.2 default, 0.05 / 0.1 / 0.5 tried

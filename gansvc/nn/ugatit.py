@@ -162,6 +162,7 @@ class UgatitDiscriminator(nn.Module):
         super().__init__()
         if n_layers < 3:
             raise ValueError(f"U-GAT-IT discriminator needs n_layers >= 3, got {n_layers}")
+        self.n_layers = n_layers
         layers: list[nn.Module] = [nn.ReflectionPad2d(1), spectral_norm(nn.Conv2d(in_channels, ndf, 4, stride=2)),
                                    nn.LeakyReLU(0.2, True)]
         for i in range(1, n_layers - 2):
@@ -188,16 +189,39 @@ class UgatitDiscriminator(nn.Module):
         return self.conv(self.pad(x)), cam_logit, heatmap
 
 
-def ugatit_d_output_size(side: int, n_layers: int) -> int:
-    """Side of the discriminator's patch map for an input side; raises when the input is too small for `n_layers`
-    (each 4x4 conv follows a reflection pad of 1, which needs a feature map of at least 2 pixels)."""
+def _d_side(side: int, n_layers: int) -> int | None:
+    """Side of the patch map, None when some reflection pad of 1 meets a feature map under 2 pixels (PyTorch's
+    reflection pad needs pad < size)."""
     s = side
     for stride in [2] * (n_layers - 2) + [1, 1]:  # n_layers - 2 stride-2 convs, one stride-1 conv, the final conv
         if s < 2:
-            raise ValueError(f"images of side {side} are too small for a {n_layers}-layer U-GAT-IT discriminator; "
-                             "lower n_dis_global / n_dis_local or use larger images")
+            return None
         s = (s + 2 - 4) // stride + 1
+    return s if s >= 1 else None
+
+
+def ugatit_d_fits(side: int, n_layers: int) -> bool:
+    return _d_side(side, n_layers) is not None
+
+
+def ugatit_d_min_side(n_layers: int) -> int:
+    """The smallest image side an `n_layers` discriminator accepts: 6 px for 3 layers, doubling per layer (96 px for
+    the report's 7-layer global D, 24 px for its 5-layer local D)."""
+    s = 1
+    while not ugatit_d_fits(s, n_layers):
+        s += 1
     return s
+
+
+def ugatit_d_output_size(side: int, n_layers: int) -> int:
+    """Side of the discriminator's patch map for an input side; raises when the input is too small for `n_layers`
+    (each 4x4 conv follows a reflection pad of 1, which needs a feature map of at least 2 pixels)."""
+    out = _d_side(side, n_layers)
+    if out is None:
+        raise ValueError(f"images of side {side} are too small for a {n_layers}-layer U-GAT-IT discriminator (it "
+                         f"needs >= {ugatit_d_min_side(n_layers)} px); lower n_dis_global / n_dis_local, leave them "
+                         "unset (auto: the deepest that fits) or use larger images")
+    return out
 
 
 @torch.no_grad()
@@ -227,6 +251,24 @@ def _n_dis(state: Mapping[str, Tensor]) -> int:
     if not convs:
         raise ValueError("not a UGATIT-pytorch Discriminator state dict: no 'model.<i>.weight_orig' keys")
     return len(convs) + 1  # n_layers - 1 convs in `model`, plus the final `conv`
+
+
+@dataclass(frozen=True)
+class UgatitDArch:
+    in_channels: int
+    ndf: int
+    n_layers: int
+
+
+def ugatit_d_arch_from_state_dict(state: Mapping[str, Tensor]) -> UgatitDArch:
+    """Channels, width and depth of one UGATIT-pytorch `Discriminator` state dict, read from its keys and shapes alone
+    (no image size is involved: the depth is the number of SN convs in `model` plus the final `conv`)."""
+    sd = strip_module_prefix(state)
+    n_layers = _n_dis(sd)
+    first = sd.get("model.1.weight_orig")
+    if first is None or first.dim() != 4:
+        raise ValueError("not a UGATIT-pytorch Discriminator state dict: no 4-d 'model.1.weight_orig' (its first conv)")
+    return UgatitDArch(in_channels=int(first.shape[1]), ndf=int(first.shape[0]), n_layers=n_layers)
 
 
 def ugatit_arch_from_state_dict(params: Mapping[str, Mapping[str, Tensor]] | Mapping[str, Tensor]) -> UgatitArch:

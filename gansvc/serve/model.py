@@ -99,6 +99,7 @@ class GanModel:
             "image": {"height": d.height, "width": d.width, "channels": d.channels},
             "attributes": {k: list(v) for k, v in d.attributes.items()}, "conditional": bool(self.m.spec.conditional),
             "latent_dim": getattr(cfg, "latent_dim", None), "metrics": dict(e.get("metrics", {})),
+            "metric_protocol": dict(e.get("metric_protocol") or {}),
             "version": int(e.get("version", 0)), "created": e.get("created"),
             "directions": self.directions if self.task != "generate" else [], "heatmap": self.has_heatmap,
             "max_n": self.args.max_n, "data_spec": d.to_dict(), "replica": self.replica,

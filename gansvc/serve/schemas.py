@@ -136,6 +136,8 @@ class ModelInfo(BaseModel):
     conditional: bool
     latent_dim: int | None = None
     metrics: dict[str, float]
+    metric_protocol: dict[str, Any] = Field(default_factory=dict, description="how `metrics` were computed: "
+                                            "extractor and weights SHA-256, resize, image counts, reference split")
     version: int
     created: str | None = None
     directions: list[str] = Field(description="translate models: a2b and/or b2a (one-way imports: a2b only)")

@@ -1,4 +1,7 @@
-"""`python -m gansvc.train FAMILY --dataset URI [options]`: data-parallel GAN training on Ray Train.
+"""`python -m gansvc.train FAMILY [--dataset URI] [options]`: data-parallel GAN training on Ray Train.
+
+With no other flag it trains the family's default preset (a whole run: model, batch size, length, schedule, size,
+flip) on its report's dataset in $GANSVC_STORAGE/datasets/ (see gansvc.train.resolve); `--dry-run` prints it.
 
 Run it on a cluster with `ray job submit -- python -m gansvc.train ...`, or directly: it connects to `RAY_ADDRESS`
 or starts a local Ray. The config is validated and the dataset checked before any worker starts; re-running with the
@@ -30,8 +33,10 @@ from gansvc.config import (ConfigError, ExperimentConfig, build_config, format_v
                            set_path)
 from gansvc.data.manifest import Manifest
 from gansvc.data.pipeline import ImageDataset
-from gansvc.families import FAMILIES
+from gansvc.families import FAMILIES, get_family
 from gansvc.train.evaluation import eval_dataset
+from gansvc.train.resolve import (Fitted, apply_run_preset, check_default_dataset, default_dataset_uri,
+                                  fit_to_dataset, schedule_lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,9 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog="Families: " + ", ".join(FAMILIES) + ". Any config field can be set with "
                                 "--set, e.g. --set model.lr_g=1e-4 --set data.load_size=36.")
     p.add_argument("family", nargs="?", help="family to train (or `family:` in --config)")
-    p.add_argument("--dataset", help="dataset root: s3://bucket/prefix or a folder with manifest.json")
+    p.add_argument("--dataset", help="dataset root: s3://bucket/prefix or a folder with manifest.json (default: the "
+                   "family's report dataset, $GANSVC_STORAGE/datasets/NAME)")
     p.add_argument("--config", help="experiment config YAML (local path or s3:// URI); flags override it")
-    p.add_argument("--preset", help="family preset, e.g. report or smoke")
+    p.add_argument("--preset", help="the whole run: default (the family's default preset), report (the report's "
+                   "baseline exactly), smoke (tiny nets, tests)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config field")
     p.add_argument("--num-workers", type=int, help="data-parallel workers (default 1)")
     p.add_argument("--gpus-per-worker", type=float, help="GPUs per worker; > 0 trains on GPUs (NCCL)")
@@ -50,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="run name; the same name resumes (default FAMILY-TIMESTAMP)")
     p.add_argument("--max-steps", type=int, help="stop after this many steps")
     p.add_argument("--epochs", type=float, help="or after this many epochs")
-    p.add_argument("--batch-size", type=int, help="per worker (default 64)")
+    p.add_argument("--batch-size", type=int, help="per worker (default: the preset's, else 64)")
     p.add_argument("--size", type=int, help="training image size (default: the dataset's)")
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--eval-every", type=int)
@@ -59,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-failures", type=int, help="restarts of a crashed worker group (default 2)")
     p.add_argument("--allow-config-change", action="store_true",
                    help="resume a run with another dataset or family/loop config (recorded in its history)")
-    p.add_argument("--dry-run", action="store_true", help="validate config and dataset, print the config, exit")
+    p.add_argument("--dry-run", action="store_true", help="validate config and dataset, print the resolved config "
+                   "and schedule (steps, epochs, lr decay), exit")
     return p
 
 
@@ -73,6 +81,11 @@ FLAG_PATHS = {
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    """The validated config the flags describe (the family's run preset filled in; not yet fitted to the data)."""
+    return raw_config(args)[0]
+
+
+def raw_config(args: argparse.Namespace) -> tuple[ExperimentConfig, frozenset[str]]:
     raw: dict[str, Any] = load_yaml(args.config) if args.config else {}
     if args.family:
         if raw.get("family") not in (None, args.family):
@@ -89,27 +102,61 @@ def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
         set_path(raw, "scaling.use_gpu", args.gpus_per_worker > 0)
     for item in args.set:
         set_path(raw, *parse_set(item))
+    return config_and_given(raw)
+
+
+def config_and_given(raw: dict[str, Any]) -> tuple[ExperimentConfig, frozenset[str]]:
+    """The config of a raw dict (YAML + flags) with the family's run preset filled in under the user's values and the
+    default dataset, and the dotted keys the user gave (which fitting to the data never changes)."""
+    try:
+        spec = get_family(raw["family"])
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    preset = raw.get("preset")
+    if preset is not None and preset not in spec.presets and preset not in spec.runs:
+        known = ", ".join(sorted(set(spec.presets) | set(spec.runs))) or "none"
+        raise ConfigError(f"family {spec.name!r} has no preset {preset!r}; presets: {known}")
+    given = apply_run_preset(raw, spec)
     if not raw.get("data", {}).get("uri"):
-        raise ConfigError("give the dataset: --dataset s3://bucket/prefix (or data.uri in --config)")
+        set_path(raw, "data.uri", default_dataset_uri(spec))
     loop = raw.get("loop") or {}
     if loop.get("max_steps") is None and loop.get("epochs") is None:
         raise ConfigError("say how long to train: --max-steps N or --epochs E (loop.max_steps / loop.epochs)")
     if not raw.get("run", {}).get("name"):
         set_path(raw, "run.name", f"{raw['family']}-{dt.datetime.now():%Y%m%d-%H%M%S}")
-    return build_config(raw)
+    return build_config(raw), given
 
 
 def run_uri(cfg: ExperimentConfig) -> str:
     return storage.parse_uri(cfg.run.storage_root()).join(cfg.run.name).uri()
 
 
-def preflight(cfg: ExperimentConfig, allow_config_change: bool = False) -> ImageDataset:
-    """Everything that can be checked before a worker starts: dataset fit, network build, storage, resume fit."""
-    spec = cfg.spec()
+def fit_data(cfg: ExperimentConfig, given: frozenset[str]) -> tuple[Fitted, ImageDataset]:
+    """The config fitted to its dataset (`resolve.fit_to_dataset`) and that dataset, read at the fitted size."""
+    check_default_dataset(cfg)
     try:
         dataset = ImageDataset(cfg.data)
+        fitted = fit_to_dataset(cfg, dataset, given)
+        if fitted.cfg.data != cfg.data:
+            dataset = ImageDataset(fitted.cfg.data, dataset.manifest)
     except (storage.StorageError, ValueError) as err:
+        if isinstance(err, ConfigError):
+            raise
         raise ConfigError(f"dataset: {err}") from None
+    notes = tuple(fitted.notes)
+    fitted.cfg = fitted.cfg.model_copy(update={"notes": notes})
+    return fitted, dataset
+
+
+def preflight(cfg: ExperimentConfig, allow_config_change: bool = False,
+              dataset: ImageDataset | None = None) -> ImageDataset:
+    """Everything that can be checked before a worker starts: dataset fit, network build, storage, resume fit."""
+    spec = cfg.spec()
+    if dataset is None:
+        try:
+            dataset = ImageDataset(cfg.data)
+        except (storage.StorageError, ValueError) as err:
+            raise ConfigError(f"dataset: {err}") from None
     layout, attrs = dataset.spec.layout, dataset.spec.attributes
     if spec.task == "generate" and layout != "single":
         raise ConfigError(f"{spec.name} generates images from noise and needs a single-domain dataset "
@@ -148,7 +195,7 @@ def preflight(cfg: ExperimentConfig, allow_config_change: bool = False) -> Image
 RESUME_MAY_CHANGE = ("loop.max_steps", "loop.epochs", "loop.log_every", "loop.checkpoint_every", "loop.eval_every",
                      "loop.keep_checkpoints", "loop.grid_size", "loop.amp", "loop.channels_last", "loop.compile",
                      "loop.tf32", "scaling.", "run.", "data.decode_threads", "data.prefetch_batches", "data.cache_dir",
-                     "metrics.inception", "metrics.samples", "metrics.reference_samples")
+                     "metrics.inception", "metrics.samples", "metrics.reference_samples", "notes")
 HISTORY_KEY = "history"  # in gansvc-config.json: one segment per start of the run
 
 
@@ -277,12 +324,15 @@ def keep_checkpoints(cfg: ExperimentConfig) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        cfg = config_from_args(args)
-        dataset = preflight(cfg, args.allow_config_change)
+        cfg, given = raw_config(args)
+        fitted, dataset = fit_data(cfg, given)
+        cfg = fitted.cfg
+        dataset = preflight(cfg, args.allow_config_change, dataset)
     except (ConfigError, CheckpointError, storage.StorageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     resolved = cfg.resolved()
+    print("schedule:\n" + "\n".join(f"  {line}" for line in schedule_lines(fitted, len(dataset))), flush=True)
     print("resolved config:\n" + yaml.safe_dump(resolved.model_dump(mode="json"), sort_keys=False), flush=True)
     if args.dry_run:
         print("dry run: config and dataset are valid; nothing was started")

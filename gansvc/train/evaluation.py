@@ -142,7 +142,8 @@ class Evaluator:
             if model is not None:
                 results = {k: v for k, v in pick.items() if k in QUALITY_KEYS}
                 meta = write_best(self.run.uri(), model,
-                                  {"step": step, "metric": name, "value": pick[name], "metrics": results})
+                                  {"step": step, "metric": name, "value": pick[name], "metrics": results,
+                                   "protocol": pick.get("protocol")})
                 print(f"{where}: rolled back to the best of the history up to it (step {step}, {name} "
                       f"{pick[name]:.4g})", flush=True)
                 return meta
@@ -164,6 +165,8 @@ class Evaluator:
                             png_bytes(grid(images, nrow=nrow)), "image/png")
         results = self.quality.evaluate(state, self.fam_cfg) if self.quality is not None else {}
         self.record({**metrics, **results})
+        if results and getattr(self.quality, "protocol", None):
+            self.history[-1]["protocol"] = self.quality.protocol  # type: ignore[assignment]
         storage.write_json(self.run.join("history.json").uri(), self.history)
         storage.write_bytes(self.run.join("samples", "curves.png").uri(), plot_curves(self.history), "image/png")
         self._maybe_best(state, step, results)
@@ -182,8 +185,10 @@ class Evaluator:
                                     {"step": step, "metrics": results})
         buf = io.BytesIO()
         torch.save(payload, buf)
-        self.best = write_best(self.run.uri(), buf.getvalue(),
-                               {"step": step, "metric": name, "value": value, "metrics": results})
+        meta = {"step": step, "metric": name, "value": value, "metrics": results}
+        if getattr(self.quality, "protocol", None):  # how the numbers were computed (extractor, weights, counts)
+            meta["protocol"] = self.quality.protocol
+        self.best = write_best(self.run.uri(), buf.getvalue(), meta)
 
 
 def _quality_metrics(cfg: ExperimentConfig, spec: FamilySpec, dataset: ImageDataset, device: torch.device) -> Any:

@@ -2,6 +2,9 @@
 
 Reference statistics of the real images are cached in storage per dataset (`<dataset>/.gansvc-cache/`), so only the
 first run on a dataset pays for them. Without Inception weights the run says so once and reports SWD only.
+The feature extractor is `metrics.extractor` (default "fid-inception-2015-12-05", the one of published FID/KID/IS;
+"torchvision-inception-v3" on request). After each evaluation `protocol` says how the numbers were computed
+(extractor, weights SHA-256, resize, image counts, reference split/stream, KID/IS settings): recorded with them.
 
 A family with an `evaluate` hook (FamilySpec.evaluate) adds its own held-out metrics (e.g. semantic-cyclegan's FCN
 score). Task "segment" has no image distribution to compare: its hook's mIoU (higher is better) is the metric.
@@ -17,7 +20,8 @@ from gansvc.config import ExperimentConfig
 from gansvc.data.pipeline import BatchStream, ImageDataset
 from gansvc.families.base import FamilyConfig, FamilySpec, GanState
 from gansvc.families.sampling import sample_labels, sample_latents
-from gansvc.metrics import evaluate, load_inception, reference_stats
+from gansvc.metrics import (DEFAULT_EXTRACTOR, evaluate_with_protocol, extractor_protocol, load_inception,
+                            reference_stats)
 
 EVAL_SEED = 4321
 
@@ -26,11 +30,15 @@ class QualityMetrics:
     def __init__(self, cfg: ExperimentConfig, spec: FamilySpec, dataset: ImageDataset, device: torch.device) -> None:
         self.cfg, self.spec, self.dataset, self.device = cfg, spec, dataset, device
         self.mode = "min"  # of `metric`: "max" when higher is better
+        self.protocol: dict[str, Any] = {}  # how the last evaluation was computed (evaluate_with_protocol)
         if spec.task == "segment":  # masks, not images, are the output: mIoU on held-out masks picks the best
             self.extractor, self.real, self.task, self.metric, self.mode = None, None, "segment", "miou", "max"
             return
-        self.extractor, message = load_inception(cfg.metrics.inception, device)
+        # getattr: metrics.extractor is new in MetricsSection (issue 14); older configs mean the default
+        name = getattr(cfg.metrics, "extractor", None) or DEFAULT_EXTRACTOR
+        self.extractor, message = load_inception(cfg.metrics.inception, device, name)
         print(f"[gansvc] metrics: {message}", flush=True)
+        self.protocol = {**extractor_protocol(self.extractor), "extractor_asked": name}
         self.task = "generate" if spec.task == "generate" else "translate"
         key = "image" if self.task == "generate" else "B"
         self.real = reference_stats(cfg.data, self.extractor, cfg.metrics.reference_samples, key, quiet=True)
@@ -106,8 +114,11 @@ class QualityMetrics:
             return self.spec.translate(nets, a, "a2b", fam_cfg)["image"]
 
         try:
-            return extra | evaluate(sample, self.real, self.extractor, self.cfg.metrics.samples, batch_size=64,
-                                    task=self.task)
+            results, protocol = evaluate_with_protocol(sample, self.real, self.extractor, self.cfg.metrics.samples,
+                                                       batch_size=64, task=self.task)
+            self.protocol = {**protocol, "extractor_asked": self.protocol.get("extractor_asked"),
+                             "eval_seed": EVAL_SEED}
+            return extra | results
         finally:
             if sources is not None:
                 sources.close()
