@@ -31,8 +31,9 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 from gansvc import local  # noqa: E402
 
-# This file runs twice in a process when a test module imports it as `tests.conftest` (pytest loaded it as
-# `conftest`): the second run must reuse the first one's folders, not redirect the environment again.
+# tests/ is a package, so pytest loads this file as `tests.conftest`, the module test files import. Should it ever run
+# twice in a process (imported under another name), the second run reuses the first one's folders, not redirecting
+# the environment again.
 _SECOND_IMPORT = os.environ.get("GANSVC_TEST_SCRATCH_PID") == str(os.getpid())
 # The temp folder the run was started with ($TMPDIR, else /tmp), before it is redirected below.
 ORIGINAL_TMP = Path(os.environ["GANSVC_TEST_ORIGINAL_TMP"] if _SECOND_IMPORT else tempfile.gettempdir())

@@ -141,7 +141,7 @@ def test_overwritten_dataset_at_the_same_uris_is_not_served_from_the_cache(s3_pr
 
 def test_same_bucket_and_key_on_two_endpoints_never_share_cache_entries(
         stack: local.StackState, s3_prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from conftest import free_port_base  # the module pytest loaded (importing tests.conftest would run it again)
+    from tests.conftest import free_port_base  # the module pytest loaded (tests/ is a package)
 
     cache = str(tmp_path / "c")
     same = {"fingerprint": "fp", "files_root": "", "created": "2026-01-01T00:00:00+00:00"}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_fidelity_equal import random_fid_inception_state
+from tests.test_fidelity_equal import random_fid_inception_state
 
 from gansvc import evaluate as evaluate_cli
 from gansvc.checkpoint import MODEL_FILE, inference_payload

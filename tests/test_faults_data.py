@@ -26,7 +26,7 @@ from gansvc import storage
 from gansvc.data.ingest import put
 from gansvc.data.manifest import read_manifest
 
-from test_data_safety import cli, image_folder, keys, read_dataset, sigkill, start_paused_put  # noqa: I001
+from tests.test_data_safety import cli, image_folder, keys, read_dataset, sigkill, start_paused_put  # noqa: I001
 
 
 class Reader(threading.Thread):

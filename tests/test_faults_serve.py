@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from gansvc.registry import register
-from test_serve import ATTRS, _model_app, _model_bytes
+from tests.test_serve import ATTRS, _model_app, _model_bytes
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("stack")]
 CLIENTS = 32

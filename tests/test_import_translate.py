@@ -29,7 +29,7 @@ from gansvc.nn.ugatit import UgatitDiscriminator, UgatitGenerator
 from gansvc.registry import RegistryError, get_entry, list_entries, load_model, register
 from gansvc.registry import main as registry_main
 from gansvc.translate import main as translate_main
-from test_official_compat import official_ugatit_d, official_ugatit_g, random_state  # noqa: I001
+from tests.test_official_compat import official_ugatit_d, official_ugatit_g, random_state  # noqa: I001
 
 REPO = Path(__file__).resolve().parents[1]
 W, H = 36, 20  # non-square test image (PIL size order: width, height)

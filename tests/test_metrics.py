@@ -321,7 +321,7 @@ def test_evaluate_streams_and_reports_per_task(shapes_uri: str, tmp_path: Path) 
 @pytest.fixture(scope="module")
 def fid_weights_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random state dict with the layout of torch-fidelity's FID Inception (not the published file)."""
-    from test_fidelity_equal import random_fid_inception_state
+    from tests.test_fidelity_equal import random_fid_inception_state
 
     path = tmp_path_factory.mktemp("fid-weights") / "served.pth"
     torch.save(random_fid_inception_state(0, spread_logits=False), path)

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import pytest
 
-from gate import digits
-from gate.pipeline import put_digits, run_seed, score
+from tests.gate import digits
+from tests.gate.pipeline import put_digits, run_seed, score
 
 STEPS = 300
 SEED = 0

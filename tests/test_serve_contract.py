@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from gansvc.registry import register
-from test_serve import ATTRS, PAIRS, _model_app, _model_bytes
+from tests.test_serve import ATTRS, PAIRS, _model_app, _model_bytes
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("stack")]
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"

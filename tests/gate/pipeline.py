@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-if __package__ in (None, ""):  # run as a script: make `gate` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # run as a script: make the repository's `tests` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from gate import digits, textbook_dcgan  # noqa: E402
+from tests.gate import digits, textbook_dcgan  # noqa: E402
 
 # Loop and data flags (not model flags) of the gansvc run. Batch 64: the textbook's batch, set on both sides. No
 # horizontal flip: a mirrored digit is another glyph (issue 14: flips are wrong for characters).
