@@ -20,7 +20,6 @@ import copy
 import csv
 import io
 import json
-import math
 import os
 import sys
 from typing import Any, Literal

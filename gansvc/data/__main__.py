@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     p_get.add_argument("--threads", type=int, default=16, help="parallel validations/uploads (default 16)")
     p_get.add_argument("--quiet", action="store_true", help="no progress bars")
     p_cs = sub.add_parser("cityscapes-masks", help="convert Cityscapes-id label PNGs (gtFine *_gtFine_labelIds.png, "
-                          "GTA5 labels/*.png) into gansvc masks: the 19 trainIds, 255 = ignore (see `get gta2cityscapes`)")
+                          "GTA5 labels/*.png) into gansvc masks: the 19 trainIds, 255 = ignore "
+                          "(see `get gta2cityscapes`)")
     p_cs.add_argument("src", help="folder of label PNGs (searched recursively)")
     p_cs.add_argument("dst", help="masks folder to write (e.g. DATASET/trainB_masks), same relative paths")
     p_cs.add_argument("--classes", metavar="FILE", help="also write the 19 class names to FILE (the dataset's "
@@ -173,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
             n = cityscapes_masks(Path(args.src), Path(args.dst), args.quiet)
             if args.classes:
                 write_classes(Path(args.classes))
-            print(f"wrote {n} masks to {args.dst}" + (f" and the class names to {args.classes}" if args.classes else ""))
+            classes = f" and the class names to {args.classes}" if args.classes else ""
+            print(f"wrote {n} masks to {args.dst}{classes}")
             return 0
         if args.cmd == "preview":
             _preview(args)

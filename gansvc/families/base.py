@@ -104,7 +104,7 @@ class FamilySpec(Generic[C]):
     description: str = ""
     generate: Callable[[Mapping[str, nn.Module], Tensor, Tensor | None, C], Tensor] | None = None
     translate: Callable[[Mapping[str, nn.Module], Tensor, Direction, C], dict[str, Tensor]] | None = None
-    # preset name -> overrides of the config defaults; "report" (the founding report's setting) and "smoke" (tiny, tests)
+    # preset name -> overrides of the config defaults; "report" (the founding report's setting), "smoke" (tiny, tests)
     presets: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # True when the family needs `labels` in its batches (label-conditioned)
     conditional: bool = False

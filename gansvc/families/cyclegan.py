@@ -169,11 +169,12 @@ def translate(nets: Mapping[str, nn.Module], images: Tensor, direction: Directio
 # (pytorch-CycleGAN-and-pix2pix: batch 1, n_epochs 100 + n_epochs_decay 100, load 286 then random crop 256, flip), an
 # epoch being max(|A|, |B|) images. "report": report 000 sec. 4.1 / 4.4.1 (minibatch 10, 256 px crops, 200 epochs of
 # 100 iterations = 20 000 steps, decaying after half: the config's decay_start / decay_steps defaults).
+CROP_256 = {"size": 256, "load_size": 286, "flip": True}  # official: load 286, random crop 256, random flip
 RUNS: dict[str, RunPreset] = {
-    "default": RunPreset(loop={"batch_size": 1, "epochs": 200}, data={"size": 256, "load_size": 286, "flip": True},
+    "default": RunPreset(loop={"batch_size": 1, "epochs": 200}, data=CROP_256,
                          epoch_fields={"decay_start": 100, "decay_steps": 100},
                          note="Zhu et al. 2017 / official CycleGAN: batch 1, 100 + 100 epochs, 286 -> crop 256, flip"),
-    "report": RunPreset(loop={"batch_size": 10, "max_steps": 20_000}, data={"size": 256, "load_size": 286, "flip": True},
+    "report": RunPreset(loop={"batch_size": 10, "max_steps": 20_000}, data=CROP_256,
                         note="report 000: batch 10, 200 epochs x 100 iterations, 256 px crops"),
 }
 

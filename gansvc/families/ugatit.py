@@ -266,10 +266,11 @@ def translate(nets: Mapping[str, nn.Module], images: Tensor, direction: Directio
 # Whole-run settings. "default": the official U-GAT-IT (UGATIT-pytorch main.py: batch 1, iteration 1 000 000,
 # decay_flag = linear decay over the second half, img_size 256 loaded at 256 + 30 and randomly cropped, flip) on its
 # selfie2anime data. "report": report 000 sec. 4.1 / 4.4.1 (minibatch 10, 200 epochs x 100 iterations = 20 000 steps).
+CROP_256 = {"size": 256, "load_size": 286, "flip": True}  # official: load 286, random crop 256, random flip
 RUNS: dict[str, RunPreset] = {
-    "default": RunPreset(loop={"batch_size": 1, "max_steps": 1_000_000}, data={"size": 256, "load_size": 286, "flip": True},
+    "default": RunPreset(loop={"batch_size": 1, "max_steps": 1_000_000}, data=CROP_256,
                          note="official U-GAT-IT: batch 1, 1M iterations, lr decays over the second half"),
-    "report": RunPreset(loop={"batch_size": 10, "max_steps": 20_000}, data={"size": 256, "load_size": 286, "flip": True},
+    "report": RunPreset(loop={"batch_size": 10, "max_steps": 20_000}, data=CROP_256,
                         note="report 000: batch 10, 200 epochs x 100 iterations, 256 px crops"),
 }
 

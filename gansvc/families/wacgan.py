@@ -71,11 +71,12 @@ PRESETS: dict[str, dict[str, object]] = {
 }
 
 
-# Whole-run settings: report 003 trains on hair / eye colour tagged anime faces (96 px, trained at 64 px) and shows its samples at epochs 140-146
-# (Figures 2-8): 150 epochs, batch 64; faces flip (hair / eye colour tags do not depend on the side).
+# Whole-run settings: report 003 trains on hair / eye colour tagged anime faces (96 px, trained at 64 px) and
+# shows its samples at epochs 140-146 (Figures 2-8): 150 epochs, batch 64; faces flip (hair / eye colour tags do
+# not depend on the side).
 RUNS: dict[str, RunPreset] = {
     "report": RunPreset(loop={"batch_size": 64, "epochs": 150}, data={"size": 64, "flip": True},
-                        note="report 003: tagged 64 px anime faces, ~150 epochs, batch 64"),
+                        note="report 003: hair / eye colour tagged anime faces at 64 px, ~150 epochs, batch 64"),
 }
 
 

@@ -75,8 +75,8 @@ PRESETS: dict[str, dict[str, object]] = {
 }
 
 
-# Whole-run settings: report 004 (96 px anime faces, trained at 64 px) gives no length: Arjovsky et al.'s reference run (batch 64,
-# 25 epochs over the data, n_critic 5 critic steps per generator step); faces flip.
+# Whole-run settings: report 004 (96 px anime faces, trained at 64 px) gives no length: Arjovsky et al.'s
+# reference run (batch 64, 25 epochs over the data, n_critic 5 critic steps per generator step); faces flip.
 RUNS: dict[str, RunPreset] = {
     "report": RunPreset(loop={"batch_size": 64, "epochs": 25}, data={"size": 64, "flip": True},
                         note="report 004 with Arjovsky et al.'s reference length: batch 64, 25 epochs"),

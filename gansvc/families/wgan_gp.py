@@ -74,8 +74,8 @@ PRESETS: dict[str, dict[str, object]] = {
 }
 
 
-# Whole-run settings: report 004 (96 px anime faces, trained at 64 px) gives no length: Gulrajani et al.'s reference runs train
-# 200 000 generator iterations with batch 64 (5 critic steps each); faces flip.
+# Whole-run settings: report 004 (96 px anime faces, trained at 64 px) gives no length: Gulrajani et al.'s
+# reference runs train 200 000 generator iterations with batch 64 (5 critic steps each); faces flip.
 RUNS: dict[str, RunPreset] = {
     "report": RunPreset(loop={"batch_size": 64, "max_steps": 200_000}, data={"size": 64, "flip": True},
                         note="report 004 with Gulrajani et al.'s reference length: batch 64, 200k G iterations"),
