@@ -145,9 +145,11 @@ def fit_to_dataset(cfg: ExperimentConfig, dataset: ImageDataset, given: frozense
     if spec.fit_to_data is not None:
         data_spec = ImageDataset(cfg.data, dataset.manifest).spec if data_update else dataset.spec
         model_given = frozenset(k.split(".", 1)[1] for k in given if k.startswith("model."))
-        fitted, fam_notes = spec.fit_to_data(cfg.family_config(), data_spec, model_given)
+        before = cfg.family_config()
+        fitted, fam_notes = spec.fit_to_data(before, data_spec, model_given)
+        old_fields = before.model_dump(mode="json")
         changed = {k: v for k, v in fitted.model_dump(mode="json").items()
-                   if k not in model_given and cfg.family_config().model_dump(mode="json").get(k) != v}
+                   if k not in model_given and old_fields.get(k) != v}
         if changed:
             cfg = cfg.model_copy(update={"model": {**cfg.model, **changed}})
         notes += fam_notes
@@ -167,8 +169,8 @@ def schedule_lines(fitted: Fitted, n_items: int) -> list[str]:
     if cfg.loop.epochs is not None:
         limits.append(max(1, -(-int(cfg.loop.epochs * spe * 1000) // 1000)))
     total = min(limits)
-    lines = [f"preset: {cfg.preset or '(none: the config defaults)'}"
-             + (f" ({run_preset(cfg.spec(), cfg.preset).note})" if run_preset(cfg.spec(), cfg.preset).note else ""),
+    note = run_preset(cfg.spec(), cfg.preset).note
+    lines = [f"preset: {cfg.preset or '(none: the config defaults)'}" + (f" ({note})" if note else ""),
              f"data: {n_items} items per epoch, batch {cfg.loop.batch_size} x {cfg.scaling.num_workers} worker(s) "
              f"= {spe} steps per epoch",
              f"length: {total} steps = {total / spe:.4g} epochs"
