@@ -11,7 +11,13 @@ whose manifest matches), then per image size measures, one full epoch each (batc
   warm         a new BatchStream over the filled cache, with the default decode_threads and with 1;
   mem decode   PIL decode of bytes already in memory, one thread, no pipeline;
   mem dec+tf   decode + transform (resize/crop/flip/scale to a tensor), on 1 thread (the per-core ceiling) and on
-               the default decode_threads.
+               the default decode_threads;
+  decoded bld  the decoded store's cold build (gansvc.data.decoded.open_store over an empty cache: S3 + byte cache +
+               decode + resize into the uint8 store, its BUILD_THREADS decode threads); the row records the store's
+               size on disk (store_mb) and build time; compare its img/s with `cold`;
+  decoded      a DecodedBatchStream (data.cache=decoded) over the built store, on the CPU: gather by index, random
+               crop/flip, scale to [-1, 1], its one background thread; several epochs per pass (an epoch of 512
+               images at 64 px takes a few ms); compare with `warm`.
 "cold" means an empty local cache; the S3 server's own page cache is warm (the set was just written or read).
 MB/s counts the encoded (PNG) bytes; GETs/img counts S3 reads (over 1: the stream's prefetcher and its decoders
 fetched the same file). Full mode reports the median of 3 passes per cell. Rows are appended to
@@ -44,20 +50,27 @@ TORCH_THREADS = 1  # the pipeline parallelises with decode threads; with 2, the 
 SIZES = {64: 64, 256: 16}  # image side -> batch size
 
 
+CPU_S: list[float] = []  # process CPU seconds of the last median_time call (median over its repeats)
+
+
 def median_time(fn: Callable[[str], int], repeats: int, cache: Callable[[], str]) -> tuple[float, int]:
     """(median seconds, images) of `repeats` calls of fn(cache dir); `cache` gives the dir of each call (a fresh one
-    is deleted after its call: 256px caches are ~100 MB each)."""
-    times, n = [], 0
+    is deleted after its call: 256px caches are ~100 MB each). Also leaves the median process CPU seconds (every
+    thread of this process; not the S3 server's) in CPU_S[0]: on a loaded machine wall times follow the load of
+    other processes, CPU seconds much less."""
+    times, cpus, n = [], [], 0
     for _ in range(repeats):
         d, before = cache(), set(threading.enumerate())
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         n = fn(d)
         times.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
         for t in set(threading.enumerate()) - before:  # the stream's cache-filling thread (daemon) outlives
             if t.daemon:  # close(): let it finish, or it would fetch into a deleted dir during the next cell
                 t.join(timeout=60)  # (idle executor workers are not daemons: they would wait forever)
         if Path(d).name.startswith("fresh-"):
             shutil.rmtree(d, ignore_errors=True)
+    CPU_S[:] = [statistics.median(cpus)]
     return statistics.median(times), n
 
 
@@ -93,7 +106,7 @@ def bench_size(uri: str, size: int, batch: int, repeats: int, tmp: Path) -> list
             stream.close()
 
     files = [s.files["image"] for s in dataset("").epoch_samples(0, 0, 0, 1)]
-    mb_per_img = statistics.fmean(sizes[f] for f in files) / 1e6
+    mb_per_img = statistics.fmean(sizes[manifest.object_rel(f)] for f in files) / 1e6  # versioned: under .v/
     warm = str(tmp / f"warm-{size}")
     ByteSource(uri, warm).warm(files)  # untimed: the cache the warm cells read
     cells: list[tuple[str, int, Callable[[], str], Callable[[str], int]]] = [
@@ -132,11 +145,60 @@ def bench_size(uri: str, size: int, batch: int, repeats: int, tmp: Path) -> list
             pool.shutdown()
         rows.append({"stage": stage, "threads": threads, "s3_gets_per_img": 0.0,
                      **_rates(size, batch, n, seconds, mb_per_img)})
+    return rows + bench_decoded(uri, manifest, size, batch, repeats, tmp, mb_per_img, fetches, dataset)
+
+
+def bench_decoded(uri: str, manifest: Any, size: int, batch: int, repeats: int, tmp: Path, mb_per_img: float,
+                  fetches: list[int], dataset: Callable[..., Any]) -> list[dict[str, Any]]:
+    """The decoded-store rows: its cold build (fresh cache: S3 + decode + write) and batches from the built store."""
+    from gansvc.data.decoded import BUILD_THREADS, DecodedBatchStream, open_store
+
+    built: dict[str, Any] = {}
+
+    def build(d: str) -> int:
+        ds = dataset(d)
+        store, _ = open_store(ds)
+        built.update(store_mb=store.nbytes() / 1e6, build_s=store.meta["build_s"])
+        return sum(len(f) for f in ds.streams.values())
+
+    fetches[0] = 0
+    seconds, n = median_time(build, repeats, lambda: tempfile.mkdtemp(prefix="fresh-", dir=tmp))
+    rows = [{"stage": "decoded bld", "threads": BUILD_THREADS, "s3_gets_per_img": fetches[0] / repeats / n,
+             **_rates(size, batch, n, seconds, mb_per_img), **built}]
+    kept = str(tmp / f"decoded-{size}")
+    ds = dataset(kept)
+    store, _ = open_store(ds)  # untimed: the warm store the stream reads
+    epochs = max(1, 8192 * 64 * 64 // (size * size) // len(ds))  # ~8k images at 64 px, ~512 at 256 px a pass
+
+    def stream(_: str) -> int:
+        s = DecodedBatchStream(ds, store, batch_size=batch, seed=0)
+        try:
+            return sum(next(s)["image"].shape[0] for _ in range(s.batches_per_epoch * epochs))
+        finally:
+            s.close()
+
+    seconds, n = median_time(stream, repeats, lambda: kept)
+    rows.append({"stage": "decoded", "threads": 1, "s3_gets_per_img": 0.0, **_rates(size, batch, n, seconds,
+                                                                                       mb_per_img)})
     return rows
+
+
+def print_ratios(rows: list[dict[str, Any]]) -> None:
+    """The issue-15 targets, side by side from this run: decoded / warm (default threads) and build / cold."""
+    for size in sorted({r["size"] for r in rows}):
+        by = {r["stage"]: r for r in rows if r["size"] == size and not (r["stage"] == "warm" and r["threads"] == 1)}
+        if "decoded" in by and "warm" in by:
+            d, w, b, c = by["decoded"], by["warm"], by["decoded bld"], by["cold"]
+            print(f"{size}px: decoded / warm = {d['img_s'] / w['img_s']:.1f}x ({d['img_s']:.0f} vs {w['img_s']:.0f} "
+                  f"img/s; per CPU second {d['img_per_cpu_s'] / w['img_per_cpu_s']:.1f}x); decoded build / cold = "
+                  f"{b['img_s'] / c['img_s']:.2f}x ({b['img_s']:.0f} vs {c['img_s']:.0f} img/s; per CPU second "
+                  f"{b['img_per_cpu_s'] / c['img_per_cpu_s']:.2f}x), store {b['store_mb']:.1f} MB, built in "
+                  f"{b['build_s']:.1f} s")
 
 
 def _rates(size: int, batch: int, n: int, seconds: float, mb_per_img: float) -> dict[str, Any]:
     return {"size": size, "batch": batch, "images": n, "seconds": seconds, "img_s": n / seconds,
+            "cpu_s": CPU_S[0], "img_per_cpu_s": n / max(CPU_S[0], 1e-9),
             "mb_s": n * mb_per_img / seconds, "kb_per_img": mb_per_img * 1000, "load_avg_1m": load_avg()}
 
 
@@ -173,10 +235,13 @@ def main() -> int:
             print(f"  {size}px done, load {load_avg()}", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # every cache dir lives under it
-    print_table(("size", "stage", "threads", "batch", "images", "s", "img/s", "MB/s", "kB/img", "GETs/img", "load"),
-                [(r["size"], r["stage"], r["threads"], r["batch"], r["images"], r["seconds"], r["img_s"], r["mb_s"],
-                  r["kb_per_img"], r["s3_gets_per_img"], r["load_avg_1m"]) for r in rows],
+    print_table(("size", "stage", "threads", "batch", "images", "s", "img/s", "img/cpu-s", "MB/s", "kB/img",
+                 "GETs/img", "load", "store MB"),
+                [(r["size"], r["stage"], r["threads"], r["batch"], r["images"], r["seconds"], r["img_s"],
+                  r["img_per_cpu_s"], r["mb_s"], r["kb_per_img"], r["s3_gets_per_img"], r["load_avg_1m"],
+                  r.get("store_mb")) for r in rows],
                 title=f"data path ({'quick' if args.quick else 'full'}, torch threads {TORCH_THREADS})")
+    print_ratios(rows)
     meta = {"quick": args.quick, "repeats": repeats, "torch_threads": TORCH_THREADS, "counts": counts,
             "s3": storage.S3Settings.from_env().describe(), "load_avg_1m_start_end": [load0, load_avg()]}
     append_rows("data", rows, meta, args.out)

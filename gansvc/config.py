@@ -8,6 +8,7 @@ One strict pydantic model (`extra="forbid"` everywhere). The `model` section hol
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +25,9 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+CUDA_SWITCHES = ("amp", "channels_last", "compile", "tf32")  # LoopConfig fields that only act on CUDA
+
+
 class LoopConfig(Strict):
     max_steps: int | None = Field(None, ge=1, description="stop after this many steps (one step = one G update)")
     epochs: float | None = Field(None, gt=0, description="or stop after this many passes over the data")
@@ -38,6 +42,8 @@ class LoopConfig(Strict):
     amp: bool = True
     channels_last: bool = True
     compile: bool = False
+    # torch.compile's mode; "reduce-overhead" adds CUDA graphs (they help launch-bound steps: batch-1 translation)
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"
     tf32: bool = True
 
     @model_validator(mode="after")
@@ -91,6 +97,21 @@ class ExperimentConfig(Strict):
     # what fitting the preset to the data decided (gansvc.train.resolve): one line per changed setting
     notes: tuple[str, ...] = ()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _cpu_run_shows_cpu(cls, data: Any) -> Any:
+        """A CPU run (scaling.use_gpu false) uses no GPU and none of the GPU switches: default them off, so the
+        resolved and stored config says what the run does (values the user gave are kept as given)."""
+        if not isinstance(data, dict):
+            return data
+        scaling = data.get("scaling") or {}
+        if not isinstance(scaling, dict) or scaling.get("use_gpu"):
+            return data
+        loop = data.get("loop")
+        if isinstance(loop, dict):
+            data = {**data, "loop": {**{k: False for k in CUDA_SWITCHES}, **loop}}
+        return {**data, "scaling": {"gpus_per_worker": 0.0, **scaling}}
+
     def spec(self) -> FamilySpec:
         return get_family(self.family)
 
@@ -108,12 +129,37 @@ class ConfigError(ValueError):
     """An invalid experiment config; the message names each bad field."""
 
 
-def format_validation(err: ValidationError, prefix: str = "") -> str:
+def _fields_at(root: type[BaseModel] | None, path: tuple[Any, ...]) -> list[str]:
+    """The field names of the (nested) pydantic model at `path` under `root`; [] when the path leaves the models."""
+    model: Any = root
+    for key in path:
+        field = model.model_fields.get(key) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return []
+        model = field.annotation
+    return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
+
+
+def did_you_mean(name: str, known: list[str]) -> str:
+    """' (did you mean lr_g, lr_d?)' for a mistyped field: close spellings and the fields that start with it."""
+    close = [k for k in known if k.startswith(f"{name}_") or k.startswith(name) and len(name) >= 3]
+    close += [k for k in difflib.get_close_matches(name, known, n=4, cutoff=0.6) if k not in close]
+    if close:
+        return f" (did you mean {', '.join(close[:5])}?)"
+    return f"; the fields here are: {', '.join(known)}" if known else ""
+
+
+def format_validation(err: ValidationError, prefix: str = "", root: type[BaseModel] | None = None) -> str:
+    """One line per error, named by its dotted field path. With `root` (the validated model class), an unknown field
+    gets the close names it may have meant (`model.lr: Extra inputs are not permitted (did you mean lr_g, lr_d?)`)."""
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
         loc = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "config"
-        lines.append(f"  {loc}: {e['msg']}")
+        hint = ""
+        if e["type"] == "extra_forbidden" and root is not None and e["loc"]:
+            hint = did_you_mean(str(e["loc"][-1]), _fields_at(root, tuple(e["loc"][:-1])))
+        lines.append(f"  {loc}: {e['msg']}{hint}")
     return "\n".join(lines)
 
 
@@ -162,7 +208,7 @@ def build_config(raw: dict[str, Any]) -> ExperimentConfig:
     try:
         cfg = ExperimentConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError("invalid config:\n" + format_validation(err)) from None
+        raise ConfigError("invalid config:\n" + format_validation(err, root=ExperimentConfig)) from None
     try:
         spec = cfg.spec()
     except ValueError as err:
@@ -170,7 +216,8 @@ def build_config(raw: dict[str, Any]) -> ExperimentConfig:
     try:
         spec.make_config(cfg.preset, cfg.model)
     except ValidationError as err:
-        raise ConfigError(f"invalid {cfg.family} config:\n" + format_validation(err, "model.")) from None
+        raise ConfigError(f"invalid {cfg.family} config:\n"
+                          + format_validation(err, "model.", root=spec.config)) from None
     except ValueError as err:  # unknown preset
         raise ConfigError(str(err)) from None
     return cfg

@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -20,6 +21,28 @@ from pathlib import Path
 
 from gansvc import local, storage
 from gansvc.data.manifest import read_manifest
+
+
+def activate_hint(env: dict[str, str] | None = None) -> str | None:
+    """The command that puts this interpreter's `python` and `ray` first on PATH (`source .venv/bin/activate`), or
+    None when a shell already finds them there (outside .venv, bare `python` lacks the dependencies and `ray` is
+    not found)."""
+    bindir = Path(sys.executable).parent
+    path = (env if env is not None else os.environ).get("PATH", "")
+    found = [shutil.which(tool, path=path) for tool in ("python", "ray")]
+    if all(f is not None and Path(f).parent == bindir for f in found):
+        return None
+    activate = bindir / "activate"
+    if activate.exists():
+        return f"source {shlex.quote(str(_relative(activate)))}"
+    return f'export PATH={shlex.quote(str(bindir))}:"$PATH"'
+
+
+def _relative(path: Path) -> Path:
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
 
 
 def _step(title: str) -> None:
@@ -129,6 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {(args.out / 'generated').resolve()}/  (16 generated images and a grid)")
     print(f"  {(args.out / 'served').resolve()}/  (what the HTTP endpoints returned)")
     print(f"\ndone in {time.perf_counter() - t0:.0f}s. The stack keeps running; try:")
+    hint = activate_hint()
+    if hint:
+        print(f"  {hint}    # first: the commands below need this environment's python and ray on PATH")
     print(f'  eval "$(python -m gansvc.local env{" --state-dir " + str(state_dir) if args.state_dir else ""})"')
     print(f"  python -m gansvc.data info {bucket}/datasets/shapes")
     print(f"  ray job submit -- python -m gansvc.data preview {bucket}/datasets/stripes {bucket}/demo/mine.png")

@@ -52,6 +52,7 @@ DEFAULT_PORT_BASE = 29300
 DEFAULT_BUCKET = "gansvc"
 REGION = "us-east-1"
 LOOPBACK = "127.0.0.1"
+SERVE_PROXY_CALLBACK = "gansvc.serve.errors:proxy_middlewares"  # see _start_ray
 TOKEN_FILE = "ray-token"
 # read at every start: proves that S3 serves objects written before (SeaweedFS's volumes have registered)
 HEALTH_KEY = "_gansvc/health.txt"
@@ -550,6 +551,9 @@ def _start_ray(state: StackState, timeout: float, num_cpus: int | None) -> dict[
     env.pop("RAY_AUTH_TOKEN", None)  # the stack's own token file decides, not a token of the caller's environment
     env.update(state.env())  # includes RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH: jobs and workers inherit them
     env.pop("RAY_ADDRESS", None)  # a head must not try to join another cluster
+    # Serve's proxy runs on the head: a model replica that dies mid-request answers 503 + Retry-After on the one-hop
+    # route too, not a bare 500 (gansvc/serve/errors.py; the name is Serve's, read when its proxy starts)
+    env.setdefault("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH", SERVE_PROXY_CALLBACK)
     # jobs run `python` from the head's PATH: put this environment's interpreter first
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     log = root / "logs" / "ray.log"
@@ -724,7 +728,21 @@ def status_lines(state: StackState) -> list[str]:
     if live["ray"]:
         lines.append(f"{'metrics':<15} {'':<8} {'':<12} {state.metrics_url}")
         lines.append(f"{'Ray auth':<15} {'token':<8} {'':<12} {state.token_path} (the dashboard asks for it once)")
+        url = f"http://{LOOPBACK}:{state.ports.serve_http}"
+        up = _listening(LOOPBACK, state.ports.serve_http)
+        what = (f"{url}  (/docs, /v1/models)" if up
+                else f"{url} once models are served (python -m gansvc.serve --models NAME)")
+        lines.append(f"{'Serve HTTP':<15} {'running' if up else 'idle':<8} {'':<12} {what}")
     return lines
+
+
+def _listening(host: str, port: int) -> bool:
+    """True when something accepts TCP connections on host:port (Serve's HTTP proxy starts with the first deploy)."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def _print_env(state: StackState, shell: str) -> None:

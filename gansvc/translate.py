@@ -21,6 +21,7 @@ from PIL import Image
 
 from gansvc import storage
 from gansvc.checkpoint import CheckpointError, InferenceModel
+from gansvc.data.imagefile import describe_image_error
 from gansvc.imaging import png_bytes, to_pil, to_uint8
 from gansvc.registry import RegistryError, load_model
 
@@ -80,7 +81,7 @@ def read_image(uri: str, channels: int, size: tuple[int, int] | None) -> torch.T
     except storage.StorageError:
         raise
     except Exception as err:  # noqa: BLE001 - PIL raises many types for bad files
-        raise TranslateError(f"{uri}: not a readable image ({err})") from None
+        raise TranslateError(f"{uri}: not a readable image ({describe_image_error(err)})") from None
     x = torch.from_numpy(arr.copy()).reshape(arr.shape[0], arr.shape[1], -1).permute(2, 0, 1)
     return (x / 255.0 * 2.0 - 1.0).unsqueeze(0)
 

@@ -225,7 +225,7 @@ def _fit(cfg: ExperimentConfig, init_from: str | None = None, forward_reports: b
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from gansvc.train.__main__ import keep_checkpoints, run_uri
+    from gansvc.train.__main__ import keep_checkpoints, run_uri, train_env_defaults
     from gansvc.train.failures import fit_stopping_on_deterministic_errors
     from gansvc.train.loop import train_loop
 
@@ -235,6 +235,7 @@ def _fit(cfg: ExperimentConfig, init_from: str | None = None, forward_reports: b
         resources["GPU"] = cfg.scaling.gpus_per_worker
     storage.write_json(storage.parse_uri(run_uri(cfg)).join("gansvc-config.json").uri(),
                        cfg.resolved().model_dump(mode="json"))
+    train_env_defaults()
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"experiment": cfg.model_dump(mode="json"), "run_uri": run_uri(cfg), "init_from": init_from},

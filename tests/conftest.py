@@ -28,6 +28,14 @@ import pytest
 
 # Ray reads this once, at its first import: set it before any test module imports ray (see gansvc/local.py)
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+# Ray Train V2 hands the controller one report per worker each time it polls the workers, every
+# RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (default 2 s): a worker's report queue holds one result and `ray.train.report`
+# blocks while it is full (Ray 2.60 ray/train/v2/_internal/execution/context.py `_wait_then_report`,
+# worker_group/worker.py `poll_status`). A run that reports N times thus takes at least 2N s, whatever its steps
+# cost: the tests' runs report every 1-10 steps, so the controller polls every 0.1 s here (a hanging poll is no error
+# before RAY_TRAIN_WORKER_HEALTH_CHECK_TIMEOUT_S, 600 s). Set before the stack starts, the Ray head and so every job
+# driver, Tune trial and Train controller inherit it (Ray propagates it from a driver: ENV_VARS_TO_PROPAGATE).
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
 
 from gansvc import local  # noqa: E402
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +58,7 @@ def test_put_folder_validates_and_writes_manifest(tmp_path: Path, s3_prefix: str
     reasons = {s.path: s.reason for s in m.skipped}
     assert set(reasons) == {"train/broken.png", "train/notes.txt"}
     assert "corrupt" in reasons["train/broken.png"] and "not an image" in reasons["train/notes.txt"]
+    assert not any("BytesIO" in r or " at 0x" in r for r in reasons.values()), reasons  # words, not object addresses
     # skipped files are not uploaded; valid ones are, byte for byte, in the version's folder
     keys = {o.rel for o in storage.list_objects(s3_prefix)}
     assert m.files_root == version_root(m.fingerprint) and m.files_root.startswith(".v/")
@@ -255,3 +256,28 @@ def test_cli_synth_put_info(tmp_path: Path, s3_prefix: str) -> None:
     assert info.returncode == 0 and "skipped   2 file(s)" in info.stdout and "train/notes.txt" in info.stdout
     bad = _cli("info", f"{s3_prefix}/nothing-here")
     assert bad.returncode == 2 and "not a gansvc dataset" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_info_json_leaves_file_lists_out_unless_asked_and_preview_counts_pairs(
+        tmp_path: Path, synth_put: Callable[..., str], capsys: pytest.CaptureFixture[str]) -> None:
+    """`data info --json` is a summary (counts, no per-file lists) unless `--files`; `preview --n 4` of unpaired
+    data says 4 pairs, not 8 images (issue 16.10)."""
+    import json
+
+    from gansvc.data.__main__ import main
+
+    dest = synth_put("stripes", str(tmp_path / "stripes"), count=12, size=16, seed=0, test_count=2, masks=True)
+    capsys.readouterr()
+    assert main(["info", dest, "--json"]) == 0
+    short = json.loads(capsys.readouterr().out)
+    assert main(["info", dest, "--json", "--files"]) == 0
+    full = json.loads(capsys.readouterr().out)
+    assert full == read_manifest(dest).model_dump()  # --files: the manifest itself
+    for name, split in short["splits"].items():
+        assert "files" not in split and "masks" not in split
+        assert split["count"] == len(full["splits"][name]["files"])
+        assert split["mask_count"] == len(full["splits"][name]["masks"]) > 0
+    assert "labels" not in short and short["label_count"] == len(full["labels"])
+    assert main(["preview", dest, str(tmp_path / "p.png"), "--n", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "4 pairs (row A above row B)" in out and Image.open(tmp_path / "p.png").size[1] > 0

@@ -125,3 +125,71 @@ def test_replica_killed_under_load(url: str) -> None:
     assert old_actor not in _replica_pids(), "the killed replica is still listed"
     ok = requests.post(f"{url}/v1/models/gen/generate", json={"n": 1, "seed": 1}, timeout=CLIENT_TIMEOUT_S)
     assert ok.status_code == 200 and ok.headers["X-Replica"] != old_replica
+
+
+def _proxy_callback_installed(ray_stack: Any) -> bool:
+    """Serve's proxy reads RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH from the Ray head's environment (Linux /proc)."""
+    try:
+        environ = open(f"/proc/{ray_stack.ray_pid}/environ", "rb").read().split(b"\0")
+    except OSError:
+        return False
+    return b"RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=gansvc.serve.errors:proxy_middlewares" in environ
+
+
+@pytest.mark.timeout(300)
+def test_one_hop_replica_killed_answers_503(url: str, ray_stack: Any) -> None:
+    """One hop (a model application with its own route): no gansvc code runs between Serve's proxy and the killed
+    replica, so the requests in flight get the proxy's answer; with gansvc.serve.errors:proxy_middlewares installed
+    in the proxy it is the same 503 model_unavailable + Retry-After as on the two-hop path (without it: a bare 500)."""
+    if not _proxy_callback_installed(ray_stack):
+        pytest.skip("the Ray head was started without RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH="
+                    "gansvc.serve.errors:proxy_middlewares (serve/README.md, 'One hop or two')")
+    from ray.util.state import list_actors
+
+    from gansvc.serve.__main__ import declarative_apps, deploy, wait_running
+
+    running, details = declarative_apps(ray_stack.dashboard_url)
+    gen = next(a for a in running if a["name"] == "gen")
+    deploy(ray_stack.dashboard_url, {"proxy_location": details.get("proxy_location") or "HeadOnly",
+                                     "http_options": details.get("http_options") or {},
+                                     "applications": [{**gen, "name": "gen1", "route_prefix": "/v1/models/gen1"}]})
+    wait_running(ray_stack.dashboard_url, ["gen1"], timeout=240)
+    (pid,) = [a.pid for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000, raise_on_missing_output=False)
+              if a.class_name.startswith("ServeReplica:gen1:")]
+    stop, lock = threading.Event(), threading.Lock()
+    log: list[tuple[int | str, str, str]] = []
+
+    def client(i: int) -> None:
+        session = requests.Session()
+        while not stop.is_set():
+            try:
+                r = session.post(f"{url}/v1/models/gen1/generate", json={"n": 1, "seed": i}, timeout=CLIENT_TIMEOUT_S)
+                entry = (r.status_code, r.headers.get("Retry-After", ""), r.text[:200] if r.status_code != 200 else "")
+            except requests.RequestException as err:
+                entry = (type(err).__name__, "", str(err)[:200])
+            with lock:
+                log.append(entry)
+
+    with cf.ThreadPoolExecutor(16) as pool:
+        futures = [pool.submit(client, i) for i in range(16)]
+        try:
+            time.sleep(2.0)
+            with lock:
+                first = len(log)
+                assert first and all(e[0] == 200 for e in log), log[:5]
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:  # until the new replica has answered for a while
+                with lock:
+                    if sum(1 for e in log[first:] if e[0] == 200) >= 64:
+                        break
+                time.sleep(0.2)
+        finally:
+            stop.set()
+            for f in futures:
+                f.result(timeout=CLIENT_TIMEOUT_S + 30)
+    after = log[first:]
+    errors = [e for e in after if e[0] != 200]
+    assert sum(1 for e in after if e[0] == 200) >= 64, f"serving did not resume: {errors[-5:]}"
+    assert errors, "the kill hit no request in flight: nothing was checked"
+    assert all(e[0] == 503 and e[1] == "1" and "model_unavailable" in e[2] for e in errors), errors[:5]

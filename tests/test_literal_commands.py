@@ -66,7 +66,7 @@ def test_get_dry_run_and_job_submit_train_cyclegan_as_typed(ray_stack, tmp_path:
     deadline = time.monotonic() + 800
     while not client.get_job_status(job).is_terminal():
         assert time.monotonic() < deadline, client.get_job_logs(job)[-3000:]
-        time.sleep(2)
+        time.sleep(0.5)
     logs = client.get_job_logs(job)
     assert client.get_job_status(job) == JobStatus.SUCCEEDED, logs[-4000:]
     run = f"s3://{ray_stack.bucket}/runs/{name}"
@@ -78,3 +78,10 @@ def test_get_dry_run_and_job_submit_train_cyclegan_as_typed(ray_stack, tmp_path:
     assert saved["data"]["flip"] is True
     assert any("never upsamples" in n for n in saved["notes"]), saved["notes"]
     assert storage.exists(f"{run}/checkpoint-00000002/meta.json"), logs[-3000:]
+    # the job's output as a user reads it (issue 16.10): each progress line once, no ANSI colour codes, the
+    # checkpoint named by its s3:// URI in the run summary
+    progress = [line for line in logs.splitlines() if "[gansvc] step 2/2" in line]
+    assert len(progress) == 1, progress
+    assert "\x1b[" not in logs, logs[-3000:]
+    assert "PreemptionWatcher" not in logs, logs[-3000:]  # Ray Train's watcher (off: gansvc.train.__main__)
+    assert f'"checkpoint": "{run}/checkpoint-00000002"' in logs, logs[-3000:]

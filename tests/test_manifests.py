@@ -538,6 +538,12 @@ def _without(args: dict[str, Any], keys: set[str]) -> dict[str, Any]:
     return {k: v for k, v in args.items() if k not in keys}
 
 
+def _route_shape(app: dict[str, Any]) -> str | None:
+    """A model application's route with its own name factored out: /v1/models/{name} (one hop) or None."""
+    route = app.get("route_prefix")
+    return None if route is None else str(route).replace(app["name"], "{name}")
+
+
 def test_serve_config_reuses_serve_gansvc_yaml(rendered: dict[str, list[dict[str, Any]]]) -> None:
     """The RayService's applications are serve/gansvc.yaml's (same builder, same arguments) with cluster settings:
     model names, GPUs, device and replica maxima may differ; the front door may expect the served models."""
@@ -556,7 +562,7 @@ def test_serve_config_reuses_serve_gansvc_yaml(rendered: dict[str, list[dict[str
             assert set(mine["args"]["expect_models"]) <= {a["name"] for a in apps}, directory
         for app in (a for a in apps if "model" in a["args"]):
             twins = [r for r in ref_models if r["import_path"] == app["import_path"]
-                     and r.get("route_prefix") == app.get("route_prefix")
+                     and _route_shape(r) == _route_shape(app)
                      and set(r["args"]) - model_keys == set(app["args"]) - model_keys
                      and _without(r["args"], model_keys) == _without(app["args"], model_keys)
                      and _without(r["args"].get("autoscaling", {}), {"max_replicas"})

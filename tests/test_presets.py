@@ -112,3 +112,23 @@ def test_preset_batch_larger_than_the_data_is_fitted_with_a_note(storage: Path, 
 def test_unknown_preset_lists_run_presets(storage: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _dry(["cyclegan", "--dataset", str(storage / "x"), "--preset", "nope"], capsys)
     assert code == 2 and "default" in err and "report" in err and "smoke" in err, err
+
+
+def test_resolved_config_names_the_preset_and_what_a_cpu_run_uses(storage: Path, synth_put: Callable[..., str],
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """The printed config says `preset: smoke` (not null), and on CPU no GPU and none of the CUDA-only switches
+    (issue 16.10); with a GPU asked for, the GPU defaults; a value the user gives is kept either way."""
+    dest = _put_default(storage, "dcgan", synth_put, count=40)
+    base = ["dcgan", "--preset", "smoke", "--dataset", str(dest), "--max-steps", "3"]
+    code, out, err = _dry(base, capsys)
+    assert code == 0, err
+    config = out.split("resolved config:\n", 1)[1]
+    assert "\npreset: smoke\n" in f"\n{config}" and "preset: null" not in out
+    assert all(f"  {k}: false\n" in config for k in ("amp", "channels_last", "compile", "tf32")), config
+    assert "  gpus_per_worker: 0.0\n" in config and "  use_gpu: false\n" in config
+    code, out, err = _dry([*base, "--gpus-per-worker", "1"], capsys)
+    assert code == 0, err
+    config = out.split("resolved config:\n", 1)[1]
+    assert "  amp: true\n" in config and "  tf32: true\n" in config and "  gpus_per_worker: 1.0\n" in config
+    code, out, err = _dry([*base, "--set", "loop.amp=true"], capsys)
+    assert code == 0 and "  amp: true\n" in out.split("resolved config:\n", 1)[1]

@@ -100,25 +100,44 @@ def _cli(module: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=300)
 
 
+def _clis(*commands: tuple[str, ...]) -> list[subprocess.CompletedProcess[str]]:
+    """`_cli(*command)` for each command, run at the same time (independent processes that only read the registry:
+    most of each one's time is its interpreter start and imports, which overlap)."""
+    procs = [subprocess.Popen([sys.executable, "-m", *cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for cmd in commands]
+    results = []
+    for cmd, proc in zip(commands, procs, strict=True):
+        try:
+            out, err = proc.communicate(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        results.append(subprocess.CompletedProcess([sys.executable, "-m", *cmd], proc.returncode, out, err))
+    return results
+
+
 def test_cli_generate_is_seeded_and_checks_labels(tmp_path: Path) -> None:
     reg = str(tmp_path / "registry")
     promote(str(_run(tmp_path)), "acgan-m", root=reg)
-    listed = _cli("gansvc.registry", "list", "--registry", reg)
-    assert listed.returncode == 0 and "acgan-m" in listed.stdout and "16x16x3" in listed.stdout
-    shown = json.loads(_cli("gansvc.registry", "--registry", reg, "show", "acgan-m").stdout)
-    assert shown["data_spec"]["attributes"] == {"shape": ["circle", "square"], "color": ["blue", "red"]}
     out1, out2 = tmp_path / "o1", tmp_path / "o2"
-    for out in (out1, out2):
-        r = _cli("gansvc.generate", "--model", "acgan-m", "--registry", reg, "--n", "3", "--seed", "5",
-                 "--labels", "shape=circle", "--grid", str(out))
+    generate = ("gansvc.generate", "--model", "acgan-m", "--registry", reg)
+    seeded = ("--n", "3", "--seed", "5", "--labels", "shape=circle", "--grid")
+    listed, shown, *made, bad_value, bad_name = _clis(
+        ("gansvc.registry", "list", "--registry", reg), ("gansvc.registry", "--registry", reg, "show", "acgan-m"),
+        *[(*generate, *seeded, str(out)) for out in (out1, out2)],
+        (*generate, "--labels", "shape=hexagon", str(tmp_path / "o3")),
+        (*generate, "--labels", "size=big", str(tmp_path / "o4")))
+    assert listed.returncode == 0 and "acgan-m" in listed.stdout and "16x16x3" in listed.stdout
+    shown = json.loads(shown.stdout)
+    assert shown["data_spec"]["attributes"] == {"shape": ["circle", "square"], "color": ["blue", "red"]}
+    for r in made:
         assert r.returncode == 0, r.stderr
     files = sorted(p.name for p in out1.iterdir())
     assert len(files) == 4 and files[-1].endswith("grid.png")
     assert all((out1 / f).read_bytes() == (out2 / f).read_bytes() for f in files), "same seed, same images"
-    bad = _cli("gansvc.generate", "--model", "acgan-m", "--registry", reg, "--labels", "shape=hexagon", str(out1))
-    assert bad.returncode == 2 and "hexagon" in bad.stderr and "circle" in bad.stderr
-    bad = _cli("gansvc.generate", "--model", "acgan-m", "--registry", reg, "--labels", "size=big", str(out1))
-    assert bad.returncode == 2 and "size" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad_value.returncode == 2 and "hexagon" in bad_value.stderr and "circle" in bad_value.stderr
+    assert bad_name.returncode == 2 and "size" in bad_name.stderr and "Traceback" not in bad_name.stderr
     deleted = _cli("gansvc.registry", "delete", "acgan-m", "--registry", reg)
     assert deleted.returncode == 0 and list_entries(reg) == []
     assert not any((Path(reg) / "models").rglob("*.pt")), "delete removes the stored weights"

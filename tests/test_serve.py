@@ -82,7 +82,8 @@ def test_config_file_validates_and_builds() -> None:
     apps = {a.name: a for a in schema.applications}
     assert apps["gansvc"].route_prefix == "/"
     models = [a for a in schema.applications if "model" in (a.args or {})]
-    assert models and all(a.route_prefix is None and a.args["num_gpus"] == 0 for a in models)
+    # one hop by default: each model application answers its own route
+    assert models and all(a.route_prefix == f"/v1/models/{a.name}" and a.args["num_gpus"] == 0 for a in models)
     for app in schema.applications:
         built = build_app(app.args)
         assert type(built).__name__ == "Application"
@@ -94,6 +95,29 @@ def test_config_file_validates_and_builds() -> None:
     bad = {**config, "applications": [{**config["applications"][0], "args": {"max_pixles": 10}}]}
     with pytest.raises(ValueError, match="max_pixles"):
         check_config(bad)
+
+
+def test_model_route_is_its_name_or_none() -> None:
+    """One hop: a model application may have its own route, /v1/models/<its name> (Serve's proxy sends its requests
+    straight to the model replica), or none (through the front door); any other route is refused before deploying,
+    and the CLI's derived config keeps each entry's choice, re-derived for the models it copies."""
+    from gansvc.serve.app import check_config, deploy_config, model_route
+
+    config = yaml.safe_load((ROOT / "serve" / "gansvc.yaml").read_text())
+    front, first = config["applications"][0], config["applications"][1]
+    routed = {**config, "applications": [front, {**first, "route_prefix": model_route(first["name"])}]}
+    check_config(routed)
+    for bad in ("/v1/models/other", "/models/" + first["name"]):
+        wrong = {**config, "applications": [front, {**first, "route_prefix": bad}]}
+        with pytest.raises(ValueError, match=f"served at '/v1/models/{first['name']}'"):
+            check_config(wrong)
+    derived = deploy_config(routed, [first["name"], "new-model"])
+    routes = {a["name"]: a["route_prefix"] for a in derived["applications"]}
+    assert routes == {"gansvc": "/", first["name"]: model_route(first["name"]), "new-model": "/v1/models/new-model"}
+    unrouted = {**config, "applications": [front, {**first, "route_prefix": None}]}  # two hops, kept as chosen
+    assert all(a["route_prefix"] is None for a in deploy_config(unrouted, [first["name"], "x"])["applications"][1:])
+    assert deploy_config({**config, "applications": [front]}, ["y"])["applications"][1]["route_prefix"] == \
+        "/v1/models/y"  # no model entry to copy: one hop
 
 
 def test_serve_never_imports_training_or_ingestion() -> None:
@@ -317,6 +341,9 @@ def test_bad_input_gets_clear_4xx(served: Served) -> None:
          400, "invalid_multipart", "field named 'image'"),
         (served.tr(_png(16, 16), direction="c2d"), 422, "invalid_request", "direction"),
         (served.tr(_png(16, 16), heatmap="maybe"), 422, "invalid_request", "heatmap"),
+        (requests.post(f"{served.url}/v1/models/gen/generate", data=b'{"n": 1,', timeout=30,
+                       headers={"Content-Type": "application/json"}), 422, "invalid_request",
+         "the body is not valid JSON at character"),
     ]
     for i, (resp, status, code, text) in enumerate(cases):
         assert resp.status_code == status, (i, resp.status_code, resp.text)

@@ -209,7 +209,7 @@ def test_job_submission_two_workers_resume_promote(ray_stack, datasets: dict[str
         deadline = time.monotonic() + 420
         while client.get_job_status(job) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
             assert time.monotonic() < deadline, "job did not finish in time"
-            time.sleep(2)
+            time.sleep(0.5)
         logs = client.get_job_logs(job)
         assert client.get_job_status(job) == JobStatus.SUCCEEDED, logs[-3000:]
         return logs
@@ -292,7 +292,9 @@ def test_killed_worker_restarts_from_last_checkpoint(ray_stack, datasets: dict[s
     from ray.util.state import list_actors
 
     result: dict[str, int] = {}
-    common = ("--max-steps", "300", "--checkpoint-every", "10", "--eval-every", "1000", "--log-every", "10",
+    # 300 steps: the kill lands well before the end; a checkpoint every 30 (each one is an upload and a commit in
+    # both runs) still leaves nine after the first commit to resume from and write
+    common = ("--max-steps", "300", "--checkpoint-every", "30", "--eval-every", "1000", "--log-every", "10",
               "--max-failures", "2", "--num-workers", "2")
     args = _args("dcgan", datasets["single"], s3_prefix, "crash", *common)
     thread = threading.Thread(target=lambda: result.setdefault("code", train_main(args)), daemon=True)

@@ -6,11 +6,12 @@ import argparse
 import json
 import sys
 import time
+from typing import Any
 
 from gansvc import storage
 from gansvc.data.ingest import DEFAULT_MAX_DOWNLOAD_GB, DatasetError, PutResult, existing_manifest, put
 from gansvc.data.catalog import flip_advice, name_of_source
-from gansvc.data.manifest import format_manifest, read_manifest
+from gansvc.data.manifest import Manifest, format_manifest, read_manifest
 from gansvc.data.synth import SYNTHS, synth
 
 GET_EPILOG = ("exit status: 0 done (or already up to date), 2 error (nothing partial is left in DEST), "
@@ -28,6 +29,21 @@ def _report(result: PutResult, seconds: float) -> None:
     print(format_manifest(m, result.uri))
 
 
+def manifest_json(m: Manifest, files: bool) -> dict[str, Any]:
+    """The manifest as a JSON document. The per-file parts (each split's `files` and `masks`, the `labels` of every
+    file) are thousands of lines for a real dataset: without `files` they are left out (keys absent, never a value
+    of another type) and counted instead (`count`, `mask_count`, `label_count`)."""
+    doc = m.model_dump()
+    if files:
+        return doc
+    for split in doc["splits"].values():
+        del split["files"]
+        split["mask_count"] = len(split.pop("masks"))
+    doc["label_count"] = len(doc.pop("labels"))
+    doc["per_file_lists"] = "left out: python -m gansvc.data info URI --json --files includes them"
+    return doc
+
+
 def _preview(args: argparse.Namespace) -> None:
     import torch
 
@@ -42,7 +58,8 @@ def _preview(args: argparse.Namespace) -> None:
     images = torch.cat([batch["A"], batch["B"]]) if "A" in batch else batch["image"]
     nrow = batch["A"].shape[0] if "A" in batch else None
     storage.write_bytes(storage.parse_uri(args.out).uri(), png_bytes(grid(images, nrow=nrow)), "image/png")
-    print(f"wrote {args.out}: {images.shape[0]} images of {ds.spec.height}x{ds.spec.width}x{ds.spec.channels} "
+    what = (f"{nrow} pairs (row A above row B)" if nrow is not None else f"{images.shape[0]} images")
+    print(f"wrote {args.out}: {what} of {ds.spec.height}x{ds.spec.width}x{ds.spec.channels} "
           f"from {args.uri} (wait for data {stream.wait_s:.2f}s)")
 
 
@@ -149,17 +166,21 @@ def main(argv: list[str] | None = None) -> int:
     p_prev.add_argument("out")
     p_prev.add_argument("--size", type=int, default=None, help="training size (default: the dataset's)")
     p_prev.add_argument("--load-size", type=int, default=None, help="resize to this, then crop --size")
-    p_prev.add_argument("--n", type=int, default=16, help="images in the grid (default 16)")
+    p_prev.add_argument("--n", type=int, default=16,
+                        help="images in the grid (default 16; unpaired data: pairs, one A above its B)")
     p_prev.add_argument("--seed", type=int, default=0)
     p_info = sub.add_parser("info", help="print a dataset's manifest readably")
     p_info.add_argument("uri")
-    p_info.add_argument("--json", action="store_true", help="the raw manifest")
+    p_info.add_argument("--json", action="store_true",
+                        help="the manifest as JSON, without the per-file lists (each split's file count stays)")
+    p_info.add_argument("--files", action="store_true",
+                        help="with --json: include every split's file list, masks and labels (long: one entry a file)")
     args = parser.parse_args(argv)
     try:
         if args.cmd == "info":
             m = read_manifest(args.uri)
             if args.json:
-                print(json.dumps(m.model_dump(), indent=2))
+                print(json.dumps(manifest_json(m, args.files), indent=2))
             else:
                 print(format_manifest(m, args.uri))
                 print(f"advice    {flip_advice(name_of_source(m.source))}")

@@ -54,6 +54,7 @@ from gansvc import __version__, storage
 from gansvc.paths import cache_home
 from gansvc.data.manifest import (CLASSES_NAME, LABELS_NAME, MANIFEST_NAME, SPLITS, VERSIONS_DIR, Manifest, Skipped,
                                   SplitInfo, mask_folder, path_problem, read_manifest, version_root)
+from gansvc.data.imagefile import describe_image_error
 from gansvc.data.spec import IGNORE_INDEX
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm"}
@@ -322,7 +323,7 @@ def _decode_image(f: SourceFile, data: bytes) -> Checked:
             im.load()  # a full decode: truncated or damaged files fail here, not at training time
             return Checked(f, md5=hashlib.md5(data).hexdigest(), size_wh=f"{im.width}x{im.height}", mode=im.mode)
     except Exception as err:  # noqa: BLE001 - PIL raises many kinds; all mean "cannot decode"
-        return Checked(f, skip_reason=f"corrupt or unreadable image ({type(err).__name__}: {err})")
+        return Checked(f, skip_reason=f"corrupt or unreadable image ({describe_image_error(err)})")
 
 
 def parse_labels(raw: bytes, images: dict[str, list[str]],

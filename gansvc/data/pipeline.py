@@ -67,6 +67,10 @@ class DataConfig(BaseModel):
     # node-local cache of raw bytes (S3 datasets): default $GANSVC_CACHE_DIR/data, i.e. ~/.cache/gansvc/data;
     # "" disables it. Capped by GANSVC_CACHE_MAX_GB (least recently used files go first)
     cache_dir: str | None = None
+    # input path (gansvc.data.decoded): "decoded" = every image decoded once per node into a memory-mapped uint8
+    # store under the data cache, batches gathered and augmented with tensor ops; "files" = decode each file per
+    # sample (this module); "auto" = decoded when the store fits GANSVC_DECODED_MAX_GB and the free disk
+    cache: Literal["auto", "decoded", "files"] = "auto"
 
     @field_validator("size", "load_size")
     @classmethod

@@ -79,4 +79,5 @@ SPEC: FamilySpec[ACGANConfig] = FamilySpec(
     name="acgan", task="generate", config=ACGANConfig, build=build, train_step=train_step, generate=generate,
     presets=PRESETS, runs=RUNS, default_preset="report", dataset="anime-faces-tags", conditional=CONDITIONAL,
     description="Auxiliary classifier GAN over several attributes (anime-face study; Odena et al. 2017)",
+    uncompilable=adversarial.penalised_nets,  # the WGAN-GP gradient penalty: no torch.compile of D
 )

@@ -125,6 +125,9 @@ class FamilySpec(Generic[C]):
     # optional: adapt config fields the user did not set to the data (e.g. a discriminator too deep for small images):
     # (cfg, data, explicitly set field names) -> (cfg, one note per changed field). Called once the dataset is known.
     fit_to_data: Callable[[C, DataSpec, frozenset[str]], tuple[C, list[str]]] | None = None
+    # optional: the nets loop.compile must leave eager in this config: those a train step differentiates twice (a
+    # gradient penalty's create_graph=True backward), which torch.compile's aot_autograd (torch 2.x) refuses
+    uncompilable: Callable[[C], tuple[str, ...]] | None = None
 
     def make_config(self, preset: str | None = None, overrides: Mapping[str, Any] | None = None) -> C:
         """Config from defaults, then a preset, then explicit overrides (validated; errors name the field)."""

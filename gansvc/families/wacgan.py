@@ -84,4 +84,5 @@ SPEC: FamilySpec[WACGANConfig] = FamilySpec(
     name="wacgan", task="generate", config=WACGANConfig, build=build, train_step=train_step, generate=generate,
     presets=PRESETS, runs=RUNS, default_preset="report", dataset="anime-faces-tags", conditional=CONDITIONAL,
     description="WAC-GAN: AC-GAN with Wasserstein loss and gradient penalty (anime-face study)",
+    uncompilable=adversarial.penalised_nets,  # the WGAN-GP gradient penalty: no torch.compile of D
 )

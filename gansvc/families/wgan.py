@@ -87,4 +87,5 @@ SPEC: FamilySpec[WGANConfig] = FamilySpec(
     name="wgan", task="generate", config=WGANConfig, build=build, train_step=train_step, generate=generate,
     presets=PRESETS, runs=RUNS, default_preset="report", dataset="anime-faces-tags", conditional=CONDITIONAL,
     description="Wasserstein GAN with weight clipping (WGAN proposal; Arjovsky et al. 2017)",
+    uncompilable=adversarial.penalised_nets,  # the WGAN-GP gradient penalty: no torch.compile of D
 )

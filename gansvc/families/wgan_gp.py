@@ -86,4 +86,5 @@ SPEC: FamilySpec[WGANGPConfig] = FamilySpec(
     name="wgan-gp", task="generate", config=WGANGPConfig, build=build, train_step=train_step, generate=generate,
     presets=PRESETS, runs=RUNS, default_preset="report", dataset="anime-faces-tags", conditional=CONDITIONAL,
     description="Wasserstein GAN with gradient penalty (WGAN proposal; Gulrajani et al. 2017)",
+    uncompilable=adversarial.penalised_nets,  # the WGAN-GP gradient penalty: no torch.compile of D
 )

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -279,3 +279,8 @@ def generate(nets: Mapping[str, nn.Module], z: Tensor, labels: Tensor | None, cf
                 raise ValueError(f"{labels.shape[0]} labels for {z.shape[0]} latents")
             return G(z, labels.to(z.device)).clamp(-1.0, 1.0)
         return G(z).clamp(-1.0, 1.0)
+
+
+def penalised_nets(cfg: Any) -> tuple[str, ...]:
+    """The nets a gradient penalty differentiates twice (D, when gp_lambda > 0): FamilySpec.uncompilable."""
+    return ("D",) if getattr(cfg, "gp_lambda", 0.0) > 0 else ()

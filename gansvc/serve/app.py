@@ -2,9 +2,12 @@
 
 Design: one Serve application per model plus one front-door application.
 - `gansvc.serve.app:build_app` with args that have a `model` key builds a model application (one `GanModel`
-  deployment, no HTTP route, its own replicas/autoscaling/batching; see `ModelArgs`).
-- Without a `model` key it builds the front door (`Ingress`, FastAPI, route "/"; see `IngressArgs`), which discovers
-  the model applications and serves each under its application name: /v1/models/<app name>/...
+  deployment, its own replicas/autoscaling/batching; see `ModelArgs`). With `route_prefix: /v1/models/<app name>`
+  it answers its own routes (one hop: proxy -> the replica that runs the model; see `model_ingress`); with
+  `route_prefix: null` it is reached through the front door and a deployment handle (two hops).
+- Without a `model` key it builds the front door (`Ingress`, FastAPI, route "/"; see `IngressArgs`): /healthz,
+  /readyz, /v1/models, /openapi.json, /docs, 404 for unknown models, and the route-less model applications, each
+  under its application name: /v1/models/<app name>/...
 Redeploying a config that adds an application leaves the unchanged applications' replicas alone (Serve compares each
 application's import path + args), so served models keep answering while a new one loads. Changing one model's args
 (e.g. `revision`, to pick up a newly promoted version) restarts only that model's replicas, with a surge
@@ -26,15 +29,21 @@ DEFAULT_CONFIG = Path("serve") / "gansvc.yaml"
 INGRESS_APP = "gansvc"
 
 
+def model_route(name: str) -> str:
+    """The route prefix of a model application that answers its own requests: /v1/models/<application name>."""
+    return f"/v1/models/{name}"
+
+
 def model_app(args: ModelArgs) -> Application:
-    from gansvc.serve.model import GanModel
+    # the HTTP routes are used only when the application has a route_prefix; the handle methods in every case
+    from gansvc.serve.model_ingress import ModelIngress
 
     a = args.autoscaling
     autoscaling = {"min_replicas": a.min_replicas, "max_replicas": a.max_replicas,
                    "target_ongoing_requests": a.target_ongoing_requests}
     if a.initial_replicas is not None:
         autoscaling["initial_replicas"] = a.initial_replicas
-    deployment = serve.deployment(GanModel, name=MODEL_DEPLOYMENT).options(
+    deployment = serve.deployment(ModelIngress, name=MODEL_DEPLOYMENT).options(
         ray_actor_options={"num_cpus": args.num_cpus, "num_gpus": args.num_gpus},
         max_ongoing_requests=args.ongoing_limit(), autoscaling_config=autoscaling,
         max_surge_percent=args.max_surge_percent)
@@ -76,6 +85,10 @@ def check_config(config: dict[str, Any]) -> Any:
         if app.import_path.startswith("gansvc.serve.app:"):
             args = app.args or {}
             (ModelArgs if "model" in args else IngressArgs).model_validate(args)
+            route = app.route_prefix if isinstance(app.route_prefix, str) else None
+            if "model" in args and route is not None and route != model_route(app.name):
+                raise ValueError(f"application {app.name!r}: route_prefix {route!r}: a model application is served "
+                                 f"at {model_route(app.name)!r} (its name) or through the front door (null)")
     return schema
 
 
@@ -86,18 +99,20 @@ def is_model_app(app: dict[str, Any]) -> bool:
 def deploy_config(base: dict[str, Any], models: list[str] | None = None, port: int | None = None,
                   registry: str | None = None) -> dict[str, Any]:
     """The config to deploy: `base` (serve/gansvc.yaml) with only the `models` listed (None: all of base's), each
-    from its own entry in base or, for a model base does not name, a copy of base's first model application."""
+    from its own entry in base or, for a model base does not name, a copy of base's first model application. A model
+    whose entry (or the copied one) has a route answers its own: route_prefix /v1/models/<name> (one hop)."""
     config = copy.deepcopy(base)
     apps = config.get("applications", [])
     front = [a for a in apps if not is_model_app(a)]
     by_name = {a["name"]: a for a in apps if is_model_app(a)}
-    template = next(iter(by_name.values()), {"import_path": "gansvc.serve.app:build_app", "route_prefix": None,
-                                              "args": {}})
+    template = next(iter(by_name.values()), {"import_path": "gansvc.serve.app:build_app",
+                                              "route_prefix": model_route("template"), "args": {}})  # one hop
     chosen = []
     for name in (models if models is not None else list(by_name)):
         app = copy.deepcopy(by_name.get(name) or {**template, "name": name,
                                                    "args": {**template.get("args", {}), "model": name}})
-        app["route_prefix"] = None  # models are reached through the front door only
+        # keep the entry's choice: its own route (one hop) or none (through the front door)
+        app["route_prefix"] = model_route(name) if app.get("route_prefix") else None
         if registry:
             app["args"]["registry"] = registry
         chosen.append(app)

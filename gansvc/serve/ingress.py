@@ -3,35 +3,27 @@
 Models are discovered, not configured: every Serve application holding a `GanModel` deployment is a model, served
 under its application name. Adding a model = deploying one more application (`serve deploy` with an updated config);
 the ingress and the other models' replicas are untouched and keep answering, and the new model is reachable within
-`discovery_ttl_s` of its application existing (requests wait while its replicas load).
+`discovery_ttl_s` of its application existing (requests wait while its replicas load). A model application with its
+own route (/v1/models/<name>, see model_ingress) gets its requests from Serve's proxy directly; the front door still
+lists it, documents its routes (this OpenAPI document) and answers for it while the proxy has no route for it yet.
+The request handling itself (validation, errors, limits, metrics) is gansvc.serve.api's, shared with model_ingress.
 """
 # No `from __future__ import annotations` here: FastAPI must resolve the route methods' annotations (Request, bodies)
 # when Serve rebuilds the routes, which string annotations break.
 
 import asyncio
-import base64
-import re
-import secrets
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from fastapi import FastAPI, Query, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import Query, Request
 from fastapi.responses import JSONResponse, Response
 from ray import serve
-from ray.exceptions import RayActorError, WorkerCrashedError
-from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
-from ray.serve.metrics import Counter, Histogram
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gansvc.data.spec import DataSpec
-from gansvc.families.sampling import encode_labels
-from gansvc.serve.model import SECONDS_BOUNDS, DeadlineExpired
-from gansvc.serve.schemas import (MAX_N_CAP, MODEL_DEPLOYMENT, ErrorBody, GenerateRequest, GenJob, ImagesBody,
-                                  IngressArgs, JobResult, ModelInfo, ModelList, TranslateJob, TranslationBody)
-from gansvc.serve.uploads import ApiError, decode_image, read_body, upload_bytes
+from gansvc.serve.api import generate_response, guarded, http_metrics, make_api, max_pixels, translate_response
+from gansvc.serve.schemas import (MAX_N_CAP, MODEL_DEPLOYMENT, ErrorBody, GenerateRequest, ImagesBody, IngressArgs,
+                                  JobResult, ModelInfo, ModelList, TranslationBody)
+from gansvc.serve.uploads import ApiError
 
 DESCRIPTION = """Generation (noise / labels -> image) and translation (image -> image) with the promoted GAN models.
 Errors are JSON `{"error": {"code": ..., "message": ...}}` with a 4xx/5xx status. Responses carry `X-Model-Version`,
@@ -51,116 +43,7 @@ PNG = {"content": {"image/png": {"schema": {"type": "string", "format": "binary"
 GENERATED = {"description": "image/png (format png or grid), or JSON with base64 PNGs (format json)", "content": {
     "image/png": {"schema": {"type": "string", "format": "binary"}},
     "application/json": {"schema": ImagesBody.model_json_schema()}}}
-RETRY_AFTER_S = 1  # a dead replica is replaced in seconds (tests/test_faults_serve.py measures it)
-
-app = FastAPI(title="gansvc", version="1", description=DESCRIPTION)
-
-
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status, headers={"X-Error-Code": code})
-
-
-@app.exception_handler(ApiError)
-async def _api_error(_: Request, err: ApiError) -> JSONResponse:
-    response = error_response(err.status, err.code, err.message)
-    response.headers.update(err.headers)
-    return response
-
-
-@app.exception_handler(RequestValidationError)
-async def _invalid(_: Request, err: RequestValidationError) -> JSONResponse:
-    parts = [f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}" for e in err.errors()]
-    return error_response(422, "invalid_request", "; ".join(parts))
-
-
-@app.exception_handler(StarletteHTTPException)
-async def _http(_: Request, err: StarletteHTTPException) -> JSONResponse:
-    codes = {404: "not_found", 405: "method_not_allowed"}
-    response = error_response(err.status_code, codes.get(err.status_code, "http_error"), str(err.detail))
-    response.headers.update(err.headers or {})  # e.g. the `Allow` of a 405 (RFC 9110 15.5.6: MUST)
-    return response
-
-
-_ROUTE = re.compile(r"^/v1/models/([^/]+)/(generate|translate)$")
-
-
-class BodyLimit:
-    """Every request body, on every route, read at most `max_request_bytes`: counted chunk by chunk as it arrives
-    (a chunked body has no Content-Length to trust), answered 413 as soon as it passes the limit, with
-    `Connection: close` so the rest is not read. A body within the limit is handed to the route unchanged."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limit = getattr(getattr(scope.get("app"), "state", None), "args", None)
-        if scope["type"] != "http" or limit is None:
-            await self.app(scope, receive, send)
-            return
-        max_bytes = limit.max_request_bytes
-        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > max_bytes:
-            await self._too_large(scope, receive, send, max_bytes)
-            return
-        body, size, more, early = [], 0, True, None
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away: let the route see it
-                early = message
-                break
-            body.append(message.get("body", b""))
-            size += len(body[-1])
-            if size > max_bytes:
-                await self._too_large(scope, receive, send, max_bytes)
-                return
-            more = message.get("more_body", False)
-        await self.app(scope, _replay(b"".join(body), early, receive), send)
-
-    @staticmethod
-    async def _too_large(scope: Scope, receive: Receive, send: Send, max_bytes: int) -> None:
-        response = error_response(413, "payload_too_large", f"the request body exceeds {max_bytes} bytes "
-                                                            "(max_request_bytes)")
-        response.headers["Connection"] = "close"
-        await response(scope, receive, send)
-
-
-def _replay(body: bytes, early: Message | None, receive: Receive) -> Receive:
-    """A `receive` that gives the buffered body as one message, then defers to the real one (disconnects)."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return early or {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-    return replay
-
-
-app.add_middleware(BodyLimit)  # added before _observe: _observe wraps it, so its 413s are counted
-
-
-@app.middleware("http")
-async def _observe(request: Request, call_next: Any) -> Response:
-    """Request count, latency and errors per model and endpoint."""
-    state = request.app.state
-    t0 = time.perf_counter()
-    response: Response = await call_next(request)
-    if hasattr(state, "metrics"):
-        m = _ROUTE.match(request.url.path)
-        endpoint = m.group(2) if m else request.url.path.strip("/").replace("/", "_") or "root"
-        if endpoint not in ("generate", "translate", "v1_models", "healthz", "readyz", "docs", "openapi.json"):
-            endpoint = "other"
-        name = m.group(1) if m else ""
-        known = state.catalog.known() if hasattr(state, "catalog") else set()
-        model = name if name in known else "-"  # only served names: clients cannot blow up the tag cardinality
-        req, lat, err = state.metrics
-        req.inc(tags={"model": model, "endpoint": endpoint, "status": str(response.status_code)})
-        lat.observe(time.perf_counter() - t0, tags={"model": model, "endpoint": endpoint})
-        if response.status_code >= 400:
-            err.inc(tags={"model": model, "endpoint": endpoint,
-                          "kind": response.headers.get("x-error-code", str(response.status_code))})
-    return response
+app = make_api(title="gansvc", version="1", description=DESCRIPTION)
 
 
 @dataclass
@@ -228,49 +111,16 @@ class Catalog:
         return info
 
 
-# a replica died (killed, OOM, node lost) or none can take the request now: the model is briefly unavailable,
-# Serve replaces the replica; the client should retry (503 + Retry-After), it did nothing wrong and the server did not
-# fail on its input (500)
-UNAVAILABLE = (RayActorError, WorkerCrashedError, BackPressureError, DeploymentUnavailableError,
-               ReplicaUnavailableError)
-
-
 async def call(handle: Any, method: str, job: Any, timeout: float, name: str) -> Any:
-    """A model replica's method, bounded by `timeout`. A call given up (timeout, or the HTTP client went away and
-    Serve cancelled this request) is cancelled at the replica too: queued, it never reaches a forward pass."""
+    """A model replica's method through its deployment handle (the front door's path to a model application without
+    a route of its own), bounded and mapped as `api.guarded`; a call given up is cancelled at the replica too."""
     method_handle = getattr(handle, method)
     response = method_handle.remote(job) if job is not None else method_handle.remote()
-    try:
-        return await asyncio.wait_for(_result(response), timeout)
-    except TimeoutError:
-        response.cancel()
-        raise ApiError(504, "timeout", f"model {name!r} did not answer within {timeout:g} s; retry later") from None
-    except asyncio.CancelledError:
-        response.cancel()
-        raise
-    except ApiError:
-        raise
-    except DeadlineExpired:
-        raise ApiError(504, "timeout", f"model {name!r} did not start within {timeout:g} s; retry later") from None
-    except UNAVAILABLE as err:
-        raise ApiError(503, "model_unavailable", f"model {name!r} is restarting ({type(err).__name__}); retry in "
-                                                 f"{RETRY_AFTER_S} s", {"Retry-After": str(RETRY_AFTER_S)}) from None
-    except Exception as err:  # noqa: BLE001 - a replica failure must not leak a traceback to the client
-        first = (str(err).strip().splitlines() or [type(err).__name__])[-1][:300]
-        raise ApiError(500, "model_error", f"model {name!r} failed: {first}") from None
+    return await guarded(_result(response), timeout, name, response.cancel)
 
 
 async def _result(response: Any) -> Any:
     return await response
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _headers(info: dict[str, Any], res: JobResult, **extra: Any) -> dict[str, str]:
-    return {"X-Model-Version": str(res.version or info["version"]), "X-Batch-Size": str(res.batch_requests),
-            "X-Batch-Images": str(res.batch_images), "X-Replica": res.replica, **{k: str(v) for k, v in extra.items()}}
 
 
 @serve.ingress(app)
@@ -282,12 +132,16 @@ class Ingress:
         except Exception:  # noqa: BLE001
             own = ""
         self.catalog = Catalog(self.args.discovery_ttl_s, own, self.args.request_timeout_s)
-        tags = ("model", "endpoint")
-        app.state.args, app.state.catalog = self.args, self.catalog
-        app.state.metrics = (
-            Counter("gansvc_http_requests", "HTTP requests by model, endpoint and status", (*tags, "status")),
-            Histogram("gansvc_http_request_seconds", "HTTP request latency", SECONDS_BOUNDS, tags),
-            Counter("gansvc_http_errors", "HTTP errors by model, endpoint and kind (error code)", (*tags, "kind")))
+        app.state.settings, app.state.known = self.http_args_async, self.catalog.known
+        app.state.metrics = http_metrics()
+
+    async def http_args_async(self) -> IngressArgs:
+        return self.args
+
+    def http_args(self) -> dict[str, Any]:
+        """The HTTP limits (body size, pixels, side, timeout): model applications with their own route fetch them
+        here, so the front door's config stays the one place they are set."""
+        return self.args.model_dump()
 
     @app.get("/healthz", summary="liveness: the HTTP front door answers")
     async def healthz(self) -> dict[str, str]:
@@ -312,7 +166,7 @@ class Ingress:
                 info = await self.catalog.info(name)
             except ApiError:
                 continue  # being deleted or failing: not listed
-            limits = {"max_pixels": self._max_pixels(info), "min_side": self.args.min_side} \
+            limits = {"max_pixels": max_pixels(info, self.args), "min_side": self.args.min_side} \
                 if info["task"] != "generate" else {}
             fields = {k: v for k, v in info.items() if k in ModelInfo.model_fields}
             out.append(ModelInfo(name=name, **{**fields, **limits}))
@@ -325,50 +179,13 @@ class Ingress:
                           "mapping or a list of n mappings; format `png` needs n = 1 (422 invalid_format). A "
                           "translate model answers 400 wrong_task.")
     async def generate(self, name: str, body: GenerateRequest) -> Response:
-        info = await self.catalog.info(name)
-        if info["task"] != "generate":
-            raise ApiError(400, "wrong_task", f"{name!r} is an image-to-image model ({info['family']}): POST an image "
-                                              f"to /v1/models/{name}/translate")
-        if body.n > info["max_n"]:
-            raise ApiError(422, "n_out_of_range", f"n={body.n}: {name!r} makes at most {info['max_n']} images per "
-                                                  "request")
-        fmt: Literal["png", "grid", "json"] = body.format or ("png" if body.n == 1 else "grid")
-        if fmt == "png" and body.n != 1:
-            raise ApiError(422, "invalid_format", 'format "png" returns one image: use n=1, or "grid" / "json"')
-        seed = body.seed if body.seed is not None else secrets.randbits(62)
-        labels = self._labels(name, info, body)
-        job = GenJob(body.n, seed, labels, body.truncation, fmt, deadline=self._deadline())
-        res: JobResult = await call(await self.catalog.handle(name), "generate", job, self.args.request_timeout_s, name)
-        headers = _headers(info, res, **{"X-Seed": seed})
-        if fmt == "json":
-            payload = ImagesBody(images=[_b64(p) for p in res.pngs], seed=seed, model=name,
-                                 version=res.version or info["version"])
-            return JSONResponse(payload.model_dump(), headers=headers)
-        return Response(res.pngs[0], media_type="image/png", headers=headers)
+        return await generate_response(name, body, await self.catalog.info(name), self.args, self._runner(name))
 
-    def _deadline(self) -> float:
-        """After this time.time() the ingress has answered 504: a replica that gets the job later skips it."""
-        return time.time() + self.args.request_timeout_s
-
-    def _max_pixels(self, info: dict[str, Any]) -> int:
-        own = int(info.get("max_pixels") or 0) or (1 << 20)  # a replica of an older version reports none
-        return min(own, self.args.max_pixels) if self.args.max_pixels else own
-
-    @staticmethod
-    def _labels(name: str, info: dict[str, Any], body: GenerateRequest) -> list[dict[str, str]] | None:
-        if not info["conditional"]:
-            if body.labels:
-                raise ApiError(422, "invalid_labels", f"{name!r} is not label-conditioned: drop labels")
-            return None
-        items = body.labels if isinstance(body.labels, list) else [body.labels or {}] * body.n
-        if len(items) != body.n:
-            raise ApiError(422, "invalid_labels", f"labels is a list of {len(items)} mappings; give n={body.n} of "
-                                                  "them, or one mapping for every image")
-        try:
-            encode_labels(DataSpec.from_dict(info["data_spec"]), items, seed=0)
-        except ValueError as err:
-            raise ApiError(422, "invalid_labels", str(err).replace("labels item 0: ", "")) from None
-        return items
+    def _runner(self, name: str) -> Any:
+        """How the front door runs a job of a model without its own route: through the model's deployment handle."""
+        async def run(method: str, job: Any) -> JobResult:
+            return await call(await self.catalog.handle(name), method, job, self.args.request_timeout_s, name)
+        return run
 
     @app.post("/v1/models/{name}/translate", response_model=None, summary="translate one image (PNG out, same size)",
               description="The body: one PNG or JPEG (raw, or a multipart file field `image`) of at most "
@@ -390,26 +207,5 @@ class Ingress:
                         heatmap: bool = Query(False, description="attention models (ugatit): answer JSON with "
                                                                  "base64 PNGs of the image and its attention heatmap")
                         ) -> Response:
-        info = await self.catalog.info(name)
-        if info["task"] == "generate":
-            raise ApiError(400, "wrong_task", f"{name!r} is a generation model ({info['family']}): POST JSON to "
-                                              f"/v1/models/{name}/generate")
-        if direction not in info["directions"]:
-            raise ApiError(400, "unsupported_direction", f"{name!r} translates {', '.join(info['directions'])} only "
-                                                         "(imported without the other generator)")
-        if heatmap and not info["heatmap"]:
-            raise ApiError(400, "no_heatmap", f"{name!r} ({info['family']}) has no attention heatmap: drop heatmap")
-        if info["image"]["channels"] not in (1, 3):
-            raise ApiError(400, "unsupported_model", f"{name!r} works on {info['image']['channels']}-channel images")
-        body = await read_body(request.stream(), request.headers.get("content-length"), self.args.max_request_bytes)
-        data = upload_bytes(request.headers.get("content-type"), body)
-        image = decode_image(data, info["image"]["channels"], self._max_pixels(info), self.args.min_side)
-        job = TranslateJob(image, direction, heatmap, deadline=self._deadline())
-        res: JobResult = await call(await self.catalog.handle(name), "translate", job, self.args.request_timeout_s,
-                                    name)
-        headers = _headers(info, res)
-        if heatmap:
-            body_out = TranslationBody(image=_b64(res.pngs[0]), heatmap=_b64(res.heatmaps[0]), width=image.shape[1],
-                                       height=image.shape[0])
-            return JSONResponse(body_out.model_dump(), headers=headers)
-        return Response(res.pngs[0], media_type="image/png", headers=headers)
+        return await translate_response(name, request, direction, heatmap, await self.catalog.info(name), self.args,
+                                        self._runner(name))

@@ -20,8 +20,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import os
+import re
 import sys
+from pathlib import PurePosixPath
 from typing import Any
 
 import yaml
@@ -127,6 +130,12 @@ def config_and_given(raw: dict[str, Any]) -> tuple[ExperimentConfig, frozenset[s
     return build_config(raw), given
 
 
+def checkpoint_uri(run: storage.Location, arrow_path: str) -> str:
+    """The URI (s3://... or a local path) of a checkpoint Ray reports by its pyarrow path (`bucket/prefix/...`, no
+    scheme): Ray Train writes each checkpoint folder directly in the run folder."""
+    return run.join(PurePosixPath(arrow_path).name).uri()
+
+
 def run_uri(cfg: ExperimentConfig) -> str:
     return storage.parse_uri(cfg.run.storage_root()).join(cfg.run.name).uri()
 
@@ -194,8 +203,9 @@ def preflight(cfg: ExperimentConfig, allow_config_change: bool = False,
 # metric) defines what is trained.
 RESUME_MAY_CHANGE = ("loop.max_steps", "loop.epochs", "loop.log_every", "loop.checkpoint_every", "loop.eval_every",
                      "loop.keep_checkpoints", "loop.grid_size", "loop.amp", "loop.channels_last", "loop.compile",
-                     "loop.tf32", "scaling.", "run.", "data.decode_threads", "data.prefetch_batches", "data.cache_dir",
-                     "metrics.inception", "metrics.samples", "metrics.reference_samples", "notes")
+                     "loop.compile_mode", "loop.tf32", "scaling.", "run.", "data.decode_threads",
+                     "data.prefetch_batches", "data.cache_dir", "data.cache", "metrics.inception", "metrics.samples",
+                     "metrics.reference_samples", "notes")
 HISTORY_KEY = "history"  # in gansvc-config.json: one segment per start of the run
 
 
@@ -290,15 +300,14 @@ def record_segment(cfg: ExperimentConfig, allow_config_change: bool) -> dict[str
 def fit(cfg: ExperimentConfig, manifest: Manifest | None = None) -> Any:
     """Run the TorchTrainer. `manifest`: the dataset version preflight checked; every worker (and every restart of
     the worker group) reads exactly that version, even if the dataset is overwritten while the run goes on."""
-    import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from gansvc.train.failures import fit_stopping_on_deterministic_errors
     from gansvc.train.loop import train_loop
 
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=True)
+    start_ray()
+    train_env_defaults()
     fs, path = storage.arrow_filesystem(cfg.run.storage_root())
     resources = {"CPU": cfg.scaling.cpus_per_worker}
     if cfg.scaling.use_gpu:
@@ -314,6 +323,64 @@ def fit(cfg: ExperimentConfig, manifest: Manifest | None = None) -> Any:
                              failure_config=FailureConfig(max_failures=cfg.scaling.max_failures)),
     )
     return fit_stopping_on_deterministic_errors(trainer)
+
+
+# Ray Train V2 (2.60) takes one report per worker each time its controller polls the workers, every
+# RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (default 2 s), and `ray.train.report` blocks while the previous one is unread
+# (train/v2/_internal/execution/context.py `_wait_then_report`): at the default a run reports at most every 2 s, so a
+# fast GPU step (dcgan 64 px: hundreds of steps/s, a report every log_every = 50 steps) would wait on the poll. Ray
+# passes these variables from the driver to the controller and workers (constants.ENV_VARS_TO_PROPAGATE).
+TRAIN_POLL_S = "0.1"
+# Ray Train's preemption watcher (an actor per worker group) only tells the training function that a node is being
+# drained (ray.train.get_preemption_info), which our loop does not act on: it checkpoints every checkpoint_every steps
+# and resumes after any lost worker. Its actor also logs a core_worker error line ("PreemptionWatcher ... constructor
+# arguments in the object store") at every start of every run: off unless the user sets the variable.
+TRAIN_ENV_DEFAULTS = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": TRAIN_POLL_S, "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+
+
+def train_env_defaults() -> None:
+    """Before building a TorchTrainer: TRAIN_ENV_DEFAULTS, where the user has not set the variable."""
+    for key, value in TRAIN_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def _no_ansi(record: logging.LogRecord) -> bool:
+    """A logging filter: the record's message and arguments without ANSI colour codes."""
+    if isinstance(record.msg, str):
+        record.msg = ANSI.sub("", record.msg)
+    if isinstance(record.args, tuple):
+        record.args = tuple(ANSI.sub("", a) if isinstance(a, str) else a for a in record.args)
+    return True
+
+
+class RayUnavailable(RuntimeError):
+    """Ray could not be started or reached: the run never began (nothing to resume, nothing lost)."""
+
+
+def start_ray() -> None:
+    """Connect to the cluster in RAY_ADDRESS (what `ray job submit` sets), else start a local Ray instance."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS") or None
+    if not sys.stdout.isatty():  # a log file or a job's output: no ANSI colour codes from Ray
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")  # the (Worker pid=...) prefixes
+        logging.getLogger("ray._private.worker").addFilter(_no_ansi)  # ray.init's "View the dashboard at ..." line
+    try:
+        ray.init(address=address, log_to_driver=True)
+    except Exception as err:  # noqa: BLE001 - Ray raises plain Exception / ConnectionError for both cases
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[-1]
+        if address:
+            raise RayUnavailable(f"cannot reach the Ray cluster at RAY_ADDRESS={address}: {reason}\n"
+                                 "check the address and that the cluster is up (`ray status`), or unset RAY_ADDRESS "
+                                 "to train on a local Ray instance") from None
+        raise RayUnavailable(f"could not start a local Ray instance: {reason}\nthis happens when the machine is "
+                             "overloaded or short of memory or disk: retry, or submit to a running cluster "
+                             "(RAY_ADDRESS=... or `ray job submit -- python -m gansvc.train ...`)") from None
 
 
 def keep_checkpoints(cfg: ExperimentConfig) -> int:
@@ -333,7 +400,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     resolved = cfg.resolved()
     print("schedule:\n" + "\n".join(f"  {line}" for line in schedule_lines(fitted, len(dataset))), flush=True)
-    print("resolved config:\n" + yaml.safe_dump(resolved.model_dump(mode="json"), sort_keys=False), flush=True)
+    # the preset's values are expanded into `model`; its name is shown for the record (applying it again under the
+    # expanded `model` changes nothing, so this text used as --config gives the same run)
+    shown = {**resolved.model_dump(mode="json"), "preset": cfg.preset}
+    print("resolved config:\n" + yaml.safe_dump(shown, sort_keys=False), flush=True)
     if args.dry_run:
         print("dry run: config and dataset are valid; nothing was started")
         return 0
@@ -350,6 +420,9 @@ def main(argv: list[str] | None = None) -> int:
     storage.delete(run.join(DIVERGED_FILE).uri())  # a new attempt (e.g. with a lower learning rate)
     try:
         result = fit(resolved, dataset.manifest)
+    except RayUnavailable as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except TrainingFailedError as err:  # Ray raises a run's final error from fit()
         stopped = "stopped at once (a config, data or code error repeats on every restart)" if any(
             is_deterministic(e) for e in getattr(err, "worker_failures", {}).values()) else "failed"
@@ -363,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {storage.read_json(run.join(DIVERGED_FILE).uri())['error']}", file=sys.stderr)
         return 1
     uri = run.uri()
-    ckpt = result.checkpoint.path if result.checkpoint is not None else None
+    ckpt = checkpoint_uri(run, result.checkpoint.path) if result.checkpoint is not None else None
     print(json.dumps({"run": uri, "step": metrics.get("step"), "checkpoint": ckpt,
                       "samples": storage.parse_uri(uri).join("samples").uri()}, indent=2))
     return 0

@@ -200,6 +200,17 @@ def _quality_metrics(cfg: ExperimentConfig, spec: FamilySpec, dataset: ImageData
     return QualityMetrics(cfg, spec, dataset, device)
 
 
+# history keys the loop adds around a family's train_step outputs (gansvc.train.loop); every other key is one of
+# those outputs: a loss term under the family's own name (loss_g, G_A, cycle_A, D_B...) or a D score (d_real)
+LOOP_KEYS = ("step", "epoch", "images_per_s", "step_time_s", "data_wait_frac", "replicas_identical", "diverged",
+             "protocol", "lr")
+LOOP_PREFIXES = ("lr/", "grad_norm/")
+
+
+def is_train_term(key: str) -> bool:
+    return key not in LOOP_KEYS and key not in QUALITY_KEYS and not key.startswith(LOOP_PREFIXES)
+
+
 def plot_curves(history: list[dict[str, float]]) -> bytes:
     """Loss terms in one panel, quality metrics in another, against the step."""
     import matplotlib
@@ -209,12 +220,12 @@ def plot_curves(history: list[dict[str, float]]) -> bytes:
 
     steps = [h.get("step", i) for i, h in enumerate(history)]
     keys = sorted({k for h in history for k in h})
-    losses = [k for k in keys if k.startswith("loss")]
+    losses = [k for k in keys if is_train_term(k)]
     quality = [k for k in keys if k in QUALITY_KEYS]
     fig, axes = plt.subplots(1, 2 if quality else 1, figsize=(11 if quality else 6, 3.6), squeeze=False)
     for k in losses:
         axes[0][0].plot(steps, [h.get(k, float("nan")) for h in history], label=k)
-    axes[0][0].set(xlabel="step", title="losses")
+    axes[0][0].set(xlabel="step", title="train_step terms (losses, D scores)")
     if losses:
         axes[0][0].legend(fontsize=7)
     if quality:

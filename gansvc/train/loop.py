@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import math
 import random
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +25,8 @@ from gansvc.checkpoint import (CheckpointError, checkpoint_step, restore_trainin
                                validate_checkpoint)
 from gansvc.config import ExperimentConfig
 from gansvc.data.manifest import Manifest
-from gansvc.data.pipeline import BatchStream, ImageDataset
+from gansvc.data.decoded import open_stream
+from gansvc.data.pipeline import ImageDataset
 from gansvc.families.base import FamilySpec, GanState, unwrap
 from gansvc.train.evaluation import Evaluator
 from gansvc.train.failures import DeterministicError
@@ -88,7 +90,15 @@ def learning_rates(state: GanState) -> dict[str, float]:
     return {f"lr/{name}": float(opt.param_groups[0]["lr"]) for name, opt in state.optimizers.items()}
 
 
-def place(state: GanState, device: torch.device, world: int, cfg: ExperimentConfig) -> None:
+def uncompilable(spec: FamilySpec, fam_cfg: Any) -> tuple[str, ...]:
+    """The nets loop.compile leaves eager for this family config (FamilySpec.uncompilable)."""
+    return tuple(spec.uncompilable(fam_cfg)) if spec.uncompilable is not None else ()
+
+
+def place(state: GanState, device: torch.device, world: int, cfg: ExperimentConfig,
+          eager: tuple[str, ...] = ()) -> None:
+    """Nets (and EMA copies) on the device, channels_last and DDP-wrapped as configured, torch.compile'd on CUDA
+    when loop.compile is on except the `eager` ones (see `uncompilable`); optimizer state follows."""
     import ray.train.torch
 
     cuda = device.type == "cuda"
@@ -99,8 +109,9 @@ def place(state: GanState, device: torch.device, world: int, cfg: ExperimentConf
         net = net.to(device, memory_format=memory_format)
         if world > 1:
             net = ray.train.torch.prepare_model(net, move_to_device=False)
-        if cuda and cfg.loop.compile:
-            net = torch.compile(net)
+        if cuda and cfg.loop.compile and name not in eager:
+            # "reduce-overhead" = CUDA graphs (launch-bound small steps: the batch-1 translation families)
+            net = torch.compile(net, mode=None if cfg.loop.compile_mode == "default" else cfg.loop.compile_mode)
         state.nets[name] = net
     # optimizer state follows its parameters (after a restore on CPU, move it to the device)
     for opt in state.optimizers.values():
@@ -159,6 +170,26 @@ def _quiet_ray_train_reports() -> None:
     except ImportError:
         return
     logging.getLogger(v2_context.__file__).setLevel(logging.WARNING)
+
+
+def _plain_print(*objects: object, sep: str | None = " ", end: str | None = "\n", file: Any = None,
+                 flush: bool = False) -> None:
+    """Python's print, written out: one copy of each line on the worker's stdout / stderr."""
+    stream = sys.stdout if file is None else file
+    stream.write((" " if sep is None else sep).join(map(str, objects)) + ("\n" if end is None else end))
+    if flush:
+        stream.flush()
+
+
+def _one_copy_of_each_print() -> None:
+    """Ray Train V2 (2.5x-2.60, train/v2/_internal/logging/patch_print.py) replaces `print` in its workers: each
+    line goes to the worker's stdout AND through the root logger, whose console handler prints it again, so every
+    progress line appeared twice in a job's output. Its switch (RAY_TRAIN_ENABLE_PRINT_PATCH=0) is read when the
+    worker starts, before our code runs, so the worker's print is put back to a plain one here (Ray's structured
+    train logs then miss our lines; its per-worker log files still have them)."""
+    import builtins
+
+    builtins.print = _plain_print
 
 
 STARTS_FILE = "starts.json"  # one record per worker-group start: where each attempt began (fresh or resumed)
@@ -258,6 +289,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
 
     cfg = ExperimentConfig.model_validate(loop_config["experiment"])  # validated first thing in the worker
     _quiet_ray_train_reports()
+    _one_copy_of_each_print()
     run_uri: str = loop_config["run_uri"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -297,11 +329,17 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                   flush=True)
     if rank == 0:
         _log_start(run_uri, step, source if checkpoint is not None else "fresh", used, world)
-    place(state, device, world, cfg)
+    eager = uncompilable(spec, fam_cfg)
+    if rank == 0 and device.type == "cuda" and cfg.loop.compile and eager:
+        print(f"[gansvc] loop.compile: {', '.join(eager)} stay eager (a gradient penalty differentiates them twice, "
+              "which torch.compile does not support)", flush=True)
+    place(state, device, world, cfg, eager)
+    cuda_graphs = device.type == "cuda" and cfg.loop.compile and cfg.loop.compile_mode == "reduce-overhead"
     for net in state.nets.values():
         net.train()
 
-    stream = BatchStream(dataset, cfg.loop.batch_size, rank, world, cfg.loop.seed, **position)
+    # data.cache: the node's decoded store (batches made on `device`) or the per-file path (gansvc.data.decoded)
+    stream = open_stream(dataset, cfg.loop.batch_size, rank, world, cfg.loop.seed, device=device, **position)
     max_steps = _max_steps(cfg, stream.batches_per_epoch)
     evaluator = Evaluator(cfg, spec, fam_cfg, dataset, run_uri, device, step) if rank == 0 else None
     experiment_json = cfg.model_dump_json()
@@ -312,6 +350,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     try:
         while step < max_steps:
             batch = device_batch(next(stream), device, cfg)
+            if cuda_graphs:  # a new step: the graphs may overwrite the previous step's outputs (read as floats)
+                torch.compiler.cudagraph_mark_step_begin()
             with autocast_for(device, cfg):
                 out = spec.train_step(state, batch, step, fam_cfg)
             step += 1

@@ -1,0 +1,284 @@
+"""The HTTP request handling both ingresses share: the front door (`ingress.Ingress`, route "/") and each model
+application's own ingress (`model_ingress.ModelIngress`, route "/v1/models/<name>").
+
+One copy of: the JSON error contract (`errors.error_response`, the exception handlers), the body limit
+(`BodyLimit`), the request metrics (`observe`), the validation of generate / translate requests and the response
+headers and bodies (`generate_response`, `translate_response`), and the mapping of a model call's failures to
+503 / 504 / 500 (`guarded`).
+A model request is handled by exactly one of the two ingresses, so it is validated, limited and counted once.
+"""
+# No `from __future__ import annotations`: FastAPI must resolve the route functions' annotations (see ingress.py).
+
+import asyncio
+import base64
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from ray.exceptions import RayActorError, WorkerCrashedError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
+from ray.serve.metrics import Counter, Histogram
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gansvc.data.spec import DataSpec
+from gansvc.families.sampling import encode_labels
+from gansvc.serve.errors import RETRY_AFTER_S, ROUTE, error_response
+from gansvc.serve.model import SECONDS_BOUNDS, DeadlineExpired
+from gansvc.serve.schemas import (GenerateRequest, GenJob, ImagesBody, IngressArgs, JobResult, TranslateJob,
+                                  TranslationBody)
+from gansvc.serve.uploads import ApiError, decode_image, read_body, upload_bytes
+
+ENDPOINTS = ("generate", "translate", "v1_models", "healthz", "readyz", "docs", "openapi.json")
+# a replica died (killed, OOM, node lost) or none can take the request now: the model is briefly unavailable,
+# Serve replaces the replica; the client should retry (503 + Retry-After), it did nothing wrong and the server did not
+# fail on its input (500)
+UNAVAILABLE = (RayActorError, WorkerCrashedError, BackPressureError, DeploymentUnavailableError,
+               ReplicaUnavailableError)
+
+# what runs a job: (task method name "generate" | "translate", job) -> the replica's result
+Runner = Callable[[str, Any], Awaitable[JobResult]]
+
+
+async def _api_error(_: Request, err: ApiError) -> JSONResponse:
+    response = error_response(err.status, err.code, err.message)
+    response.headers.update(err.headers)
+    return response
+
+
+def _problem(e: dict[str, Any]) -> str:
+    """One validation error in words: the field path and what is wrong with it."""
+    if e.get("type") == "json_invalid":  # FastAPI locates it at ("body", <char offset>): not a field
+        where = next((p for p in e.get("loc", ()) if isinstance(p, int)), None)
+        at = f" at character {where}" if where is not None else ""
+        reason = (e.get("ctx") or {}).get("error")
+        return (f"the body is not valid JSON{at}{f' ({reason})' if reason else ''}: send a JSON object "
+                "with Content-Type application/json")
+    return f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}"
+
+
+async def _invalid(_: Request, err: RequestValidationError) -> JSONResponse:
+    return error_response(422, "invalid_request", "; ".join(_problem(e) for e in err.errors()))
+
+
+async def _http(_: Request, err: StarletteHTTPException) -> JSONResponse:
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    response = error_response(err.status_code, codes.get(err.status_code, "http_error"), str(err.detail))
+    response.headers.update(err.headers or {})  # e.g. the `Allow` of a 405 (RFC 9110 15.5.6: MUST)
+    return response
+
+
+class BodyLimit:
+    """Every request body, on every route, read at most `max_request_bytes`: counted chunk by chunk as it arrives
+    (a chunked body has no Content-Length to trust), answered 413 as soon as it passes the limit, with
+    `Connection: close` so the rest is not read. A body within the limit is handed to the route unchanged.
+    The limit is `app.state.settings()` (awaited: a model ingress may have to fetch the front door's settings)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        settings = getattr(getattr(scope.get("app"), "state", None), "settings", None)
+        if scope["type"] != "http" or settings is None:
+            await self.app(scope, receive, send)
+            return
+        max_bytes = (await settings()).max_request_bytes
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > max_bytes:
+            await self._too_large(scope, receive, send, max_bytes)
+            return
+        body, size, more, early = [], 0, True, None
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away: let the route see it
+                early = message
+                break
+            body.append(message.get("body", b""))
+            size += len(body[-1])
+            if size > max_bytes:
+                await self._too_large(scope, receive, send, max_bytes)
+                return
+            more = message.get("more_body", False)
+        await self.app(scope, _replay(b"".join(body), early, receive), send)
+
+    @staticmethod
+    async def _too_large(scope: Scope, receive: Receive, send: Send, max_bytes: int) -> None:
+        response = error_response(413, "payload_too_large", f"the request body exceeds {max_bytes} bytes "
+                                                            "(max_request_bytes)")
+        response.headers["Connection"] = "close"
+        await response(scope, receive, send)
+
+
+def _replay(body: bytes, early: Message | None, receive: Receive) -> Receive:
+    """A `receive` that gives the buffered body as one message, then defers to the real one (disconnects)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return early or {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+    return replay
+
+
+def _full_path(request: Request) -> str:
+    """The path as the client sent it: a model ingress's app sees its route prefix as root_path."""
+    path, root = request.url.path, request.scope.get("root_path", "")
+    return path if not root or path.startswith(root) else root + path
+
+
+async def observe(request: Request, call_next: Any) -> Response:
+    """Request count, latency and errors per model and endpoint (the same metric names and tags on both ingresses)."""
+    state = request.app.state
+    t0 = time.perf_counter()
+    response: Response = await call_next(request)
+    if hasattr(state, "metrics"):
+        path = _full_path(request)
+        m = ROUTE.match(path)
+        endpoint = m.group(2) if m else path.strip("/").replace("/", "_") or "root"
+        if endpoint not in ENDPOINTS:
+            endpoint = "other"
+        name = m.group(1) if m else ""
+        model = name if name in state.known() else "-"  # only served names: clients cannot blow up the tag cardinality
+        req, lat, err = state.metrics
+        req.inc(tags={"model": model, "endpoint": endpoint, "status": str(response.status_code)})
+        lat.observe(time.perf_counter() - t0, tags={"model": model, "endpoint": endpoint})
+        if response.status_code >= 400:
+            err.inc(tags={"model": model, "endpoint": endpoint,
+                          "kind": response.headers.get("x-error-code", str(response.status_code))})
+    return response
+
+
+def make_api(**fastapi_kwargs: Any) -> FastAPI:
+    """A FastAPI app with the JSON error contract, the body limit and the request metrics installed."""
+    app = FastAPI(**fastapi_kwargs)
+    app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http)  # type: ignore[arg-type]
+    app.add_middleware(BodyLimit)  # added before observe: observe wraps it, so its 413s are counted
+    app.middleware("http")(observe)
+    return app
+
+
+def http_metrics() -> tuple[Counter, Histogram, Counter]:
+    """The request metrics (created in the replica that serves the HTTP routes; Ray adds deployment tags)."""
+    tags = ("model", "endpoint")
+    return (Counter("gansvc_http_requests", "HTTP requests by model, endpoint and status", (*tags, "status")),
+            Histogram("gansvc_http_request_seconds", "HTTP request latency", SECONDS_BOUNDS, tags),
+            Counter("gansvc_http_errors", "HTTP errors by model, endpoint and kind (error code)", (*tags, "kind")))
+
+
+# ------------------------------------------------------------------------------------------------- model calls
+
+async def guarded(work: Awaitable[Any], timeout: float, name: str, cancel: Callable[[], Any] | None = None) -> Any:
+    """`work` (a model call, local or through a handle) bounded by `timeout`, its failures mapped to the API's
+    errors. A call given up (timeout, or the HTTP client went away and Serve cancelled this request) is cancelled
+    (`cancel`, for a handle call: at the replica too): queued, it never reaches a forward pass."""
+    try:
+        return await asyncio.wait_for(work, timeout)
+    except TimeoutError:
+        if cancel:
+            cancel()
+        raise ApiError(504, "timeout", f"model {name!r} did not answer within {timeout:g} s; retry later") from None
+    except asyncio.CancelledError:
+        if cancel:
+            cancel()
+        raise
+    except ApiError:
+        raise
+    except DeadlineExpired:
+        raise ApiError(504, "timeout", f"model {name!r} did not start within {timeout:g} s; retry later") from None
+    except UNAVAILABLE as err:
+        raise ApiError(503, "model_unavailable", f"model {name!r} is restarting ({type(err).__name__}); retry in "
+                                                 f"{RETRY_AFTER_S} s", {"Retry-After": str(RETRY_AFTER_S)}) from None
+    except Exception as err:  # noqa: BLE001 - a replica failure must not leak a traceback to the client
+        first = (str(err).strip().splitlines() or [type(err).__name__])[-1][:300]
+        raise ApiError(500, "model_error", f"model {name!r} failed: {first}") from None
+
+
+def deadline(args: IngressArgs) -> float:
+    """After this time.time() the ingress has answered 504: a replica that gets the job later skips it."""
+    return time.time() + args.request_timeout_s
+
+
+def max_pixels(info: dict[str, Any], args: IngressArgs) -> int:
+    own = int(info.get("max_pixels") or 0) or (1 << 20)  # a replica of an older version reports none
+    return min(own, args.max_pixels) if args.max_pixels else own
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _headers(info: dict[str, Any], res: JobResult, **extra: Any) -> dict[str, str]:
+    return {"X-Model-Version": str(res.version or info["version"]), "X-Batch-Size": str(res.batch_requests),
+            "X-Batch-Images": str(res.batch_images), "X-Replica": res.replica, **{k: str(v) for k, v in extra.items()}}
+
+
+def _labels(name: str, info: dict[str, Any], body: GenerateRequest) -> list[dict[str, str]] | None:
+    if not info["conditional"]:
+        if body.labels:
+            raise ApiError(422, "invalid_labels", f"{name!r} is not label-conditioned: drop labels")
+        return None
+    items = body.labels if isinstance(body.labels, list) else [body.labels or {}] * body.n
+    if len(items) != body.n:
+        raise ApiError(422, "invalid_labels", f"labels is a list of {len(items)} mappings; give n={body.n} of "
+                                              "them, or one mapping for every image")
+    try:
+        encode_labels(DataSpec.from_dict(info["data_spec"]), items, seed=0)
+    except ValueError as err:
+        raise ApiError(422, "invalid_labels", str(err).replace("labels item 0: ", "")) from None
+    return items
+
+
+async def generate_response(name: str, body: GenerateRequest, info: dict[str, Any], args: IngressArgs,
+                            run: Runner) -> Response:
+    """POST /v1/models/<name>/generate: validate against the model's info, run the job, answer PNG or JSON."""
+    if info["task"] != "generate":
+        raise ApiError(400, "wrong_task", f"{name!r} is an image-to-image model ({info['family']}): POST an image "
+                                          f"to /v1/models/{name}/translate")
+    if body.n > info["max_n"]:
+        raise ApiError(422, "n_out_of_range", f"n={body.n}: {name!r} makes at most {info['max_n']} images per "
+                                              "request")
+    fmt: Literal["png", "grid", "json"] = body.format or ("png" if body.n == 1 else "grid")
+    if fmt == "png" and body.n != 1:
+        raise ApiError(422, "invalid_format", 'format "png" returns one image: use n=1, or "grid" / "json"')
+    seed = body.seed if body.seed is not None else secrets.randbits(62)
+    labels = _labels(name, info, body)
+    res = await run("generate", GenJob(body.n, seed, labels, body.truncation, fmt, deadline=deadline(args)))
+    headers = _headers(info, res, **{"X-Seed": seed})
+    if fmt == "json":
+        payload = ImagesBody(images=[_b64(p) for p in res.pngs], seed=seed, model=name,
+                             version=res.version or info["version"])
+        return JSONResponse(payload.model_dump(), headers=headers)
+    return Response(res.pngs[0], media_type="image/png", headers=headers)
+
+
+async def translate_response(name: str, request: Request, direction: str, heatmap: bool, info: dict[str, Any],
+                             args: IngressArgs, run: Runner) -> Response:
+    """POST /v1/models/<name>/translate: validate, read and decode the upload, run the job, answer PNG or JSON."""
+    if info["task"] == "generate":
+        raise ApiError(400, "wrong_task", f"{name!r} is a generation model ({info['family']}): POST JSON to "
+                                          f"/v1/models/{name}/generate")
+    if direction not in info["directions"]:
+        raise ApiError(400, "unsupported_direction", f"{name!r} translates {', '.join(info['directions'])} only "
+                                                     "(imported without the other generator)")
+    if heatmap and not info["heatmap"]:
+        raise ApiError(400, "no_heatmap", f"{name!r} ({info['family']}) has no attention heatmap: drop heatmap")
+    if info["image"]["channels"] not in (1, 3):
+        raise ApiError(400, "unsupported_model", f"{name!r} works on {info['image']['channels']}-channel images")
+    body = await read_body(request.stream(), request.headers.get("content-length"), args.max_request_bytes)
+    data = upload_bytes(request.headers.get("content-type"), body)
+    image = decode_image(data, info["image"]["channels"], max_pixels(info, args), args.min_side)
+    res = await run("translate", TranslateJob(image, direction, heatmap, deadline=deadline(args)))  # type: ignore
+    headers = _headers(info, res)
+    if heatmap:
+        body_out = TranslationBody(image=_b64(res.pngs[0]), heatmap=_b64(res.heatmaps[0]), width=image.shape[1],
+                                   height=image.shape[0])
+        return JSONResponse(body_out.model_dump(), headers=headers)
+    return Response(res.pngs[0], media_type="image/png", headers=headers)
