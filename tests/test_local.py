@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -12,6 +13,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -108,11 +110,20 @@ def test_up_status_env_down_cycle() -> None:
         shutil.rmtree(state_dir, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _blocker(port: int) -> Iterator[socket.socket]:
+    """Another program listening on `port`. SO_REUSEADDR as `free_port_base` probes with: a connection of an earlier
+    test left in TIME_WAIT on that port does not stop the bind, the listening socket still takes the port."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        yield s
+
+
 def test_port_in_use_is_reported_and_nothing_is_left(tmp_path: Path) -> None:
     base = free_port_base()
-    with socket.socket() as blocker:
-        blocker.bind(("127.0.0.1", base + 2))  # SeaweedFS's volume port
-        blocker.listen()
+    with _blocker(base + 2):  # SeaweedFS's volume port
         state_dir = short_temp_dir("gsp-")
         result = _cli(state_dir, "up", "--port-base", str(base), "--no-ray")
     shutil.rmtree(state_dir, ignore_errors=True)
@@ -127,9 +138,7 @@ def test_ray_failure_stops_the_s3_server_it_started() -> None:
     base = free_port_base()
     state_dir = short_temp_dir("gsr-")
     try:
-        with socket.socket() as blocker:
-            blocker.bind(("127.0.0.1", base + 11))  # the Ray dashboard port
-            blocker.listen()
+        with _blocker(base + 11):  # the Ray dashboard port
             result = _cli(state_dir, "up", "--port-base", str(base))
         assert result.returncode == 2 and "Ray head" in result.stderr
         assert _processes_mentioning(str(state_dir)) == []
