@@ -423,9 +423,14 @@ class ByteSource:
             # the other fetch failed: try ourselves (and raise its error if it recurs)
             return inflight.data if inflight.data is not None else self.fetch(rel)
         try:
-            inflight.data = self.fetch(rel)
-            self._store(rel, inflight.data)
-            return inflight.data
+            # a fetch of this file may have finished between our first look at the cache and taking ownership (its
+            # owner stores before it leaves _inflight): look again rather than GET it a second time
+            data = self.cache.get(rel)
+            if data is None:
+                data = self.fetch(rel)
+                self._store(rel, data)
+            inflight.data = data
+            return data
         finally:
             with self._lock:
                 del self._inflight[rel]
