@@ -18,11 +18,11 @@ from types import SimpleNamespace
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-import train_bench as tb  # noqa: E402
+import common
+import train_bench as tb
 
-from gansvc.config import LoopConfig  # noqa: E402
-from gansvc.families import FAMILIES  # noqa: E402
+from gansvc.config import LoopConfig
+from gansvc.families import FAMILIES
 
 
 def main() -> int:
@@ -42,14 +42,30 @@ def main() -> int:
         def run_old(batch: dict, step: int, st=old_state, c=cfg, cond=spec.conditional) -> None:
             old.train_step(st, batch, step, c, cond)
 
-        res = tb.compare({"before": run_old, "after": tb.gansvc_runner(spec, new_state, cfg, cpu, loop)}, batches,
-                         64, cpu, round_s=2.0, rounds=5, warmup=2)
-        rows.append({"family": fam, "before_per_s": res["before"]["per_s"], "after_per_s": res["after"]["per_s"],
-                     "after_vs_before": res["after"]["vs_first"], "load_avg_1m": common.load_avg()})
+        res = tb.compare(
+            {"before": run_old, "after": tb.gansvc_runner(spec, new_state, cfg, cpu, loop)},
+            batches,
+            64,
+            cpu,
+            round_s=2.0,
+            rounds=5,
+            warmup=2,
+        )
+        rows.append(
+            {
+                "family": fam,
+                "before_per_s": res["before"]["per_s"],
+                "after_per_s": res["after"]["per_s"],
+                "after_vs_before": res["after"]["vs_first"],
+                "load_avg_1m": common.load_avg(),
+            }
+        )
         print(rows[-1], file=sys.stderr, flush=True)
-    common.print_table(("family", "before img/s", "after img/s", "after/before"),
-                       [(r["family"], r["before_per_s"], r["after_per_s"], r["after_vs_before"]) for r in rows],
-                       title=f"before ({sys.argv[1]}) / after (32 px, batch 64, report presets, CPU)")
+    common.print_table(
+        ("family", "before img/s", "after img/s", "after/before"),
+        [(r["family"], r["before_per_s"], r["after_per_s"], r["after_vs_before"]) for r in rows],
+        title=f"before ({sys.argv[1]}) / after (32 px, batch 64, report presets, CPU)",
+    )
     common.append_rows("adversarial_before_after", rows, {"old_module": sys.argv[1], "change": " ".join(sys.argv[2:])})
     return 0
 

@@ -37,8 +37,12 @@ def machine() -> dict[str, Any]:
     """What ran the benchmark: CPU model and usable cores, GPU, and the versions that matter."""
     import torch
 
-    info: dict[str, Any] = {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)),
-                            "python": platform.python_version(), "torch": torch.__version__}
+    info: dict[str, Any] = {
+        "cpu": cpu_model(),
+        "cores": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
     try:
         import ray
 
@@ -68,6 +72,7 @@ def append_rows(bench: str, rows: Sequence[dict[str, Any]], meta: dict[str, Any]
 
 def print_table(head: Sequence[str], lines: Sequence[Sequence[Any]], title: str = "") -> None:
     """A right-aligned plain-text table on stdout (floats with 3 significant digits unless pre-formatted)."""
+
     def fmt(v: Any) -> str:
         if isinstance(v, float):
             return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
@@ -91,8 +96,10 @@ def use_stack(state_dir: str | None) -> bool:
 
     state = local.load_state(Path(state_dir).resolve())
     if state is None:
-        print(f"no embedded stack in {state_dir}: start one with `python -m gansvc.local --state-dir {state_dir} up`",
-              file=sys.stderr)
+        print(
+            f"no embedded stack in {state_dir}: start one with `python -m gansvc.local --state-dir {state_dir} up`",
+            file=sys.stderr,
+        )
         return False
     os.environ.update(state.env())
     return True
@@ -107,8 +114,20 @@ def ensure_shapes(dest: str, size: int, count: int, test_count: int = 0) -> str:
 
     print(f"dataset {dest} ...", file=sys.stderr, flush=True)
     with contextlib.redirect_stdout(sys.stderr):  # its report is progress, not results
-        rc = data_cli(["synth", "shapes", dest, "--count", str(count), "--test-count", str(test_count), "--size",
-                       str(size), "--quiet"])
+        rc = data_cli(
+            [
+                "synth",
+                "shapes",
+                dest,
+                "--count",
+                str(count),
+                "--test-count",
+                str(test_count),
+                "--size",
+                str(size),
+                "--quiet",
+            ]
+        )
     if rc:
         raise RuntimeError(f"creating {dest} failed (exit {rc})")
     return dest

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import append_rows, ensure_shapes, load_avg, print_table, use_stack  # noqa: E402
+from common import append_rows, ensure_shapes, load_avg, print_table, use_stack
 
 TORCH_THREADS = 1  # the pipeline parallelises with decode threads; with 2, the tensor ops of the 1-thread loop
 # (main thread) go through OpenMP, and on this loaded 2-core machine 256px transform fell from ~965 to ~167 img/s
@@ -119,8 +119,14 @@ def bench_size(uri: str, size: int, batch: int, repeats: int, tmp: Path) -> list
     for stage, threads, cache, fn in cells:
         fetches[0] = 0
         seconds, n = median_time(fn, repeats, cache)
-        rows.append({"stage": stage, "threads": threads, "s3_gets_per_img": fetches[0] / repeats / n if n else 0.0,
-                     **_rates(size, batch, n, seconds, mb_per_img)})
+        rows.append(
+            {
+                "stage": stage,
+                "threads": threads,
+                "s3_gets_per_img": fetches[0] / repeats / n if n else 0.0,
+                **_rates(size, batch, n, seconds, mb_per_img),
+            }
+        )
 
     # the same bytes from memory, no pipeline: decoding alone, and decode + transform on one thread (the per-core
     # ceiling) and on the pipeline's default thread count (whether threads help: PIL releases the GIL only in decode)
@@ -143,13 +149,23 @@ def bench_size(uri: str, size: int, batch: int, repeats: int, tmp: Path) -> list
         seconds, n = median_time(run, repeats, lambda: warm)
         if pool:
             pool.shutdown()
-        rows.append({"stage": stage, "threads": threads, "s3_gets_per_img": 0.0,
-                     **_rates(size, batch, n, seconds, mb_per_img)})
+        rows.append(
+            {"stage": stage, "threads": threads, "s3_gets_per_img": 0.0, **_rates(size, batch, n, seconds, mb_per_img)}
+        )
     return rows + bench_decoded(uri, manifest, size, batch, repeats, tmp, mb_per_img, fetches, dataset)
 
 
-def bench_decoded(uri: str, manifest: Any, size: int, batch: int, repeats: int, tmp: Path, mb_per_img: float,
-                  fetches: list[int], dataset: Callable[..., Any]) -> list[dict[str, Any]]:
+def bench_decoded(
+    uri: str,
+    manifest: Any,
+    size: int,
+    batch: int,
+    repeats: int,
+    tmp: Path,
+    mb_per_img: float,
+    fetches: list[int],
+    dataset: Callable[..., Any],
+) -> list[dict[str, Any]]:
     """The decoded-store rows: its cold build (fresh cache: S3 + decode + write) and batches from the built store."""
     from gansvc.data.decoded import BUILD_THREADS, DecodedBatchStream, open_store
 
@@ -163,8 +179,15 @@ def bench_decoded(uri: str, manifest: Any, size: int, batch: int, repeats: int, 
 
     fetches[0] = 0
     seconds, n = median_time(build, repeats, lambda: tempfile.mkdtemp(prefix="fresh-", dir=tmp))
-    rows = [{"stage": "decoded bld", "threads": BUILD_THREADS, "s3_gets_per_img": fetches[0] / repeats / n,
-             **_rates(size, batch, n, seconds, mb_per_img), **built}]
+    rows = [
+        {
+            "stage": "decoded bld",
+            "threads": BUILD_THREADS,
+            "s3_gets_per_img": fetches[0] / repeats / n,
+            **_rates(size, batch, n, seconds, mb_per_img),
+            **built,
+        }
+    ]
     kept = str(tmp / f"decoded-{size}")
     ds = dataset(kept)
     store, _ = open_store(ds)  # untimed: the warm store the stream reads
@@ -178,8 +201,9 @@ def bench_decoded(uri: str, manifest: Any, size: int, batch: int, repeats: int, 
             s.close()
 
     seconds, n = median_time(stream, repeats, lambda: kept)
-    rows.append({"stage": "decoded", "threads": 1, "s3_gets_per_img": 0.0, **_rates(size, batch, n, seconds,
-                                                                                       mb_per_img)})
+    rows.append(
+        {"stage": "decoded", "threads": 1, "s3_gets_per_img": 0.0, **_rates(size, batch, n, seconds, mb_per_img)}
+    )
     return rows
 
 
@@ -189,17 +213,28 @@ def print_ratios(rows: list[dict[str, Any]]) -> None:
         by = {r["stage"]: r for r in rows if r["size"] == size and not (r["stage"] == "warm" and r["threads"] == 1)}
         if "decoded" in by and "warm" in by:
             d, w, b, c = by["decoded"], by["warm"], by["decoded bld"], by["cold"]
-            print(f"{size}px: decoded / warm = {d['img_s'] / w['img_s']:.1f}x ({d['img_s']:.0f} vs {w['img_s']:.0f} "
-                  f"img/s; per CPU second {d['img_per_cpu_s'] / w['img_per_cpu_s']:.1f}x); decoded build / cold = "
-                  f"{b['img_s'] / c['img_s']:.2f}x ({b['img_s']:.0f} vs {c['img_s']:.0f} img/s; per CPU second "
-                  f"{b['img_per_cpu_s'] / c['img_per_cpu_s']:.2f}x), store {b['store_mb']:.1f} MB, built in "
-                  f"{b['build_s']:.1f} s")
+            print(
+                f"{size}px: decoded / warm = {d['img_s'] / w['img_s']:.1f}x ({d['img_s']:.0f} vs {w['img_s']:.0f} "
+                f"img/s; per CPU second {d['img_per_cpu_s'] / w['img_per_cpu_s']:.1f}x); decoded build / cold = "
+                f"{b['img_s'] / c['img_s']:.2f}x ({b['img_s']:.0f} vs {c['img_s']:.0f} img/s; per CPU second "
+                f"{b['img_per_cpu_s'] / c['img_per_cpu_s']:.2f}x), store {b['store_mb']:.1f} MB, built in "
+                f"{b['build_s']:.1f} s"
+            )
 
 
 def _rates(size: int, batch: int, n: int, seconds: float, mb_per_img: float) -> dict[str, Any]:
-    return {"size": size, "batch": batch, "images": n, "seconds": seconds, "img_s": n / seconds,
-            "cpu_s": CPU_S[0], "img_per_cpu_s": n / max(CPU_S[0], 1e-9),
-            "mb_s": n * mb_per_img / seconds, "kb_per_img": mb_per_img * 1000, "load_avg_1m": load_avg()}
+    return {
+        "size": size,
+        "batch": batch,
+        "images": n,
+        "seconds": seconds,
+        "img_s": n / seconds,
+        "cpu_s": CPU_S[0],
+        "img_per_cpu_s": n / max(CPU_S[0], 1e-9),
+        "mb_s": n * mb_per_img / seconds,
+        "kb_per_img": mb_per_img * 1000,
+        "load_avg_1m": load_avg(),
+    }
 
 
 def main() -> int:
@@ -212,8 +247,11 @@ def main() -> int:
         return 2
     root = os.environ.get("GANSVC_STORAGE", "").rstrip("/")
     if not root.startswith("s3://"):
-        print("no S3 storage: pass --state-dir of a running embedded stack, or export its env "
-              "(eval \"$(python -m gansvc.local env)\")", file=sys.stderr)
+        print(
+            "no S3 storage: pass --state-dir of a running embedded stack, or export its env "
+            '(eval "$(python -m gansvc.local env)")',
+            file=sys.stderr,
+        )
         return 2
     from gansvc import storage
 
@@ -235,15 +273,51 @@ def main() -> int:
             print(f"  {size}px done, load {load_avg()}", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # every cache dir lives under it
-    print_table(("size", "stage", "threads", "batch", "images", "s", "img/s", "img/cpu-s", "MB/s", "kB/img",
-                 "GETs/img", "load", "store MB"),
-                [(r["size"], r["stage"], r["threads"], r["batch"], r["images"], r["seconds"], r["img_s"],
-                  r["img_per_cpu_s"], r["mb_s"], r["kb_per_img"], r["s3_gets_per_img"], r["load_avg_1m"],
-                  r.get("store_mb")) for r in rows],
-                title=f"data path ({'quick' if args.quick else 'full'}, torch threads {TORCH_THREADS})")
+    print_table(
+        (
+            "size",
+            "stage",
+            "threads",
+            "batch",
+            "images",
+            "s",
+            "img/s",
+            "img/cpu-s",
+            "MB/s",
+            "kB/img",
+            "GETs/img",
+            "load",
+            "store MB",
+        ),
+        [
+            (
+                r["size"],
+                r["stage"],
+                r["threads"],
+                r["batch"],
+                r["images"],
+                r["seconds"],
+                r["img_s"],
+                r["img_per_cpu_s"],
+                r["mb_s"],
+                r["kb_per_img"],
+                r["s3_gets_per_img"],
+                r["load_avg_1m"],
+                r.get("store_mb"),
+            )
+            for r in rows
+        ],
+        title=f"data path ({'quick' if args.quick else 'full'}, torch threads {TORCH_THREADS})",
+    )
     print_ratios(rows)
-    meta = {"quick": args.quick, "repeats": repeats, "torch_threads": TORCH_THREADS, "counts": counts,
-            "s3": storage.S3Settings.from_env().describe(), "load_avg_1m_start_end": [load0, load_avg()]}
+    meta = {
+        "quick": args.quick,
+        "repeats": repeats,
+        "torch_threads": TORCH_THREADS,
+        "counts": counts,
+        "s3": storage.S3Settings.from_env().describe(),
+        "load_avg_1m_start_end": [load0, load_avg()],
+    }
     append_rows("data", rows, meta, args.out)
     return 0
 

@@ -100,12 +100,38 @@ class Plan:
 
 # GPU: 5 + 75 + 200 + 70 + 100 = 450 s of budgets, under the 465 s deadline (8 min minus start-up slack). The
 # loss curves are 40 steps: short enough for every cell to fit, long enough for bf16/compile drift to show.
-GPU_PLAN = Plan(False, 465, 75, {"dcgan": 40, "wgan-gp": 40, "cyclegan": 60, "ugatit": 60}, 70, 100, 40, 1.5,
-                GPU_FAMILIES, 1200, 100, 4096, 64)
+GPU_PLAN = Plan(
+    False,
+    465,
+    75,
+    {"dcgan": 40, "wgan-gp": 40, "cyclegan": 60, "ugatit": 60},
+    70,
+    100,
+    40,
+    1.5,
+    GPU_FAMILIES,
+    1200,
+    100,
+    4096,
+    64,
+)
 # CPU dry run: about a minute of CPU time (60 s user on 2 cores); the budgets are guards for a shared machine under
 # load (at a load average of 40 on 2 cores the same run took 6 min of wall time), as is gpu_check.sh's 900 s limit
-DRY_PLAN = Plan(True, 840, 150, {"dcgan": 150, "wgan-gp": 150, "cyclegan": 150, "ugatit": 150}, 200, 30, 3, 0.2,
-                DRY_FAMILIES, 6, 2, 128, 16)
+DRY_PLAN = Plan(
+    True,
+    840,
+    150,
+    {"dcgan": 150, "wgan-gp": 150, "cyclegan": 150, "ugatit": 150},
+    200,
+    30,
+    3,
+    0.2,
+    DRY_FAMILIES,
+    6,
+    2,
+    128,
+    16,
+)
 
 
 @dataclass
@@ -124,8 +150,9 @@ def python() -> str:
     return str(venv) if venv.exists() else sys.executable
 
 
-def run_cmd(cmd: list[str], log: Path, timeout: float, env: dict[str, str | None] | None = None
-            ) -> tuple[str, int | None]:
+def run_cmd(
+    cmd: list[str], log: Path, timeout: float, env: dict[str, str | None] | None = None
+) -> tuple[str, int | None]:
     """Run `cmd` in its own process group, output to `log`; on timeout SIGINT the group (Python exits through its
     handlers: a local Ray it started is shut down), then SIGKILL what is left. Returns (status, exit code).
     `env` is added to this process's environment (None: remove the variable)."""
@@ -135,8 +162,7 @@ def run_cmd(cmd: list[str], log: Path, timeout: float, env: dict[str, str | None
     with open(log, "a") as out:
         out.write(f"$ {' '.join(cmd)}\n")
         out.flush()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
-                                env=full)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True, env=full)
         try:
             rc = proc.wait(timeout=max(1.0, timeout))
             return ("ok" if rc == 0 else "failed"), rc
@@ -181,6 +207,7 @@ class Clock:
 
 # ---- stages -------------------------------------------------------------------------------------------------------
 
+
 def stage_tests(plan: Plan, out: Path, clock: Clock, after: int) -> Stage:
     st = Stage("gpu_tests", budget_s=clock.budget(plan.tests_s, after))
     cmd = [python(), "-m", "pytest", "tests/test_gpu.py", "-q", "-p", "no:cacheprovider", "--timeout", "60"]
@@ -190,24 +217,53 @@ def stage_tests(plan: Plan, out: Path, clock: Clock, after: int) -> Stage:
     st.status, rc = run_cmd(cmd, out / "logs" / "gpu_tests.log", st.budget_s)
     st.seconds = time.perf_counter() - t0
     text = (out / "logs" / "gpu_tests.log").read_text(errors="replace")
-    counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|errors?)", text.splitlines()[-1]
-                                                 if text.strip() else "")}
+    counts = {
+        k: int(n)
+        for n, k in re.findall(r"(\d+) (passed|failed|skipped|errors?)", text.splitlines()[-1] if text.strip() else "")
+    }
     st.note = ", ".join(f"{v} {k}" for k, v in counts.items()) or f"exit {rc}"
     if not plan.dry and counts.get("skipped") and not counts.get("failed"):
         st.note += " (skipped tests did not see a GPU)"
-    st.figures.append({"figure": "GPU tests", "target": "all pass", "measured": st.note,
-                       "met": None if plan.dry else (st.status == "ok" and not counts.get("skipped"))})
+    st.figures.append(
+        {
+            "figure": "GPU tests",
+            "target": "all pass",
+            "measured": st.note,
+            "met": None if plan.dry else (st.status == "ok" and not counts.get("skipped")),
+        }
+    )
     return st
 
 
 def stage_family(plan: Plan, fam: Any, out: Path, clock: Clock, after: int) -> Stage:
     st = Stage(f"train_{fam.family}", budget_s=clock.budget(plan.family_s[fam.family], after))
     cells = out / "train_cells.jsonl"
-    cmd = [python(), str(HERE / "train_bench.py"), "--families", fam.family, "--sizes", "report",
-           "--cells", ",".join(fam.cells), "--side", str(fam.side), "--batch", str(fam.batch),
-           "--loss-steps", str(plan.loss_steps), "--time-s", str(plan.time_s), "--out", str(cells),
-           "--target-per-s", str(fam.target), "--target-speedup", str(SPEEDUP),
-           "--profile-dir", str(out / "profiles")]
+    cmd = [
+        python(),
+        str(HERE / "train_bench.py"),
+        "--families",
+        fam.family,
+        "--sizes",
+        "report",
+        "--cells",
+        ",".join(fam.cells),
+        "--side",
+        str(fam.side),
+        "--batch",
+        str(fam.batch),
+        "--loss-steps",
+        str(plan.loss_steps),
+        "--time-s",
+        str(plan.time_s),
+        "--out",
+        str(cells),
+        "--target-per-s",
+        str(fam.target),
+        "--target-speedup",
+        str(SPEEDUP),
+        "--profile-dir",
+        str(out / "profiles"),
+    ]
     if plan.dry:  # smoke nets, one thread; compile through aot_eager (the compile path without C++ code generation,
         # which takes minutes per net on 2 cores)
         cmd += ["--device", "cpu", "--preset", "smoke", "--threads", "1", "--compile-backend", "aot_eager"]
@@ -221,8 +277,11 @@ def stage_family(plan: Plan, fam: Any, out: Path, clock: Clock, after: int) -> S
     measured = [r for r in rows if "per_s" in r and "profile" not in r]
     missing = [c for c in fam.cells if c not in {r["variant"] for r in rows}]
     errors = [f"{r['variant']} failed: {r['error']}" for r in rows if r.get("error")]
-    st.note = f"{len(measured)} cells measured" + (f"; not reached: {', '.join(missing)}" if missing else "") + (
-        "; " + "; ".join(errors) if errors else "")
+    st.note = (
+        f"{len(measured)} cells measured"
+        + (f"; not reached: {', '.join(missing)}" if missing else "")
+        + ("; " + "; ".join(errors) if errors else "")
+    )
     if st.status == "failed":
         st.note += f"; exit {rc}"
     return st
@@ -235,26 +294,56 @@ def family_figures(fam: Any, rows: list[dict[str, Any]], dry: bool) -> list[dict
     errors = [f"{r['variant']}: {r['error']}" for r in rows if r.get("error")]
     label = f"{fam.family} {fam.side}px b{fam.batch}"
     if not cells:
-        return [{"figure": f"{label}: best cell", "target": f">= {fam.target:,.0f} {fam.unit}", "measured": None,
-                 "met": False}]
+        return [
+            {
+                "figure": f"{label}: best cell",
+                "target": f">= {fam.target:,.0f} {fam.unit}",
+                "measured": None,
+                "met": False,
+            }
+        ]
     good = [r for r in cells if r.get("loss_check") == "pass"] or cells
     best = max(good, key=lambda r: r["per_s"])
     passed = sum(r.get("loss_check") == "pass" for r in cells)
     skipped = [r["variant"] for r in rows if r.get("skipped")]
     profiles = [r["profile"] for r in rows if r.get("profile")]
-    figs = [{"figure": f"{label}: best cell ({best['variant']})", "target": f">= {fam.target:,.0f} {fam.unit}",
-             "measured": best["per_s"], "met": None if dry else best["per_s"] >= fam.target, "family": fam.family},
-            {"figure": f"{label}: best x fp32 eager", "target": f">= {SPEEDUP}x", "measured": best["speedup_vs_fp32"],
-             "met": None if dry else best["speedup_vs_fp32"] >= SPEEDUP, "family": fam.family},
-            {"figure": f"{label}: loss-curve checks", "target": "all pass",
-             "measured": f"{passed}/{len(cells) + len(errors)} pass" + (f", {len(errors)} failed to run"
-                                                                         if errors else "")
-             + (f" (skipped: {', '.join(skipped)})" if skipped else ""),
-             # a 3-step CPU curve judges nothing: the dry run shows the check ran, the GPU run (40 steps) judges
-             "met": None if dry else passed == len(cells) and not errors, "family": fam.family, "errors": errors}]
+    figs = [
+        {
+            "figure": f"{label}: best cell ({best['variant']})",
+            "target": f">= {fam.target:,.0f} {fam.unit}",
+            "measured": best["per_s"],
+            "met": None if dry else best["per_s"] >= fam.target,
+            "family": fam.family,
+        },
+        {
+            "figure": f"{label}: best x fp32 eager",
+            "target": f">= {SPEEDUP}x",
+            "measured": best["speedup_vs_fp32"],
+            "met": None if dry else best["speedup_vs_fp32"] >= SPEEDUP,
+            "family": fam.family,
+        },
+        {
+            "figure": f"{label}: loss-curve checks",
+            "target": "all pass",
+            "measured": f"{passed}/{len(cells) + len(errors)} pass"
+            + (f", {len(errors)} failed to run" if errors else "")
+            + (f" (skipped: {', '.join(skipped)})" if skipped else ""),
+            # a 3-step CPU curve judges nothing: the dry run shows the check ran, the GPU run (40 steps) judges
+            "met": None if dry else passed == len(cells) and not errors,
+            "family": fam.family,
+            "errors": errors,
+        },
+    ]
     if profiles:
-        figs.append({"figure": f"{label}: profile of the missed target", "target": "-", "measured": profiles[0],
-                     "met": None, "family": fam.family})
+        figs.append(
+            {
+                "figure": f"{label}: profile of the missed target",
+                "target": "-",
+                "measured": profiles[0],
+                "met": None,
+                "family": fam.family,
+            }
+        )
     return figs
 
 
@@ -273,14 +362,29 @@ def data_wait(log_text: str) -> list[tuple[int, float, float]]:
 def start_dataset(plan: Plan, work: Path, log: Path) -> tuple[subprocess.Popen, Path]:
     """The training run's dataset, written in the background while the GPU tests run (CPU work only)."""
     dest = work / "shapes"
-    cmd = [python(), "-m", "gansvc.data", "synth", "shapes", str(dest), "--count", str(plan.dataset_count),
-           "--test-count", "64", "--size", str(plan.dataset_side), "--quiet"]
-    return subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=ROOT,
-                            start_new_session=True), dest
+    cmd = [
+        python(),
+        "-m",
+        "gansvc.data",
+        "synth",
+        "shapes",
+        str(dest),
+        "--count",
+        str(plan.dataset_count),
+        "--test-count",
+        "64",
+        "--size",
+        str(plan.dataset_side),
+        "--quiet",
+    ]
+    return subprocess.Popen(
+        cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+    ), dest
 
 
-def stage_train_run(plan: Plan, out: Path, clock: Clock, after: int, synth: subprocess.Popen, dataset: Path,
-                    work: Path) -> Stage:
+def stage_train_run(
+    plan: Plan, out: Path, clock: Clock, after: int, synth: subprocess.Popen, dataset: Path, work: Path
+) -> Stage:
     st = Stage("train_run", budget_s=clock.budget(plan.run_s, after))
     log = out / "logs" / "train_run.log"
     t0 = time.perf_counter()
@@ -294,10 +398,32 @@ def stage_train_run(plan: Plan, out: Path, clock: Clock, after: int, synth: subp
         st.status, st.seconds = "failed", time.perf_counter() - t0
         st.note = f"making the dataset failed or timed out (exit {rc}): see {out / 'logs' / 'synth.log'}"
         return st
-    cmd = [python(), "-m", "gansvc.train", "dcgan", "--dataset", str(dataset), "--storage", str(work / "runs"),
-           "--name", "gpu-check", "--max-steps", str(plan.train_steps), "--log-every", str(plan.train_log_every),
-           "--eval-every", str(plan.train_steps), "--checkpoint-every", str(plan.train_steps),
-           "--size", str(plan.dataset_side), "--set", "metrics.samples=64", "--set", "metrics.reference_samples=64"]
+    cmd = [
+        python(),
+        "-m",
+        "gansvc.train",
+        "dcgan",
+        "--dataset",
+        str(dataset),
+        "--storage",
+        str(work / "runs"),
+        "--name",
+        "gpu-check",
+        "--max-steps",
+        str(plan.train_steps),
+        "--log-every",
+        str(plan.train_log_every),
+        "--eval-every",
+        str(plan.train_steps),
+        "--checkpoint-every",
+        str(plan.train_steps),
+        "--size",
+        str(plan.dataset_side),
+        "--set",
+        "metrics.samples=64",
+        "--set",
+        "metrics.reference_samples=64",
+    ]
     cmd += ["--set", "data.cache=decoded"]  # the decoded-tensor input path (gansvc.data.decoded)
     if plan.dry:
         cmd += ["--preset", "smoke", "--batch-size", "16", "--gpus-per-worker", "0"]
@@ -309,8 +435,13 @@ def stage_train_run(plan: Plan, out: Path, clock: Clock, after: int, synth: subp
     fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     os.write(fd, secrets.token_hex(32).encode())
     os.close(fd)
-    env = {"RAY_ADDRESS": "local", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "RAY_AUTH_TOKEN": None,
-           "GANSVC_CACHE_DIR": str(work / "cache")}
+    env = {
+        "RAY_ADDRESS": "local",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN_PATH": str(token),
+        "RAY_AUTH_TOKEN": None,
+        "GANSVC_CACHE_DIR": str(work / "cache"),
+    }
     st.status, rc = run_cmd(cmd, log, clock.budget(st.budget_s - (time.perf_counter() - t0), after), env)
     st.seconds = time.perf_counter() - t0
     windows = data_wait(log.read_text(errors="replace"))
@@ -319,11 +450,16 @@ def stage_train_run(plan: Plan, out: Path, clock: Clock, after: int, synth: subp
     rate = statistics.median(w[1] for w in steady) if steady else None
     st.note = f"{len(windows)} progress windows; data.cache=decoded" + (f"; exit {rc}" if st.status == "failed" else "")
     run = f"train run dcgan {plan.dataset_side}px"
-    st.figures = [{"figure": f"{run}: data wait (windows after the first)", "target": "< 5%",
-                   "measured": None if wait is None else f"{100 * wait:.2f}% (max "
-                   f"{100 * max(w[2] for w in steady):.2f}%)",
-                   "met": None if plan.dry or wait is None else wait < DATA_WAIT_MAX, "value": wait},
-                  {"figure": f"{run}: img/s (median window)", "target": "-", "measured": rate, "met": None}]
+    st.figures = [
+        {
+            "figure": f"{run}: data wait (windows after the first)",
+            "target": "< 5%",
+            "measured": None if wait is None else f"{100 * wait:.2f}% (max {100 * max(w[2] for w in steady):.2f}%)",
+            "met": None if plan.dry or wait is None else wait < DATA_WAIT_MAX,
+            "value": wait,
+        },
+        {"figure": f"{run}: img/s (median window)", "target": "-", "measured": rate, "met": None},
+    ]
     return st
 
 
@@ -340,8 +476,10 @@ def stage_serve(plan: Plan, out: Path, clock: Clock, after: int, work: Path) -> 
     if plan.dry:
         st.status = "skipped"
         st.headline = "skipped on CPU: 2-3 min on 2 cores (see summary.md notes)"
-        st.note = ("skipped on CPU: its quick mode is 14 cells x 4 s plus Serve deploys, 2-3 min on 2 cores "
-                   f"(bench/run_all.py --quick runs it); would run: {' '.join(bench[1:])} [{how}]")
+        st.note = (
+            "skipped on CPU: its quick mode is 14 cells x 4 s plus Serve deploys, 2-3 min on 2 cores "
+            f"(bench/run_all.py --quick runs it); would run: {' '.join(bench[1:])} [{how}]"
+        )
         st.seconds = time.perf_counter() - t0
         return st
     state = work / "stack"
@@ -368,19 +506,27 @@ def serve_figures(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     nb, b = by.get(("generate", 32, 1)), by.get(("generate", 32, 16))
     if nb and b and nb.get("rps"):
         x = b["rps"] / nb["rps"]
-        figs.append({"figure": "serve generate c=32: batching x no batching", "target": ">= 4x", "measured": x,
-                     "met": x >= 4})
+        figs.append(
+            {"figure": "serve generate c=32: batching x no batching", "target": ">= 4x", "measured": x, "met": x >= 4}
+        )
     one, hz = by.get(("generate", 1, 1)), by.get(("healthz", 1, 1))
     if one and hz and one.get("bare_ms") is not None:
         floor = hz["p50_ms"] + one["bare_ms"]
-        figs.append({"figure": "serve generate c=1: p50 / (healthz p50 + bare)", "target": "<= 1.5x",
-                     "measured": one["p50_ms"] / floor, "met": one["p50_ms"] / floor <= 1.5})
+        figs.append(
+            {
+                "figure": "serve generate c=1: p50 / (healthz p50 + bare)",
+                "target": "<= 1.5x",
+                "measured": one["p50_ms"] / floor,
+                "met": one["p50_ms"] / floor <= 1.5,
+            }
+        )
     if not figs:
         figs.append({"figure": "serve benchmark rows", "target": "present", "measured": len(rows), "met": False})
     return figs
 
 
 # ---- results ------------------------------------------------------------------------------------------------------
+
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
@@ -407,10 +553,18 @@ def table(stages: list[Stage], dry: bool) -> list[tuple[str, ...]]:
         if not st.figures:
             lines.append((st.name, status, st.headline or st.note or "-", "-", "-", "-"))
         for i, f in enumerate(st.figures):
-            met = ("n/a (CPU dry run)" if dry and f["met"] is None and f["target"] != "-" else
-                   "-" if f["met"] is None else "yes" if f["met"] else "NO")
-            lines.append((st.name if i == 0 else "", status if i == 0 else "", f["figure"], f["target"],
-                          fmt(f["measured"]), met))
+            met = (
+                "n/a (CPU dry run)"
+                if dry and f["met"] is None and f["target"] != "-"
+                else "-"
+                if f["met"] is None
+                else "yes"
+                if f["met"]
+                else "NO"
+            )
+            lines.append(
+                (st.name if i == 0 else "", status if i == 0 else "", f["figure"], f["target"], fmt(f["measured"]), met)
+            )
     return lines
 
 
@@ -419,18 +573,24 @@ def write_results(out: Path, stages: list[Stage], plan: Plan, started: str, wall
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
     text = "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)) for line in lines)
     machine = common.machine()
-    md = [f"# GPU check {'(CPU dry run) ' if plan.dry else ''}{started}", "",
-          f"Machine: {machine.get('gpu') or 'no GPU'}; CPU {machine['cpu']}, {machine['cores']} cores; torch "
-          f"{machine['torch']}; commit {machine.get('commit')}. Wall time {wall_s:.0f} s (limit {plan.total_s:.0f} s).",
-          "", "| " + " | ".join(lines[0]) + " |", "|" + "---|" * len(lines[0])]
+    md = [
+        f"# GPU check {'(CPU dry run) ' if plan.dry else ''}{started}",
+        "",
+        f"Machine: {machine.get('gpu') or 'no GPU'}; CPU {machine['cpu']}, {machine['cores']} cores; torch "
+        f"{machine['torch']}; commit {machine.get('commit')}. Wall time {wall_s:.0f} s (limit {plan.total_s:.0f} s).",
+        "",
+        "| " + " | ".join(lines[0]) + " |",
+        "|" + "---|" * len(lines[0]),
+    ]
     md += ["| " + " | ".join(c.replace("|", "/") for c in line) + " |" for line in lines[1:]]
     md += ["", "Stage notes:", ""] + [f"- {s.name}: {s.status}; {s.note}" for s in stages]
     (out / "summary.md").write_text("\n".join(md) + "\n")
     with open(out / "gpu_check.jsonl", "w") as f:
         meta = {"date": started, "dry_run": plan.dry, **machine}
         for s in stages:
-            f.write(json.dumps({**meta, "kind": "stage", **{k: v for k, v in asdict(s).items() if k != "figures"}})
-                    + "\n")
+            f.write(
+                json.dumps({**meta, "kind": "stage", **{k: v for k, v in asdict(s).items() if k != "figures"}}) + "\n"
+            )
             for fig in s.figures:
                 f.write(json.dumps({**meta, "kind": "figure", "stage": s.name, **fig}) + "\n")
     return text
@@ -442,21 +602,27 @@ def preflight(plan: Plan, out: Path) -> str | None:
         return None
     smi = shutil.which("nvidia-smi")
     if smi:
-        subprocess.run([smi], stdout=open(out / "logs" / "nvidia-smi.log", "w"), stderr=subprocess.STDOUT,
-                       timeout=20)
-    probe = subprocess.run([python(), "-c", "import torch; print(torch.cuda.is_available())"], capture_output=True,
-                           text=True, timeout=120)
+        subprocess.run([smi], stdout=open(out / "logs" / "nvidia-smi.log", "w"), stderr=subprocess.STDOUT, timeout=20)
+    probe = subprocess.run(
+        [python(), "-c", "import torch; print(torch.cuda.is_available())"], capture_output=True, text=True, timeout=120
+    )
     if probe.stdout.strip() != "True":
-        return ("torch sees no CUDA device (torch.cuda.is_available() is False): run on a GPU machine with a CUDA "
-                "build of torch, or use --cpu-dry-run")
+        return (
+            "torch sees no CUDA device (torch.cuda.is_available() is False): run on a GPU machine with a CUDA "
+            "build of torch, or use --cpu-dry-run"
+        )
     return None
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument("--cpu-dry-run", action="store_true", help="every stage on CPU at tiny sizes (tests the script)")
-    p.add_argument("--out", default=None, help="results folder (default bench/results/gpu_check, or "
-                   "bench/results/gpu_check/cpu-dry-run with --cpu-dry-run)")
+    p.add_argument(
+        "--out",
+        default=None,
+        help="results folder (default bench/results/gpu_check, or "
+        "bench/results/gpu_check/cpu-dry-run with --cpu-dry-run)",
+    )
     args = p.parse_args(argv)
     plan = DRY_PLAN if args.cpu_dry_run else GPU_PLAN
     out = Path(args.out) if args.out else HERE / "results" / "gpu_check" / ("cpu-dry-run" if plan.dry else "")
@@ -489,12 +655,14 @@ def main(argv: list[str] | None = None) -> int:
             synth.wait()
         shutil.rmtree(work, ignore_errors=True)
     text = write_results(out, stages, plan, started, time.perf_counter() - clock.start)
-    print(f"\n## GPU check {'(CPU dry run: targets are for one H100-class GPU, not judged) ' if plan.dry else ''}"
-          f"- results in {out}\n{text}", flush=True)
+    print(
+        f"\n## GPU check {'(CPU dry run: targets are for one H100-class GPU, not judged) ' if plan.dry else ''}"
+        f"- results in {out}\n{text}",
+        flush=True,
+    )
     failed = [s.name for s in stages if s.status in ("failed", "timed out")]
     if failed:
-        print(f"gpu_check: stages failed or timed out: {', '.join(failed)} (logs in {out / 'logs'})",
-              file=sys.stderr)
+        print(f"gpu_check: stages failed or timed out: {', '.join(failed)} (logs in {out / 'logs'})", file=sys.stderr)
         return 1
     return 0
 

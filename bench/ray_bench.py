@@ -33,13 +33,14 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+import common
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def plain_loop(family: str, preset: str | None, data_uri: str, batch: int, steps: int, warmup: int, cache: str
-               ) -> dict[str, float]:
+def plain_loop(
+    family: str, preset: str | None, data_uri: str, batch: int, steps: int, warmup: int, cache: str
+) -> dict[str, float]:
     """The step without Ray: same config, pipeline and batch; returns steady step time and data-wait share."""
     import torch
 
@@ -66,35 +67,75 @@ def plain_loop(family: str, preset: str | None, data_uri: str, batch: int, steps
                 spec.train_step(state, next(stream), step, cfg)
             windows.append(((time.perf_counter() - t0) / (step - w + 1), stream.wait_s - wait0))
         step_s = statistics.median(t for t, _ in windows)
-        return {"step_s": step_s, "images_per_s": batch / step_s,
-                "data_wait_frac": statistics.median(wt / (t * warmup) for t, wt in windows)}
+        return {
+            "step_s": step_s,
+            "images_per_s": batch / step_s,
+            "data_wait_frac": statistics.median(wt / (t * warmup) for t, wt in windows),
+        }
     finally:
         stream.close()
 
 
-def plain_subprocess(family: str, preset: str | None, data_uri: str, batch: int, steps: int, warmup: int,
-                     cache: str) -> dict[str, float]:
+def plain_subprocess(
+    family: str, preset: str | None, data_uri: str, batch: int, steps: int, warmup: int, cache: str
+) -> dict[str, float]:
     """`plain_loop` in a fresh interpreter started like a Ray Train worker with 1 CPU (OMP_NUM_THREADS=1), so the
     two sides differ only in what Ray and the training loop add."""
     args = json.dumps([family, preset, data_uri, batch, steps, warmup, cache])
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, __file__, "--plain-json", args], capture_output=True, text=True, env=env,
-                          cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--plain-json", args], capture_output=True, text=True, env=env, cwd=REPO
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"plain loop failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def ray_run(family: str, preset: str | None, data_uri: str, batch: int, steps: int, log_every: int, workers: int,
-            storage_root: str) -> dict[str, float]:
+def ray_run(
+    family: str,
+    preset: str | None,
+    data_uri: str,
+    batch: int,
+    steps: int,
+    log_every: int,
+    workers: int,
+    storage_root: str,
+) -> dict[str, float]:
     from gansvc import storage
 
     name = f"bench-{family}-w{workers}-{int(time.time())}"
-    cmd = [sys.executable, "-m", "gansvc.train", family, "--dataset", data_uri, "--num-workers", str(workers),
-           "--cpus-per-worker", "1", "--batch-size", str(batch), "--max-steps", str(steps), "--log-every",
-           str(log_every), "--checkpoint-every", str(steps), "--eval-every", str(steps), "--storage", storage_root,
-           "--name", name, "--set", "metrics.samples=64", "--set", "metrics.reference_samples=64",
-           "--set", "loop.grid_size=16"] + (["--preset", preset] if preset else [])
+    cmd = [
+        sys.executable,
+        "-m",
+        "gansvc.train",
+        family,
+        "--dataset",
+        data_uri,
+        "--num-workers",
+        str(workers),
+        "--cpus-per-worker",
+        "1",
+        "--batch-size",
+        str(batch),
+        "--max-steps",
+        str(steps),
+        "--log-every",
+        str(log_every),
+        "--checkpoint-every",
+        str(steps),
+        "--eval-every",
+        str(steps),
+        "--storage",
+        storage_root,
+        "--name",
+        name,
+        "--set",
+        "metrics.samples=64",
+        "--set",
+        "metrics.reference_samples=64",
+        "--set",
+        "loop.grid_size=16",
+    ] + (["--preset", preset] if preset else [])
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
     lines, progress = [], []  # (seconds since start) of rank 0's progress lines: start-up ends before the first
@@ -111,13 +152,18 @@ def ray_run(family: str, preset: str | None, data_uri: str, batch: int, steps: i
     windows = [h for h in history if "step_time_s" in h][1:]  # the first window holds warm-up and first reads
     step_s = statistics.median(h["step_time_s"] for h in windows)
     first_window = history[0]["step"] * history[0]["step_time_s"]
-    return {"wall_s": wall, "step_s": step_s, "images_per_s": statistics.median(h["images_per_s"] for h in windows),
-            "data_wait_frac": statistics.median(h["data_wait_frac"] for h in windows),
-            "fixed_s": wall - steps * step_s, "windows": len(windows),
-            # command start -> first step (interpreter, Ray connection, worker group, dataset, model build)
-            "startup_s": progress[0] - first_window,
-            # last progress line -> exit (the final evaluation and checkpoint, worker group shutdown)
-            "tail_s": wall - progress[-1]}
+    return {
+        "wall_s": wall,
+        "step_s": step_s,
+        "images_per_s": statistics.median(h["images_per_s"] for h in windows),
+        "data_wait_frac": statistics.median(h["data_wait_frac"] for h in windows),
+        "fixed_s": wall - steps * step_s,
+        "windows": len(windows),
+        # command start -> first step (interpreter, Ray connection, worker group, dataset, model build)
+        "startup_s": progress[0] - first_window,
+        # last progress line -> exit (the final evaluation and checkpoint, worker group shutdown)
+        "tail_s": wall - progress[-1],
+    }
 
 
 def main() -> int:
@@ -164,22 +210,62 @@ def main() -> int:
     base_step = statistics.fmean(x["step_s"] for x in plain)
     base_ips = statistics.fmean(x["images_per_s"] for x in plain)
     rows: list[dict[str, Any]] = [
-        {"run": "plain", "workers": 1, "step_s": base_step, "images_per_s": base_ips,
-         "data_wait_frac": statistics.fmean(x["data_wait_frac"] for x in plain),
-         "step_s_before_after": [x["step_s"] for x in plain]},
+        {
+            "run": "plain",
+            "workers": 1,
+            "step_s": base_step,
+            "images_per_s": base_ips,
+            "data_wait_frac": statistics.fmean(x["data_wait_frac"] for x in plain),
+            "step_s_before_after": [x["step_s"] for x in plain],
+        },
         {"run": "ray", "workers": 1, **ray1, "overhead": ray1["step_s"] / base_step - 1},
-        {"run": "ray", "workers": 2, **ray2, "scaling_efficiency": ray2["images_per_s"] / (2 * ray1["images_per_s"]),
-         "speedup_vs_1": ray2["images_per_s"] / ray1["images_per_s"]},
+        {
+            "run": "ray",
+            "workers": 2,
+            **ray2,
+            "scaling_efficiency": ray2["images_per_s"] / (2 * ray1["images_per_s"]),
+            "speedup_vs_1": ray2["images_per_s"] / ray1["images_per_s"],
+        },
     ]
-    meta = {"family": args.family, "preset": preset, "size": args.size, "batch_per_worker": args.batch_size,
-            "steps": steps, "quick": args.quick, "load_avg_1m": common.load_avg()}
-    common.print_table(("run", "workers", "step s", "img/s", "data wait %", "overhead %", "fixed s", "start-up s",
-                        "tail s", "scaling eff"),
-                       [(r["run"], r["workers"], r["step_s"], r["images_per_s"], 100 * r["data_wait_frac"],
-                         100 * r["overhead"] if "overhead" in r else None, r.get("fixed_s"), r.get("startup_s"),
-                         r.get("tail_s"), r.get("scaling_efficiency")) for r in rows],
-                       title=f"Ray overhead and scaling: {args.family} {args.size}px, batch {args.batch_size}/worker, "
-                             f"{steps} steps")
+    meta = {
+        "family": args.family,
+        "preset": preset,
+        "size": args.size,
+        "batch_per_worker": args.batch_size,
+        "steps": steps,
+        "quick": args.quick,
+        "load_avg_1m": common.load_avg(),
+    }
+    common.print_table(
+        (
+            "run",
+            "workers",
+            "step s",
+            "img/s",
+            "data wait %",
+            "overhead %",
+            "fixed s",
+            "start-up s",
+            "tail s",
+            "scaling eff",
+        ),
+        [
+            (
+                r["run"],
+                r["workers"],
+                r["step_s"],
+                r["images_per_s"],
+                100 * r["data_wait_frac"],
+                100 * r["overhead"] if "overhead" in r else None,
+                r.get("fixed_s"),
+                r.get("startup_s"),
+                r.get("tail_s"),
+                r.get("scaling_efficiency"),
+            )
+            for r in rows
+        ],
+        title=f"Ray overhead and scaling: {args.family} {args.size}px, batch {args.batch_size}/worker, {steps} steps",
+    )
     common.append_rows("ray", rows, meta, args.out)
     return 0
 

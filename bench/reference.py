@@ -50,7 +50,7 @@ def _adv_fake(kind: str, out: Tensor) -> Tensor:
     if kind == "bce":
         return F.binary_cross_entropy_with_logits(out, torch.zeros_like(out))
     if kind == "mse":
-        return (out ** 2).mean()
+        return (out**2).mean()
     return F.relu(1 + out).mean() if kind == "hinge" else out.mean()
 
 
@@ -158,8 +158,10 @@ def cyclegan_step(state: Any, batch: Mapping[str, Tensor], cfg: Any) -> None:
     state.optimizers["G"].step()
     _requires_grad([d_a, d_b], True)
     state.optimizers["D"].zero_grad()
-    for d, real, fake in ((d_a, real_b, state.extras["fake_B_pool"].query(fake_b)),
-                          (d_b, real_a, state.extras["fake_A_pool"].query(fake_a))):
+    for d, real, fake in (
+        (d_a, real_b, state.extras["fake_B_pool"].query(fake_b)),
+        (d_b, real_a, state.extras["fake_A_pool"].query(fake_a)),
+    ):
         ((_adv_real("mse", d(real), 0.0) + _adv_fake("mse", d(fake.detach()))) * 0.5).backward()
     state.optimizers["D"].step()
     for sched in state.schedulers.values():
@@ -181,8 +183,12 @@ def ugatit_step(state: Any, batch: Mapping[str, Tensor], cfg: Any) -> None:
         for kind in ("G", "L"):
             r_logit, r_cam, _ = n[f"dis{kind}{dom}"](real)
             f_logit, f_cam, _ = n[f"dis{kind}{dom}"](fake)
-            d_loss = d_loss + cfg.lambda_adv * (mse(r_logit, ones(r_logit)) + mse(f_logit, zeros(f_logit))
-                                                + mse(r_cam, ones(r_cam)) + mse(f_cam, zeros(f_cam)))
+            d_loss = d_loss + cfg.lambda_adv * (
+                mse(r_logit, ones(r_logit))
+                + mse(f_logit, zeros(f_logit))
+                + mse(r_cam, ones(r_cam))
+                + mse(f_cam, zeros(f_cam))
+            )
     d_loss.backward()
     state.optimizers["D"].step()
     # --- G update ---
@@ -195,14 +201,19 @@ def ugatit_step(state: Any, batch: Mapping[str, Tensor], cfg: Any) -> None:
     fake_b2b, fake_b2b_cam, _ = n["genA2B"](real_b)
     g_loss = torch.zeros((), device=real_a.device)
     for dom, fake, rec, real, same, cam_src, cam_tgt in (
-            ("A", fake_b2a, fake_a2b2a, real_a, fake_a2a, fake_b2a_cam, fake_a2a_cam),
-            ("B", fake_a2b, fake_b2a2b, real_b, fake_b2b, fake_a2b_cam, fake_b2b_cam)):
+        ("A", fake_b2a, fake_a2b2a, real_a, fake_a2a, fake_b2a_cam, fake_a2a_cam),
+        ("B", fake_a2b, fake_b2a2b, real_b, fake_b2b, fake_a2b_cam, fake_b2b_cam),
+    ):
         adv = torch.zeros((), device=real_a.device)
         for kind in ("G", "L"):
             logit, cam, _ = n[f"dis{kind}{dom}"](fake)
             adv = adv + mse(logit, ones(logit)) + mse(cam, ones(cam))
-        g_loss = g_loss + (cfg.lambda_adv * adv + cfg.lambda_cycle * l1(rec, real)
-                           + cfg.lambda_identity * l1(same, real) + cfg.lambda_cam * (bce(cam_src, ones(cam_src)) + bce(cam_tgt, zeros(cam_tgt))))
+        g_loss = g_loss + (
+            cfg.lambda_adv * adv
+            + cfg.lambda_cycle * l1(rec, real)
+            + cfg.lambda_identity * l1(same, real)
+            + cfg.lambda_cam * (bce(cam_src, ones(cam_src)) + bce(cam_tgt, zeros(cam_tgt)))
+        )
     g_loss.backward()
     state.optimizers["G"].step()
     for k in ("genA2B", "genB2A"):  # RhoClipper(0, 1)
@@ -215,6 +226,11 @@ def ugatit_step(state: Any, batch: Mapping[str, Tensor], cfg: Any) -> None:
 
 # family -> reference step; families without a public reference step to follow are measured without a baseline
 REFERENCES: dict[str, RefStep] = {
-    "dcgan": adversarial_step, "wgan": adversarial_step, "wgan-gp": adversarial_step, "acgan": adversarial_step,
-    "wacgan": adversarial_step, "cyclegan": cyclegan_step, "ugatit": ugatit_step,
+    "dcgan": adversarial_step,
+    "wgan": adversarial_step,
+    "wgan-gp": adversarial_step,
+    "acgan": adversarial_step,
+    "wacgan": adversarial_step,
+    "cyclegan": cyclegan_step,
+    "ugatit": ugatit_step,
 }

@@ -46,8 +46,10 @@ def main() -> int:
         state_dir = own
         up = subprocess.run([py, "-m", "gansvc.local", "--state-dir", own, "up", "--port-base", str(args.port_base)])
         if up.returncode != 0:
-            print("could not start the embedded stack (see above); pass --port-base with free ports or --state-dir",
-                  file=sys.stderr)
+            print(
+                "could not start the embedded stack (see above); pass --port-base with free ports or --state-dir",
+                file=sys.stderr,
+            )
             return up.returncode
     failed = []
     try:

@@ -61,16 +61,28 @@ def _png(size: int, seed: int) -> bytes:
     return buf.getvalue()
 
 
-def _app(name: str, model: str, registry: str, batch: int, hops: int, ongoing: int | None,
-         num_gpus: float = 0.0) -> dict[str, Any]:
-    args = {"model": model, "registry": registry, "max_batch_size": batch, "batch_wait_timeout_s": 0.01,
-            "num_cpus": 0.5, "torch_threads": TORCH_THREADS, "max_n": 16}
+def _app(
+    name: str, model: str, registry: str, batch: int, hops: int, ongoing: int | None, num_gpus: float = 0.0
+) -> dict[str, Any]:
+    args = {
+        "model": model,
+        "registry": registry,
+        "max_batch_size": batch,
+        "batch_wait_timeout_s": 0.01,
+        "num_cpus": 0.5,
+        "torch_threads": TORCH_THREADS,
+        "max_n": 16,
+    }
     if num_gpus > 0:  # a GPU replica (device auto: cuda where the replica sees one)
         args |= {"num_gpus": num_gpus, "device": "auto"}
     if ongoing:
         args["max_ongoing_requests"] = ongoing
-    return {"name": name, "route_prefix": f"/v1/models/{name}" if hops == 1 else None,
-            "import_path": "gansvc.serve.app:build_app", "args": args}
+    return {
+        "name": name,
+        "route_prefix": f"/v1/models/{name}" if hops == 1 else None,
+        "import_path": "gansvc.serve.app:build_app",
+        "args": args,
+    }
 
 
 def _name(model: str, batch: int, hops: int) -> str:
@@ -91,11 +103,13 @@ def drive(url: str, task: str, model: str, concurrency: int, seconds: float, ima
             if task == "healthz":  # the floor: proxy -> front door replica -> back, no model hop, no work
                 r = session.get(f"{url}/healthz", timeout=120)
             elif task == "generate":
-                r = session.post(f"{url}/v1/models/{model}/generate", json={"n": 1, "seed": k * 100_000 + i},
-                                 timeout=120)
+                r = session.post(
+                    f"{url}/v1/models/{model}/generate", json={"n": 1, "seed": k * 100_000 + i}, timeout=120
+                )
             else:
-                r = session.post(f"{url}/v1/models/{model}/translate", data=image,
-                                 headers={"Content-Type": "image/png"}, timeout=120)
+                r = session.post(
+                    f"{url}/v1/models/{model}/translate", data=image, headers={"Content-Type": "image/png"}, timeout=120
+                )
             dt_s = time.perf_counter() - t0
             with lock:
                 if r.status_code == 200:
@@ -115,15 +129,20 @@ def drive(url: str, task: str, model: str, concurrency: int, seconds: float, ima
         list(pool.map(lambda k: worker(k, start + seconds), range(concurrency)))
     elapsed = time.perf_counter() - start
     lat_ms = sorted(x * 1000 for x in lat)
-    return {"requests": len(lat), "errors": errors[0], "rps": len(lat) / elapsed,
-            "p50_ms": statistics.median(lat_ms) if lat_ms else float("nan"),
-            "p99_ms": lat_ms[min(len(lat_ms) - 1, int(0.99 * len(lat_ms)))] if lat_ms else float("nan"),
-            "mean_batch": statistics.fmean(batches) if batches else float("nan")}
+    return {
+        "requests": len(lat),
+        "errors": errors[0],
+        "rps": len(lat) / elapsed,
+        "p50_ms": statistics.median(lat_ms) if lat_ms else float("nan"),
+        "p99_ms": lat_ms[min(len(lat_ms) - 1, int(0.99 * len(lat_ms)))] if lat_ms else float("nan"),
+        "mean_batch": statistics.fmean(batches) if batches else float("nan"),
+    }
 
 
 @torch.inference_mode()
-def bare_ms(task: str, model: Any, batch: int, image: bytes, repeats: int,
-            device: torch.device | None = None) -> tuple[float, float]:
+def bare_ms(
+    task: str, model: Any, batch: int, image: bytes, repeats: int, device: torch.device | None = None
+) -> tuple[float, float]:
     """The replica's work for one batch outside Serve: inputs, forward pass, PNG encoding of every image.
     Returns (best, median) of `repeats` passes in ms: the best pass is the compute cost when the CPU is free."""
     from gansvc.families.sampling import sample_latents
@@ -157,11 +176,19 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="4 s per cell instead of 15 s")
     p.add_argument("--state-dir", default=None, help="embedded stack to use (default: the environment's cluster)")
     p.add_argument("--out", default=str(HERE / "results" / "serve.jsonl"))
-    p.add_argument("--max-ongoing", type=int, default=None, help="model replicas' max_ongoing_requests (default: "
-                                                                 "the deploy default, max(2 x max_batch_size, 8))")
-    p.add_argument("--num-gpus", type=float, default=0.0,
-                   help="GPUs per model replica (default 0: CPU replicas). The run deploys 6 model applications at "
-                        "once: on one GPU give at most 0.16 (they share it); the bare pass then runs on the GPU too")
+    p.add_argument(
+        "--max-ongoing",
+        type=int,
+        default=None,
+        help="model replicas' max_ongoing_requests (default: the deploy default, max(2 x max_batch_size, 8))",
+    )
+    p.add_argument(
+        "--num-gpus",
+        type=float,
+        default=0.0,
+        help="GPUs per model replica (default 0: CPU replicas). The run deploys 6 model applications at "
+        "once: on one GPU give at most 0.16 (they share it); the bare pass then runs on the GPU too",
+    )
     args = p.parse_args()
     if args.state_dir:  # before Ray is imported: it reads some settings from the environment at import
         from gansvc import local
@@ -183,13 +210,23 @@ def main() -> int:
     register("bench-tr", _model_bytes("cyclegan", DataSpec("unpaired", 64, 64, 3)), "bench", {}, root=registry)
     port = int(os.environ.get("GANSVC_SERVE_PORT", "29320"))
     variants = [(1, 1), (16, 1), (16, 2)]  # (max_batch_size, hops)
-    apps = [_app(_name(m, b, h), m, registry, b, h, args.max_ongoing, args.num_gpus)
-            for m in ("bench-gen", "bench-tr") for b, h in variants]
-    front = {"name": "gansvc", "route_prefix": "/", "import_path": "gansvc.serve.app:build_app",
-             "args": {"num_cpus": 0.25}}
+    apps = [
+        _app(_name(m, b, h), m, registry, b, h, args.max_ongoing, args.num_gpus)
+        for m in ("bench-gen", "bench-tr")
+        for b, h in variants
+    ]
+    front = {
+        "name": "gansvc",
+        "route_prefix": "/",
+        "import_path": "gansvc.serve.app:build_app",
+        "args": {"num_cpus": 0.25},
+    }
     running = {a["name"] for a in declarative_apps(dashboard)[0]}  # with the dashboard's auth token, if any
-    config = {"proxy_location": "HeadOnly", "http_options": {"host": "127.0.0.1", "port": port},
-              "applications": ([] if "gansvc" in running else [front]) + apps}
+    config = {
+        "proxy_location": "HeadOnly",
+        "http_options": {"host": "127.0.0.1", "port": port},
+        "applications": ([] if "gansvc" in running else [front]) + apps,
+    }
     print(f"deploying {len(apps)} bench model applications ...", file=sys.stderr, flush=True)
     names, before = deploy(dashboard, config)
     torch.set_num_threads(TORCH_THREADS)
@@ -211,31 +248,65 @@ def main() -> int:
                     # the same batch without Serve, right after (same machine load), with the replicas' torch threads
                     b = max(1, round(r["mean_batch"]))
                     bare, bare_median = bare_ms(task, models[task], b, image, 10 if args.quick else 30, bare_device)
-                    rows.append({"task": task, "concurrency": conc, "max_batch_size": batch, "hops": hops, **r,
-                                 "bare_batch": b, "bare_ms": bare, "bare_median_ms": bare_median,
-                                 "bare_rps": b / bare * 1000, "load_avg_1m": os.getloadavg()[0]})
-                    print(f"  {task:9} c={conc:<2} max_batch={batch:<2} hops={hops} {r['rps']:7.1f} req/s  p50 "
-                          f"{r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  batch {r['mean_batch']:4.1f}  bare "
-                          f"{bare:6.1f} ms  load {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
+                    rows.append(
+                        {
+                            "task": task,
+                            "concurrency": conc,
+                            "max_batch_size": batch,
+                            "hops": hops,
+                            **r,
+                            "bare_batch": b,
+                            "bare_ms": bare,
+                            "bare_median_ms": bare_median,
+                            "bare_rps": b / bare * 1000,
+                            "load_avg_1m": os.getloadavg()[0],
+                        }
+                    )
+                    print(
+                        f"  {task:9} c={conc:<2} max_batch={batch:<2} hops={hops} {r['rps']:7.1f} req/s  p50 "
+                        f"{r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms  batch {r['mean_batch']:4.1f}  bare "
+                        f"{bare:6.1f} ms  load {os.getloadavg()[0]:.1f}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
         for conc in (1, 8):
             r = drive(url, "healthz", "", conc, seconds, image)
-            rows.append({"task": "healthz", "concurrency": conc, "max_batch_size": 1, "hops": 1, **r,
-                         "bare_batch": 0, "bare_ms": None, "bare_median_ms": None, "bare_rps": None,
-                         "load_avg_1m": os.getloadavg()[0]})
-            print(f"  healthz   c={conc:<2} {r['rps']:7.1f} req/s  p50 {r['p50_ms']:7.1f} ms  "
-                  f"p99 {r['p99_ms']:7.1f} ms", file=sys.stderr, flush=True)
+            rows.append(
+                {
+                    "task": "healthz",
+                    "concurrency": conc,
+                    "max_batch_size": 1,
+                    "hops": 1,
+                    **r,
+                    "bare_batch": 0,
+                    "bare_ms": None,
+                    "bare_median_ms": None,
+                    "bare_rps": None,
+                    "load_avg_1m": os.getloadavg()[0],
+                }
+            )
+            print(
+                f"  healthz   c={conc:<2} {r['rps']:7.1f} req/s  p50 {r['p50_ms']:7.1f} ms  p99 {r['p99_ms']:7.1f} ms",
+                file=sys.stderr,
+                flush=True,
+            )
     finally:
         restore(dashboard, names, before)
     print_table(rows)
     print_targets(rows)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout
-    meta = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "commit": commit.strip(),
-            "load_avg_1m_start_end": [round(load0, 1), round(os.getloadavg()[0], 1)],
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-                       f"{'cuda' if torch.cuda.is_available() else 'cpu only'}",
-            "quick": args.quick, "seconds_per_cell": seconds, "torch_threads": TORCH_THREADS,
-            "max_ongoing_requests": args.max_ongoing,
-            "models": {"generate": "dcgan smoke 32x32, n=1", "translate": "cyclegan smoke, 64x64 PNG"}}
+    meta = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "commit": commit.strip(),
+        "load_avg_1m_start_end": [round(load0, 1), round(os.getloadavg()[0], 1)],
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"{'cuda' if torch.cuda.is_available() else 'cpu only'}",
+        "quick": args.quick,
+        "seconds_per_cell": seconds,
+        "torch_threads": TORCH_THREADS,
+        "max_ongoing_requests": args.max_ongoing,
+        "models": {"generate": "dcgan smoke 32x32, n=1", "translate": "cyclegan smoke, 64x64 PNG"},
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "a") as f:
         for row in rows:
@@ -253,8 +324,10 @@ def print_targets(rows: list[dict[str, Any]]) -> None:
         if floor and one and one["bare_ms"]:
             bound = floor["p50_ms"] + one["bare_ms"]
             ratio = one["p50_ms"] / bound
-            print(f"target {task}: p50 at c=1 {one['p50_ms']:.1f} ms vs /healthz floor {floor['p50_ms']:.1f} + bare "
-                  f"{one['bare_ms']:.1f} ms = {ratio:.2f}x (target <= 1.5x: {'met' if ratio <= 1.5 else 'NOT met'})")
+            print(
+                f"target {task}: p50 at c=1 {one['p50_ms']:.1f} ms vs /healthz floor {floor['p50_ms']:.1f} + bare "
+                f"{one['bare_ms']:.1f} ms = {ratio:.2f}x (target <= 1.5x: {'met' if ratio <= 1.5 else 'NOT met'})"
+            )
         nb, b = by.get((task, 32, 1, 1)), by.get((task, 32, 16, 1))
         if nb and b and nb["rps"]:
             gain = b["rps"] / nb["rps"]
@@ -266,19 +339,42 @@ def print_targets(rows: list[dict[str, Any]]) -> None:
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    head = ("task", "conc", "max_batch", "hops", "req/s", "p50 ms", "p99 ms", "batch", "bare ms", "bare req/s",
-            "p50/bare", "batching x")  # bare: best pass of the same batch outside Serve; batching x: req/s over
-    lines = [head]                   # max_batch 1 with the same hops
+    head = (
+        "task",
+        "conc",
+        "max_batch",
+        "hops",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "batch",
+        "bare ms",
+        "bare req/s",
+        "p50/bare",
+        "batching x",
+    )  # bare: best pass of the same batch outside Serve; batching x: req/s over
+    lines = [head]  # max_batch 1 with the same hops
     by_key = {(r["task"], r["concurrency"], r["max_batch_size"], r.get("hops", 2)): r for r in rows}
     for r in rows:
         nb = by_key.get((r["task"], r["concurrency"], 1, r.get("hops", 2)))
         gain = f"{r['rps'] / nb['rps']:.2f}" if nb and r["max_batch_size"] != 1 and nb["rps"] else "-"
         bare = r["bare_ms"]
-        lines.append((r["task"], str(r["concurrency"]), str(r["max_batch_size"]), str(r.get("hops", 2)),
-                      f"{r['rps']:.1f}",
-                      f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}", f"{r['mean_batch']:.1f}",
-                      f"{bare:.1f}" if bare else "-", f"{r['bare_rps']:.1f}" if bare else "-",
-                      f"{r['p50_ms'] / bare:.1f}" if bare else "-", gain))
+        lines.append(
+            (
+                r["task"],
+                str(r["concurrency"]),
+                str(r["max_batch_size"]),
+                str(r.get("hops", 2)),
+                f"{r['rps']:.1f}",
+                f"{r['p50_ms']:.1f}",
+                f"{r['p99_ms']:.1f}",
+                f"{r['mean_batch']:.1f}",
+                f"{bare:.1f}" if bare else "-",
+                f"{r['bare_rps']:.1f}" if bare else "-",
+                f"{r['p50_ms'] / bare:.1f}" if bare else "-",
+                gain,
+            )
+        )
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     for line in lines:
         print("  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)))

@@ -35,15 +35,15 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
-from reference import REFERENCES  # noqa: E402
+import common
+from reference import REFERENCES
 
-from gansvc.config import LoopConfig  # noqa: E402
-from gansvc.data.spec import DataSpec  # noqa: E402
-from gansvc.families import FAMILIES  # noqa: E402
-from gansvc.families.base import FamilySpec, GanState  # noqa: E402
-from gansvc.families.semantic_cyclegan import RANDOM  # noqa: E402
-from gansvc.train.loop import autocast_for, device_batch, place, uncompilable  # noqa: E402
+from gansvc.config import LoopConfig
+from gansvc.data.spec import DataSpec
+from gansvc.families import FAMILIES
+from gansvc.families.base import FamilySpec, GanState
+from gansvc.families.semantic_cyclegan import RANDOM
+from gansvc.train.loop import autocast_for, device_batch, place, uncompilable
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,14 @@ ATTRS = {"hair": ("black", "blonde", "blue", "pink", "red"), "eyes": ("blue", "g
 # its 7-layer global D needs it); the segmenter batch 2
 # (report 001)
 SIZES: dict[str, tuple[int, int, int]] = {
-    "dcgan": (32, 64, 64), "wgan": (32, 64, 64), "wgan-gp": (32, 64, 64), "acgan": (32, 64, 64),
-    "wacgan": (32, 64, 64), "cyclegan": (64, 256, 1), "ugatit": (128, 256, 1), "semantic-cyclegan": (64, 256, 1),
+    "dcgan": (32, 64, 64),
+    "wgan": (32, 64, 64),
+    "wgan-gp": (32, 64, 64),
+    "acgan": (32, 64, 64),
+    "wacgan": (32, 64, 64),
+    "cyclegan": (64, 256, 1),
+    "ugatit": (128, 256, 1),
+    "semantic-cyclegan": (64, 256, 1),
     "segmenter": (64, 256, 2),
 }
 # the report preset, plus what a benchmark needs: semantic-cyclegan's frozen segmenter with random weights (the
@@ -111,8 +117,9 @@ def make_batches(spec: FamilySpec, data: DataSpec, batch: int, n: int, seed: int
         else:
             b = {"image": img()}
             if data.attributes:
-                b["labels"] = torch.stack([torch.randint(0, len(v), (batch,), generator=g)
-                                           for v in data.attributes.values()], 1)
+                b["labels"] = torch.stack(
+                    [torch.randint(0, len(v), (batch,), generator=g) for v in data.attributes.values()], 1
+                )
             if data.num_classes:
                 b["mask"] = mask()
         out.append(b)
@@ -128,10 +135,12 @@ def build(spec: FamilySpec, fam_cfg: Any, data: DataSpec, device: torch.device, 
     return state
 
 
-def gansvc_runner(spec: FamilySpec, state: GanState, fam_cfg: Any, device: torch.device, loop: SimpleNamespace
-                  ) -> Callable[[dict[str, torch.Tensor], int], dict[str, float]]:
+def gansvc_runner(
+    spec: FamilySpec, state: GanState, fam_cfg: Any, device: torch.device, loop: SimpleNamespace
+) -> Callable[[dict[str, torch.Tensor], int], dict[str, float]]:
     """One step exactly as `gansvc.train.loop.train_loop` runs it (batch placement, autocast, the family step, the
     finite check)."""
+
     def run(batch: dict[str, torch.Tensor], step: int) -> dict[str, float]:
         b = device_batch(batch, device, loop)  # type: ignore[arg-type]
         with autocast_for(device, loop):  # type: ignore[arg-type]
@@ -139,16 +148,19 @@ def gansvc_runner(spec: FamilySpec, state: GanState, fam_cfg: Any, device: torch
         if not all(math.isfinite(v) for v in out.values()):
             raise RuntimeError(f"{spec.name}: non-finite loss {out}")
         return out
+
     return run
 
 
-def reference_runner(family: str, state: GanState, fam_cfg: Any, device: torch.device
-                     ) -> Callable[[dict[str, torch.Tensor], int], dict[str, float]]:
+def reference_runner(
+    family: str, state: GanState, fam_cfg: Any, device: torch.device
+) -> Callable[[dict[str, torch.Tensor], int], dict[str, float]]:
     ref = REFERENCES[family]
 
     def run(batch: dict[str, torch.Tensor], step: int) -> dict[str, float]:
         ref(state, {k: v.to(device) for k, v in batch.items()}, fam_cfg)
         return {}
+
     return run
 
 
@@ -157,8 +169,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def timed(run: Callable[[dict[str, torch.Tensor], int], Any], batches: list[dict[str, torch.Tensor]], k: int,
-          start: int, device: torch.device) -> float:
+def timed(
+    run: Callable[[dict[str, torch.Tensor], int], Any],
+    batches: list[dict[str, torch.Tensor]],
+    k: int,
+    start: int,
+    device: torch.device,
+) -> float:
     _sync(device)
     t0 = time.perf_counter()
     for i in range(k):
@@ -167,8 +184,15 @@ def timed(run: Callable[[dict[str, torch.Tensor], int], Any], batches: list[dict
     return time.perf_counter() - t0
 
 
-def compare(runners: dict[str, Callable], batches: list[dict[str, torch.Tensor]], samples: int, device: torch.device,
-            round_s: float, rounds: int, warmup: int) -> dict[str, dict[str, float]]:
+def compare(
+    runners: dict[str, Callable],
+    batches: list[dict[str, torch.Tensor]],
+    samples: int,
+    device: torch.device,
+    round_s: float,
+    rounds: int,
+    warmup: int,
+) -> dict[str, dict[str, float]]:
     """Alternating rounds of k steps per runner; per runner the median samples/s, and the median per-round ratio of
     every runner to the first one."""
     first = next(iter(runners))
@@ -187,19 +211,29 @@ def compare(runners: dict[str, Callable], batches: list[dict[str, torch.Tensor]]
     out = {}
     for name in runners:
         ratios = [a / b for a, b in zip(rates[name], rates[first], strict=True)]
-        out[name] = {"per_s": statistics.median(rates[name]), "vs_first": statistics.median(ratios),
-                     "steps_per_round": k, "rounds": rounds}
+        out[name] = {
+            "per_s": statistics.median(rates[name]),
+            "vs_first": statistics.median(ratios),
+            "steps_per_round": k,
+            "rounds": rounds,
+        }
     return out
 
 
-def loss_check(spec: FamilySpec, fam_cfg: Any, data: DataSpec, batches: list[dict[str, torch.Tensor]],
-               device: torch.device, variant: SimpleNamespace, steps: int) -> dict[str, float]:
+def loss_check(
+    spec: FamilySpec,
+    fam_cfg: Any,
+    data: DataSpec,
+    batches: list[dict[str, torch.Tensor]],
+    device: torch.device,
+    variant: SimpleNamespace,
+    steps: int,
+) -> dict[str, float]:
     """The same `steps` steps (same initial weights, batches and noise seeds) in fp32 and under `variant`: the mean
     of each loss over the last half, and the largest relative difference between the two. GAN losses wander, so
     "same within noise" is judged against the spread of the fp32 run itself (its std over the same window)."""
     curves = []
-    for loop in (SimpleNamespace(loop=LoopConfig(max_steps=1, amp=False, channels_last=False, compile=False)),
-                 variant):
+    for loop in (SimpleNamespace(loop=LoopConfig(max_steps=1, amp=False, channels_last=False, compile=False)), variant):
         state = build(spec, fam_cfg, data, device, loop)
         run = gansvc_runner(spec, state, fam_cfg, device, loop)
         torch.manual_seed(1)
@@ -231,13 +265,22 @@ class Switches:
 
     def loop(self) -> SimpleNamespace:
         """The loop config of these switches (a non-default compile mode is applied by `build_switched`)."""
-        return SimpleNamespace(loop=LoopConfig(max_steps=1, amp=self.amp, channels_last=self.channels_last,
-                                               compile=self.compile and self.compile_mode is None))
+        return SimpleNamespace(
+            loop=LoopConfig(
+                max_steps=1,
+                amp=self.amp,
+                channels_last=self.channels_last,
+                compile=self.compile and self.compile_mode is None,
+            )
+        )
 
 
 SWITCHES: dict[str, Switches] = {
-    "fp32": Switches(), "bf16": Switches(amp=True), "channels_last": Switches(channels_last=True),
-    "compile": Switches(compile=True), "all": Switches(amp=True, channels_last=True, compile=True),
+    "fp32": Switches(),
+    "bf16": Switches(amp=True),
+    "channels_last": Switches(channels_last=True),
+    "compile": Switches(compile=True),
+    "all": Switches(amp=True, channels_last=True, compile=True),
     # CUDA graphs through torch.compile: where they help is the launch-bound batch-1 translation step
     "all+cudagraphs": Switches(amp=True, channels_last=True, compile=True, compile_mode="reduce-overhead"),
 }
@@ -247,8 +290,9 @@ SWITCHES: dict[str, Switches] = {
 TWIN_FACTOR, REL_FLOOR, ABS_FLOOR = 1.5, 0.02, 1e-4
 
 
-def build_switched(spec: FamilySpec, fam_cfg: Any, data: DataSpec, device: torch.device, sw: Switches,
-                   backend: str = "inductor") -> GanState:
+def build_switched(
+    spec: FamilySpec, fam_cfg: Any, data: DataSpec, device: torch.device, sw: Switches, backend: str = "inductor"
+) -> GanState:
     state = build(spec, fam_cfg, data, device, sw.loop())  # on CUDA the loop's placement does channels_last/compile
     cpu = device.type != "cuda"
     if cpu and sw.channels_last:
@@ -263,8 +307,9 @@ def build_switched(spec: FamilySpec, fam_cfg: Any, data: DataSpec, device: torch
     return state
 
 
-def switched_runner(spec: FamilySpec, state: GanState, fam_cfg: Any, device: torch.device, sw: Switches
-                    ) -> Callable[[dict[str, torch.Tensor], int], dict[str, float]]:
+def switched_runner(
+    spec: FamilySpec, state: GanState, fam_cfg: Any, device: torch.device, sw: Switches
+) -> Callable[[dict[str, torch.Tensor], int], dict[str, float]]:
     """The loop's step under `sw` (no finite check: the loss-curve check reports non-finite losses)."""
     loop, cpu = sw.loop(), device.type != "cuda"
     graphs = not cpu and sw.compile and sw.compile_mode == "reduce-overhead"
@@ -273,23 +318,28 @@ def switched_runner(spec: FamilySpec, state: GanState, fam_cfg: Any, device: tor
         b = device_batch(batch, device, loop)  # type: ignore[arg-type]
         if cpu and sw.channels_last:
             b = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in b.items()}
-        amp = (torch.autocast("cpu", dtype=torch.bfloat16) if cpu and sw.amp
-               else autocast_for(device, loop))  # type: ignore[arg-type]
+        amp = torch.autocast("cpu", dtype=torch.bfloat16) if cpu and sw.amp else autocast_for(device, loop)  # type: ignore[arg-type]
         if graphs:  # a new step: CUDA-graph outputs of the previous one may be overwritten (its losses are floats)
             torch.compiler.cudagraph_mark_step_begin()
         with amp:
             return spec.train_step(state, b, step, fam_cfg)
+
     return run
 
 
-def curve(run: Callable[[dict[str, torch.Tensor], int], dict[str, float]], batches: list[dict[str, torch.Tensor]],
-          steps: int, seed: int) -> list[dict[str, float]]:
+def curve(
+    run: Callable[[dict[str, torch.Tensor], int], dict[str, float]],
+    batches: list[dict[str, torch.Tensor]],
+    steps: int,
+    seed: int,
+) -> list[dict[str, float]]:
     torch.manual_seed(seed)  # the noise of the step (CPU and CUDA generators)
     return [run(batches[i % len(batches)], i) for i in range(steps)]
 
 
-def curve_check(ref: list[dict[str, float]], twin: list[dict[str, float]], var: list[dict[str, float]]
-                ) -> dict[str, Any]:
+def curve_check(
+    ref: list[dict[str, float]], twin: list[dict[str, float]], var: list[dict[str, float]]
+) -> dict[str, Any]:
     """Is the variant's loss curve the fp32 curve within noise? `ref` and `var` start from the same weights, batches
     and noise seed; `twin` is fp32 again with another noise seed: an equally valid run. Per loss, the mean step-wise
     distance |var - ref| must be <= max(TWIN_FACTOR * mean |twin - ref|, REL_FLOOR * mean |ref| + ABS_FLOOR), and every
@@ -306,12 +356,24 @@ def curve_check(ref: list[dict[str, float]], twin: list[dict[str, float]], var: 
         if ratio >= worst:
             worst, worst_key = ratio, key
     ok = finite and worst <= 1.0
-    return {"loss_finite": finite, "loss_dist_over_tol": worst, "loss_worst_key": worst_key,
-            "loss_check": "pass" if ok else "fail", "loss_steps": len(var)}
+    return {
+        "loss_finite": finite,
+        "loss_dist_over_tol": worst,
+        "loss_worst_key": worst_key,
+        "loss_check": "pass" if ok else "fail",
+        "loss_steps": len(var),
+    }
 
 
-def time_cell(run: Callable, batches: list[dict[str, torch.Tensor]], samples: int, device: torch.device,
-              warmup: int, time_s: float, start: int) -> tuple[float, int]:
+def time_cell(
+    run: Callable,
+    batches: list[dict[str, torch.Tensor]],
+    samples: int,
+    device: torch.device,
+    warmup: int,
+    time_s: float,
+    start: int,
+) -> tuple[float, int]:
     """Samples/s after `warmup` untimed steps (compilation, cuDNN autotuning and CUDA-graph capture happen there):
     the median of 3 timed runs of k steps (k sized so the three last about `time_s`); synchronised at both ends."""
     timed(run, batches, warmup, start, device)
@@ -324,8 +386,9 @@ def time_cell(run: Callable, batches: list[dict[str, torch.Tensor]], samples: in
     return statistics.median(rates), k
 
 
-def profile_cell(run: Callable, batches: list[dict[str, torch.Tensor]], device: torch.device, steps: int,
-                 path: Path, title: str) -> Path:
+def profile_cell(
+    run: Callable, batches: list[dict[str, torch.Tensor]], device: torch.device, steps: int, path: Path, title: str
+) -> Path:
     """torch.profiler over `steps` warm steps: the key_averages table, top 15 by CUDA time (CPU time on CPU)."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -341,10 +404,20 @@ def profile_cell(run: Callable, batches: list[dict[str, torch.Tensor]], device: 
     return path
 
 
-def switch_cells(case: Case, device: torch.device, names: list[str], loss_steps: int, time_s: float,
-                 emit: Callable[[dict[str, Any]], None], preset: str | None = None, backend: str = "inductor",
-                 target: float | None = None, target_speedup: float | None = None,
-                 profile_dir: Path | None = None, custom: Switches | None = None) -> list[dict[str, Any]]:
+def switch_cells(
+    case: Case,
+    device: torch.device,
+    names: list[str],
+    loss_steps: int,
+    time_s: float,
+    emit: Callable[[dict[str, Any]], None],
+    preset: str | None = None,
+    backend: str = "inductor",
+    target: float | None = None,
+    target_speedup: float | None = None,
+    profile_dir: Path | None = None,
+    custom: Switches | None = None,
+) -> list[dict[str, Any]]:
     """fp32 eager first (the reference: its loss curve, a second-seed twin, its rate), then each named switch cell:
     build, loss curve (which is also the warm-up and compilation), timing. Each row goes to `emit` as soon as it is
     measured, so a stage killed by its time budget keeps the cells it finished. When the best cell misses `target`
@@ -365,9 +438,17 @@ def switch_cells(case: Case, device: torch.device, names: list[str], loss_steps:
     fp32_rate, best, rows = 0.0, None, []
     for name in names:
         sw = custom if name == "custom" and custom else SWITCHES[name]
-        row: dict[str, Any] = {"family": case.family, "side": case.side, "batch": case.batch, "unit": unit,
-                               "variant": name, "switches": asdict(sw), "device": str(device),
-                               "compile_backend": backend if sw.compile else None, "load_avg_1m": common.load_avg()}
+        row: dict[str, Any] = {
+            "family": case.family,
+            "side": case.side,
+            "batch": case.batch,
+            "unit": unit,
+            "variant": name,
+            "switches": asdict(sw),
+            "device": str(device),
+            "compile_backend": backend if sw.compile else None,
+            "load_avg_1m": common.load_avg(),
+        }
         if sw.compile_mode == "reduce-overhead" and device.type != "cuda":
             emit(row | {"skipped": "CUDA graphs need a CUDA device (reduce-overhead does nothing on CPU)"})
             continue
@@ -386,7 +467,7 @@ def switch_cells(case: Case, device: torch.device, names: list[str], loss_steps:
                 del twin_state
             row |= curve_check(ref, twin, cur)
             per_s, k = time_cell(run, batches, case.batch, device, warmup, time_s, steps)
-        except Exception as err:  # noqa: BLE001 - one broken switch must not cost the family's other cells
+        except Exception as err:
             if name == "fp32":
                 raise  # no reference: nothing else can be judged
             import traceback
@@ -406,19 +487,34 @@ def switch_cells(case: Case, device: torch.device, names: list[str], loss_steps:
         del state, run
     if best and profile_dir is not None:
         per_s, name, run = best
-        missed = (target is not None and per_s < target) or (target_speedup is not None
-                                                            and per_s / max(fp32_rate, 1e-12) < target_speedup)
+        missed = (target is not None and per_s < target) or (
+            target_speedup is not None and per_s / max(fp32_rate, 1e-12) < target_speedup
+        )
         if missed:
-            path = profile_cell(run, batches, device, 3 if device.type == "cuda" else 1,
-                                profile_dir / f"{case.family}-{case.side}px-{name}.txt",
-                                f"{case.family} {case.side}px batch {case.batch} {name}: {per_s:.1f} {unit}/s")
-            emit({"family": case.family, "variant": name, "profile": str(path), "per_s": per_s,
-                  "target_per_s": target, "target_speedup": target_speedup})
+            path = profile_cell(
+                run,
+                batches,
+                device,
+                3 if device.type == "cuda" else 1,
+                profile_dir / f"{case.family}-{case.side}px-{name}.txt",
+                f"{case.family} {case.side}px batch {case.batch} {name}: {per_s:.1f} {unit}/s",
+            )
+            emit(
+                {
+                    "family": case.family,
+                    "variant": name,
+                    "profile": str(path),
+                    "per_s": per_s,
+                    "target_per_s": target,
+                    "target_speedup": target_speedup,
+                }
+            )
     return rows
 
 
-def run_case(case: Case, device: torch.device, quick: bool, loss_steps: int, preset: str | None = None,
-             rounds: int | None = None) -> list[dict[str, Any]]:
+def run_case(
+    case: Case, device: torch.device, quick: bool, loss_steps: int, preset: str | None = None, rounds: int | None = None
+) -> list[dict[str, Any]]:
     spec = FAMILIES[case.family]
     preset = preset or ("report" if "report" in spec.presets else None)
     overrides = dict(case.overrides)
@@ -428,37 +524,73 @@ def run_case(case: Case, device: torch.device, quick: bool, loss_steps: int, pre
     data = data_spec(spec, case.side)
     batches = make_batches(spec, data, case.batch, 4, seed=0)
     fp32 = SimpleNamespace(loop=LoopConfig(max_steps=1, amp=False, channels_last=False, compile=False))
-    runners: dict[str, Callable] = {"gansvc": gansvc_runner(spec, build(spec, fam_cfg, data, device, fp32), fam_cfg,
-                                                            device, fp32)}
+    runners: dict[str, Callable] = {
+        "gansvc": gansvc_runner(spec, build(spec, fam_cfg, data, device, fp32), fam_cfg, device, fp32)
+    }
     if case.family in REFERENCES:
         runners["reference"] = reference_runner(case.family, build(spec, fam_cfg, data, device, fp32), fam_cfg, device)
     variants: dict[str, SimpleNamespace] = {}
     if device.type == "cuda":
-        for name, kw in (("bf16", {"amp": True}), ("channels_last", {"channels_last": True}),
-                         ("compile", {"compile": True}), ("all", {"amp": True, "channels_last": True,
-                                                                  "compile": True})):
-            loop = SimpleNamespace(loop=LoopConfig(max_steps=1, **({"amp": False, "channels_last": False,
-                                                                    "compile": False} | kw)))
+        for name, kw in (
+            ("bf16", {"amp": True}),
+            ("channels_last", {"channels_last": True}),
+            ("compile", {"compile": True}),
+            ("all", {"amp": True, "channels_last": True, "compile": True}),
+        ):
+            loop = SimpleNamespace(
+                loop=LoopConfig(max_steps=1, **({"amp": False, "channels_last": False, "compile": False} | kw))
+            )
             variants[name] = loop
-            runners[f"gansvc+{name}"] = gansvc_runner(spec, build(spec, fam_cfg, data, device, loop), fam_cfg,
-                                                      device, loop)
-    res = compare(runners, batches, case.batch, device, round_s=1.0 if quick else 3.0,
-                  rounds=rounds or (3 if quick else 5),
-                  warmup=3 if device.type == "cuda" else 1)
+            runners[f"gansvc+{name}"] = gansvc_runner(
+                spec, build(spec, fam_cfg, data, device, loop), fam_cfg, device, loop
+            )
+    res = compare(
+        runners,
+        batches,
+        case.batch,
+        device,
+        round_s=1.0 if quick else 3.0,
+        rounds=rounds or (3 if quick else 5),
+        warmup=3 if device.type == "cuda" else 1,
+    )
     # x reference from the per-round ratios (both are relative to gansvc fp32 of the same round): robust to load
     ref = res.get("reference", {}).get("vs_first")
     rows = []
     for name, r in res.items():
-        row = {"family": case.family, "size": case.size, "side": case.side, "batch": case.batch,
-               "unit": {"generate": "images", "translate": "pairs", "segment": "images"}[spec.task],
-               "variant": name, "per_s": r["per_s"], "vs_gansvc_fp32": r["vs_first"],
-               "vs_reference": r["vs_first"] / ref if ref else None, "steps_per_round": r["steps_per_round"],
-               "rounds": r["rounds"], "device": str(device), "threads": torch.get_num_threads(),
-               "load_avg_1m": common.load_avg()}
+        row = {
+            "family": case.family,
+            "size": case.size,
+            "side": case.side,
+            "batch": case.batch,
+            "unit": {"generate": "images", "translate": "pairs", "segment": "images"}[spec.task],
+            "variant": name,
+            "per_s": r["per_s"],
+            "vs_gansvc_fp32": r["vs_first"],
+            "vs_reference": r["vs_first"] / ref if ref else None,
+            "steps_per_round": r["steps_per_round"],
+            "rounds": r["rounds"],
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "load_avg_1m": common.load_avg(),
+        }
         if name.startswith("gansvc+") and loss_steps:
             row |= loss_check(spec, fam_cfg, data, batches, device, variants[name.split("+", 1)[1]], loss_steps)
         rows.append(row)
     return rows
+
+
+def setup_device(args: argparse.Namespace) -> torch.device | None:
+    """The --device to time on, set up as the training loop sets it (None, with the reason printed: not usable)."""
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("--device cuda but no CUDA device is visible", file=sys.stderr)
+        return None
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # fp32 means fp32
+        torch.backends.cudnn.benchmark = True  # as the training loop sets it
+    return device
 
 
 def main() -> int:
@@ -472,15 +604,20 @@ def main() -> int:
     p.add_argument("--preset", default=None, help="family preset for every family (default: report)")
     p.add_argument("--rounds", type=int, default=None, help="timed rounds per runner (default 3 quick, 5 full)")
     p.add_argument("--out", default=None, help="results file (default bench/results/train.jsonl)")
-    g = p.add_argument_group("switch cells (bench/gpu_check.py): fp32 eager first, then each cell timed on its own, "
-                             "with its loss curve checked against fp32")
+    g = p.add_argument_group(
+        "switch cells (bench/gpu_check.py): fp32 eager first, then each cell timed on its own, "
+        "with its loss curve checked against fp32"
+    )
     g.add_argument("--cells", default=None, help=f"comma-separated, from {', '.join(SWITCHES)} (fp32 is added first)")
     g.add_argument("--amp", choices=("bf16",), default=None, help="one custom cell: bf16 autocast ...")
     g.add_argument("--channels-last", action="store_true", help="... channels_last ...")
     g.add_argument("--compile", action="store_true", help="... torch.compile ...")
     g.add_argument("--compile-mode", default=None, help="... with this mode (reduce-overhead = CUDA graphs)")
-    g.add_argument("--compile-backend", default="inductor", help="torch.compile backend (aot_eager: no code "
-                   "generation, for quick CPU checks of the compile path)")
+    g.add_argument(
+        "--compile-backend",
+        default="inductor",
+        help="torch.compile backend (aot_eager: no code generation, for quick CPU checks of the compile path)",
+    )
     g.add_argument("--batch", type=int, default=None, help="batch per step (default: the family's)")
     g.add_argument("--side", type=int, default=None, help="image side (default: the size's)")
     g.add_argument("--time-s", type=float, default=3.0, help="timed seconds per cell")
@@ -494,32 +631,47 @@ def main() -> int:
     unknown = [f for f in families if f not in SIZES]
     sizes = (args.sizes or ("small" if args.quick else "small,report")).split(",")
     if unknown or not set(sizes) <= {"small", "report"}:
-        print(f"unknown families {unknown} or sizes {sizes}: families are {', '.join(SIZES)}; sizes small,report",
-              file=sys.stderr)
+        print(
+            f"unknown families {unknown} or sizes {sizes}: families are {', '.join(SIZES)}; sizes small,report",
+            file=sys.stderr,
+        )
         return 2
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("--device cuda but no CUDA device is visible", file=sys.stderr)
+    device = setup_device(args)
+    if device is None:
         return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # fp32 means fp32
-        torch.backends.cudnn.benchmark = True
     rows: list[dict[str, Any]] = []
     for case in cases(families, sizes):
         print(f"{case.family} {case.size} ({case.side}px, batch {case.batch}) ...", file=sys.stderr, flush=True)
-        new = run_case(case, device, args.quick, args.loss_steps if device.type == "cuda" else 0, args.preset,
-                       args.rounds)
+        new = run_case(
+            case, device, args.quick, args.loss_steps if device.type == "cuda" else 0, args.preset, args.rounds
+        )
         for r in new:
-            print(f"  {r['variant']:22} {r['per_s']:10.1f} {r['unit']}/s  x reference "
-                  f"{r['vs_reference'] or float('nan'):.2f}  load {r['load_avg_1m']}", file=sys.stderr, flush=True)
+            print(
+                f"  {r['variant']:22} {r['per_s']:10.1f} {r['unit']}/s  x reference "
+                f"{r['vs_reference'] or float('nan'):.2f}  load {r['load_avg_1m']}",
+                file=sys.stderr,
+                flush=True,
+            )
         rows += new
     common.print_table(
         ("family", "size", "px", "batch", "variant", "per s", "unit", "x gansvc fp32", "x reference", "loss diff/se"),
-        [(r["family"], r["size"], r["side"], r["batch"], r["variant"], r["per_s"], r["unit"], r["vs_gansvc_fp32"],
-          r["vs_reference"], r.get("loss_diff_in_se")) for r in rows],
-        title=f"training step throughput ({args.device}, {torch.get_num_threads()} threads)")
+        [
+            (
+                r["family"],
+                r["size"],
+                r["side"],
+                r["batch"],
+                r["variant"],
+                r["per_s"],
+                r["unit"],
+                r["vs_gansvc_fp32"],
+                r["vs_reference"],
+                r.get("loss_diff_in_se"),
+            )
+            for r in rows
+        ],
+        title=f"training step throughput ({args.device}, {torch.get_num_threads()} threads)",
+    )
     common.append_rows("train", rows, {"quick": args.quick, "preset": args.preset or "report"}, args.out)
     return 0
 
@@ -529,49 +681,77 @@ def main_cells(args: argparse.Namespace) -> int:
     names = [n.strip() for n in (args.cells or "").split(",") if n.strip()]
     custom = None
     if args.amp or args.channels_last or args.compile:
-        custom = Switches(amp=bool(args.amp), channels_last=args.channels_last, compile=args.compile,
-                          compile_mode=args.compile_mode)
+        custom = Switches(
+            amp=bool(args.amp), channels_last=args.channels_last, compile=args.compile, compile_mode=args.compile_mode
+        )
         names.append("custom")
     bad = [n for n in names if n not in SWITCHES and n != "custom"]
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     sizes = (args.sizes or "report").split(",")
     if bad or [f for f in families if f not in SIZES] or len(sizes) != 1 or sizes[0] not in ("small", "report"):
-        print(f"--cells: unknown cells {bad} (choose from {', '.join(SWITCHES)}), or families {families} / one size "
-              f"{sizes} not known: families are {', '.join(SIZES)}; sizes small or report", file=sys.stderr)
+        print(
+            f"--cells: unknown cells {bad} (choose from {', '.join(SWITCHES)}), or families {families} / one size "
+            f"{sizes} not known: families are {', '.join(SIZES)}; sizes small or report",
+            file=sys.stderr,
+        )
         return 2
     names = ["fp32"] + [n for n in names if n != "fp32"]
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("--device cuda but no CUDA device is visible", file=sys.stderr)
+    device = setup_device(args)
+    if device is None:
         return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # fp32 means fp32
-        torch.backends.cudnn.benchmark = True  # as the training loop sets it
     rows: list[dict[str, Any]] = []
 
     def emit(row: dict[str, Any]) -> None:
         common.append_rows("train-cells", [row], {"size": sizes[0], "preset": args.preset or "report"}, args.out)
         if "per_s" in row and "profile" not in row:
-            print(f"  {row['variant']:15} {row['per_s']:12.1f} {row['unit']}/s  x fp32 {row['speedup_vs_fp32']:.2f}  "
-                  f"loss check {row['loss_check']} ({row['loss_dist_over_tol']:.2f} of tolerance)", file=sys.stderr,
-                  flush=True)
+            print(
+                f"  {row['variant']:15} {row['per_s']:12.1f} {row['unit']}/s  x fp32 {row['speedup_vs_fp32']:.2f}  "
+                f"loss check {row['loss_check']} ({row['loss_dist_over_tol']:.2f} of tolerance)",
+                file=sys.stderr,
+                flush=True,
+            )
         rows.append(row)
 
     for case in cases(families, sizes):
         case = Case(case.family, case.size, args.side or case.side, args.batch or case.batch, case.overrides)
-        print(f"{case.family} ({case.side}px, batch {case.batch}) cells {', '.join(names)} ...", file=sys.stderr,
-              flush=True)
-        switch_cells(case, device, names, args.loss_steps, args.time_s, emit, args.preset, args.compile_backend,
-                     args.target_per_s, args.target_speedup, Path(args.profile_dir) if args.profile_dir else None,
-                     custom)
+        print(
+            f"{case.family} ({case.side}px, batch {case.batch}) cells {', '.join(names)} ...",
+            file=sys.stderr,
+            flush=True,
+        )
+        switch_cells(
+            case,
+            device,
+            names,
+            args.loss_steps,
+            args.time_s,
+            emit,
+            args.preset,
+            args.compile_backend,
+            args.target_per_s,
+            args.target_speedup,
+            Path(args.profile_dir) if args.profile_dir else None,
+            custom,
+        )
     common.print_table(
         ("family", "px", "batch", "cell", "per s", "unit", "x fp32", "loss check", "dist/tol"),
-        [(r["family"], r["side"], r["batch"], r["variant"], r.get("per_s"), r["unit"], r.get("speedup_vs_fp32"),
-          r.get("skipped") or r.get("error") or r.get("loss_check"), r.get("loss_dist_over_tol"))
-         for r in rows if "unit" in r],
-        title=f"switch cells ({args.device})")
+        [
+            (
+                r["family"],
+                r["side"],
+                r["batch"],
+                r["variant"],
+                r.get("per_s"),
+                r["unit"],
+                r.get("speedup_vs_fp32"),
+                r.get("skipped") or r.get("error") or r.get("loss_check"),
+                r.get("loss_dist_over_tol"),
+            )
+            for r in rows
+            if "unit" in r
+        ],
+        title=f"switch cells ({args.device})",
+    )
     return 0
 
 

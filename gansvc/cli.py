@@ -12,7 +12,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "local": ("gansvc.local", "the embedded stack: S3 server + Ray head on 127.0.0.1 (up/down/status/env)"),
     "data": ("gansvc.data.__main__", "datasets: put a folder/zip/URL in S3, write synthetic ones, show manifests"),
     "train": ("gansvc.train.__main__", "train a GAN family on Ray Train"),
-    "tune": ("gansvc.tune", "sweep hyperparameters with Ray Tune"),
+    "tune": ("gansvc.tune.__main__", "sweep hyperparameters with Ray Tune"),
     "registry": ("gansvc.registry", "promoted models: list/show/promote/import/delete"),
     "generate": ("gansvc.generate", "offline generation from a promoted model"),
     "translate": ("gansvc.translate", "offline image-to-image translation"),
@@ -34,8 +34,11 @@ def available() -> dict[str, tuple[str, str]]:
 
 def usage() -> str:
     rows = "\n".join(f"  {name:<10} {text}" for name, (_, text) in available().items())
-    return ("usage: gansvc COMMAND [ARGS...]   (same as python -m gansvc.COMMAND)\n\ncommands:\n" + rows +
-            "\n\n`gansvc COMMAND --help` explains each.")
+    return (
+        "usage: gansvc COMMAND [ARGS...]   (same as python -m gansvc.COMMAND)\n\ncommands:\n"
+        + rows
+        + "\n\n`gansvc COMMAND --help` explains each."
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,27 +8,41 @@ One strict pydantic model (`extra="forbid"` everywhere). The `model` section hol
 
 from __future__ import annotations
 
-import difflib
 import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from gansvc.data.pipeline import DataConfig
 from gansvc.families import get_family
 from gansvc.families.base import FamilyConfig, FamilySpec
+from gansvc.strict import ConfigError, FrozenStrict, did_you_mean, format_validation, parse_set, set_path
 
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+# the strict-model base and the config helpers live in the base layer (gansvc.strict, torch-free); exported here too
+# so `from gansvc.config import ConfigError, set_path, ...` keeps working for every caller
+__all__ = [
+    "CUDA_SWITCHES",
+    "ConfigError",
+    "ExperimentConfig",
+    "LoopConfig",
+    "MetricsSection",
+    "RunSection",
+    "ScalingSection",
+    "build_config",
+    "did_you_mean",
+    "format_validation",
+    "load_yaml",
+    "parse_set",
+    "set_path",
+]
 
 
 CUDA_SWITCHES = ("amp", "channels_last", "compile", "tf32")  # LoopConfig fields that only act on CUDA
 
 
-class LoopConfig(Strict):
+class LoopConfig(FrozenStrict):
     max_steps: int | None = Field(None, ge=1, description="stop after this many steps (one step = one G update)")
     epochs: float | None = Field(None, gt=0, description="or stop after this many passes over the data")
     batch_size: int = Field(64, ge=1, description="per worker")
@@ -53,7 +67,7 @@ class LoopConfig(Strict):
         return self
 
 
-class ScalingSection(Strict):
+class ScalingSection(FrozenStrict):
     num_workers: int = Field(1, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)
@@ -61,7 +75,7 @@ class ScalingSection(Strict):
     max_failures: int = Field(2, ge=0, description="restarts of a crashed worker group from the latest checkpoint")
 
 
-class RunSection(Strict):
+class RunSection(FrozenStrict):
     name: str = Field("", pattern=r"^[A-Za-z0-9_.\-]*$", description="same name = resume; default: family-timestamp")
     storage: str = Field("", description="where runs go (s3://bucket/prefix or a folder); default $GANSVC_STORAGE/runs")
 
@@ -72,20 +86,26 @@ class RunSection(Strict):
         return f"{base.rstrip('/')}/runs" if base else str(Path.home() / "gansvc-runs")
 
 
-class MetricsSection(Strict):
-    inception: str | None = Field(None, description="path or s3:// URI of the feature extractor's weights file "
-                                  "(default: the torch hub cache; the default extractor's file is fetched there "
-                                  "when online)")
+class MetricsSection(FrozenStrict):
+    inception: str | None = Field(
+        None,
+        description="path or s3:// URI of the feature extractor's weights file "
+        "(default: the torch hub cache; the default extractor's file is fetched there "
+        "when online)",
+    )
     extractor: Literal["fid-inception-2015-12-05", "torchvision-inception-v3"] = Field(
-        "fid-inception-2015-12-05", description="FID/KID/IS network: the TF FID Inception of published numbers "
-        "(torch-fidelity's port), or torchvision's ImageNet Inception-v3 (comparable across gansvc runs only)")
+        "fid-inception-2015-12-05",
+        description="FID/KID/IS network: the TF FID Inception of published numbers "
+        "(torch-fidelity's port), or torchvision's ImageNet Inception-v3 (comparable across gansvc runs only)",
+    )
     samples: int = Field(1000, ge=16, description="generated images per FID/KID/IS evaluation")
     reference_samples: int = Field(5000, ge=16, description="real images for the cached reference statistics")
-    metric: Literal["auto", "fid", "kid", "swd"] = Field("auto", description="drives the best checkpoint; "
-                                                         "auto = kid with Inception weights, else swd")
+    metric: Literal["auto", "fid", "kid", "swd"] = Field(
+        "auto", description="drives the best checkpoint; auto = kid with Inception weights, else swd"
+    )
 
 
-class ExperimentConfig(Strict):
+class ExperimentConfig(FrozenStrict):
     family: str
     preset: str | None = None
     model: dict[str, Any] = Field(default_factory=dict)
@@ -112,81 +132,18 @@ class ExperimentConfig(Strict):
             data = {**data, "loop": {**{k: False for k in CUDA_SWITCHES}, **loop}}
         return {**data, "scaling": {"gpus_per_worker": 0.0, **scaling}}
 
-    def spec(self) -> FamilySpec:
+    def spec(self) -> FamilySpec[Any]:
         return get_family(self.family)
 
     def family_config(self) -> FamilyConfig:
-        return self.spec().make_config(self.preset, self.model)
+        fam: FamilyConfig = self.spec().make_config(self.preset, self.model)
+        return fam
 
     def resolved(self) -> ExperimentConfig:
         """The same config with `model` expanded to every field of the family config (what a run stores)."""
         fam = self.family_config()
         run = self.run.model_copy(update={"storage": self.run.storage_root()})
         return self.model_copy(update={"model": fam.model_dump(mode="json"), "preset": None, "run": run})
-
-
-class ConfigError(ValueError):
-    """An invalid experiment config; the message names each bad field."""
-
-
-def _fields_at(root: type[BaseModel] | None, path: tuple[Any, ...]) -> list[str]:
-    """The field names of the (nested) pydantic model at `path` under `root`; [] when the path leaves the models."""
-    model: Any = root
-    for key in path:
-        field = model.model_fields.get(key) if isinstance(model, type) and issubclass(model, BaseModel) else None
-        if field is None:
-            return []
-        model = field.annotation
-    return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
-
-
-def did_you_mean(name: str, known: list[str]) -> str:
-    """' (did you mean lr_g, lr_d?)' for a mistyped field: close spellings and the fields that start with it."""
-    close = [k for k in known if k.startswith(f"{name}_") or k.startswith(name) and len(name) >= 3]
-    close += [k for k in difflib.get_close_matches(name, known, n=4, cutoff=0.6) if k not in close]
-    if close:
-        return f" (did you mean {', '.join(close[:5])}?)"
-    return f"; the fields here are: {', '.join(known)}" if known else ""
-
-
-def format_validation(err: ValidationError, prefix: str = "", root: type[BaseModel] | None = None) -> str:
-    """One line per error, named by its dotted field path. With `root` (the validated model class), an unknown field
-    gets the close names it may have meant (`model.lr: Extra inputs are not permitted (did you mean lr_g, lr_d?)`)."""
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"])
-        loc = f"{prefix}{loc}" if loc else prefix.rstrip(".") or "config"
-        hint = ""
-        if e["type"] == "extra_forbidden" and root is not None and e["loc"]:
-            hint = did_you_mean(str(e["loc"][-1]), _fields_at(root, tuple(e["loc"][:-1])))
-        lines.append(f"  {loc}: {e['msg']}{hint}")
-    return "\n".join(lines)
-
-
-def set_path(d: dict[str, Any], dotted: str, value: Any) -> None:
-    """`set_path(cfg, "model.lr_g", 1e-4)`: nested assignment, creating sections as needed."""
-    keys = dotted.split(".")
-    if not all(keys):
-        raise ConfigError(f"bad key {dotted!r}: use dotted paths like model.lr_g or loop.batch_size")
-    cur = d
-    for k in keys[:-1]:
-        nxt = cur.setdefault(k, {})
-        if not isinstance(nxt, dict):
-            raise ConfigError(f"cannot set {dotted}: {k} is not a section")
-        cur = nxt
-    cur[keys[-1]] = value
-
-
-def parse_set(item: str) -> tuple[str, Any]:
-    """`key.path=value` with YAML typing of the value (1e-4 -> float, true -> bool, [3,5] -> list)."""
-    if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected key.path=value")
-    key, raw = item.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.strip(), value
 
 
 def load_yaml(path: str) -> dict[str, Any]:
@@ -216,8 +173,9 @@ def build_config(raw: dict[str, Any]) -> ExperimentConfig:
     try:
         spec.make_config(cfg.preset, cfg.model)
     except ValidationError as err:
-        raise ConfigError(f"invalid {cfg.family} config:\n"
-                          + format_validation(err, "model.", root=spec.config)) from None
+        raise ConfigError(
+            f"invalid {cfg.family} config:\n" + format_validation(err, "model.", root=spec.config)
+        ) from None
     except ValueError as err:  # unknown preset
         raise ConfigError(str(err)) from None
     return cfg

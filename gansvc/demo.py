@@ -87,12 +87,16 @@ def main(argv: list[str] | None = None) -> int:
 
     _step("2. synthetic datasets into S3 (deterministic; a re-run is a no-op)")
     _run([py, "-m", "gansvc.data", "synth", "shapes", f"{bucket}/datasets/shapes", "--count", str(args.count)], env)
-    _run([py, "-m", "gansvc.data", "synth", "stripes", f"{bucket}/datasets/stripes", "--count", str(args.count // 2)],
-         env)
+    _run(
+        [py, "-m", "gansvc.data", "synth", "stripes", f"{bucket}/datasets/stripes", "--count", str(args.count // 2)],
+        env,
+    )
 
     _step("3. the training input pipeline as a Ray job (reads S3, writes previews to S3)")
-    job = (f"python -m gansvc.data preview {bucket}/datasets/shapes {bucket}/demo/shapes-preview.png && "
-           f"python -m gansvc.data preview {bucket}/datasets/stripes {bucket}/demo/stripes-preview.png --n 8")
+    job = (
+        f"python -m gansvc.data preview {bucket}/datasets/shapes {bucket}/demo/shapes-preview.png && "
+        f"python -m gansvc.data preview {bucket}/datasets/stripes {bucket}/demo/stripes-preview.png --n 8"
+    )
     ray = str(Path(py).parent / "ray")
     _run([ray, "job", "submit", "--", "bash", "-c", job], env)
 
@@ -101,15 +105,58 @@ def main(argv: list[str] | None = None) -> int:
     # dcgan's default model (no --set): resize-convolution G without the checkerboard, ReLU in G, BN in D (see
     # gansvc/families/dcgan.py). Its default widths (32 / 64): with 16 / 32 the 400-step shapes stayed multicoloured
     # blobs; with the report's transposed 5x5 G they were checkerboarded and blue was missing (issue 14).
-    _run([ray, "job", "submit", "--", "python", "-m", "gansvc.train", "dcgan", "--dataset",
-          f"{bucket}/datasets/shapes", "--name", "demo-dcgan", "--max-steps", str(args.steps), "--batch-size", "32",
-          *common], env)
+    _run(
+        [
+            ray,
+            "job",
+            "submit",
+            "--",
+            "python",
+            "-m",
+            "gansvc.train",
+            "dcgan",
+            "--dataset",
+            f"{bucket}/datasets/shapes",
+            "--name",
+            "demo-dcgan",
+            "--max-steps",
+            str(args.steps),
+            "--batch-size",
+            "32",
+            *common,
+        ],
+        env,
+    )
 
     _step("5. train a translation model (cyclegan on stripes: plain -> striped) the same way")
-    _run([ray, "job", "submit", "--", "python", "-m", "gansvc.train", "cyclegan", "--dataset",
-          f"{bucket}/datasets/stripes", "--name", "demo-cyclegan", "--max-steps", str(args.steps // 2),
-          "--batch-size", "4", "--set", "model.ngf=16", "--set", "model.ndf=16", "--set", "model.n_blocks=3",
-          *common], env)
+    _run(
+        [
+            ray,
+            "job",
+            "submit",
+            "--",
+            "python",
+            "-m",
+            "gansvc.train",
+            "cyclegan",
+            "--dataset",
+            f"{bucket}/datasets/stripes",
+            "--name",
+            "demo-cyclegan",
+            "--max-steps",
+            str(args.steps // 2),
+            "--batch-size",
+            "4",
+            "--set",
+            "model.ngf=16",
+            "--set",
+            "model.ndf=16",
+            "--set",
+            "model.n_blocks=3",
+            *common,
+        ],
+        env,
+    )
 
     _step("6. promote both into the model registry")
     _run([py, "-m", "gansvc.registry", "promote", "demo-dcgan", "--name", "shapes-dcgan"], env)
@@ -118,31 +165,68 @@ def main(argv: list[str] | None = None) -> int:
 
     _step("7. offline inference through the registry (the load path Serve uses)")
     args.out.mkdir(parents=True, exist_ok=True)
-    _run([py, "-m", "gansvc.generate", "--model", "shapes-dcgan", "--n", "16", "--seed", "0", "--grid",
-          str(args.out / "generated")], env)
+    _run(
+        [
+            py,
+            "-m",
+            "gansvc.generate",
+            "--model",
+            "shapes-dcgan",
+            "--n",
+            "16",
+            "--seed",
+            "0",
+            "--grid",
+            str(args.out / "generated"),
+        ],
+        env,
+    )
     sample = args.out / "stripes-testA-0.png"
     stripes = read_manifest(f"{bucket}/datasets/stripes")  # files live in the manifest's version folder
     first = stripes.splits["testA"].files[0]
     sample.write_bytes(storage.read_bytes(f"{bucket}/datasets/stripes/{stripes.object_rel(first)}"))
-    _run([py, "-m", "gansvc.translate", "--model", "stripes-cyclegan", "--direction", "a2b", str(sample),
-          str(args.out / "stripes-testA-0-a2b.png")], env)
+    _run(
+        [
+            py,
+            "-m",
+            "gansvc.translate",
+            "--model",
+            "stripes-cyclegan",
+            "--direction",
+            "a2b",
+            str(sample),
+            str(args.out / "stripes-testA-0-a2b.png"),
+        ],
+        env,
+    )
     for run_name in ("demo-dcgan", "demo-cyclegan"):
         (args.out / f"{run_name}-curves.png").write_bytes(
-            storage.read_bytes(f"{bucket}/runs/{run_name}/samples/curves.png"))
-        grids = sorted(o.rel for o in storage.list_objects(f"{bucket}/runs/{run_name}/samples")
-                       if o.rel.startswith("step-"))
+            storage.read_bytes(f"{bucket}/runs/{run_name}/samples/curves.png")
+        )
+        grids = sorted(
+            o.rel for o in storage.list_objects(f"{bucket}/runs/{run_name}/samples") if o.rel.startswith("step-")
+        )
         (args.out / f"{run_name}-samples.png").write_bytes(
-            storage.read_bytes(f"{bucket}/runs/{run_name}/samples/{grids[-1]}"))
+            storage.read_bytes(f"{bucket}/runs/{run_name}/samples/{grids[-1]}")
+        )
 
     _step("8. serve both models over HTTP with Ray Serve and call both endpoints")
     _run([py, "-m", "gansvc.serve", "--models", "shapes-dcgan,stripes-cyclegan", "--detach"], env)
     url = f"http://127.0.0.1:{state.ports.serve_http}"
     served = args.out / "served"
     served.mkdir(exist_ok=True)
-    _http(f"{url}/v1/models/shapes-dcgan/generate", json.dumps({"n": 16, "seed": 7, "format": "grid"}).encode(),
-          "application/json", served / "generate-seed7-grid.png")
-    _http(f"{url}/v1/models/stripes-cyclegan/translate?direction=a2b", sample.read_bytes(), "image/png",
-          served / "translate-a2b.png")
+    _http(
+        f"{url}/v1/models/shapes-dcgan/generate",
+        json.dumps({"n": 16, "seed": 7, "format": "grid"}).encode(),
+        "application/json",
+        served / "generate-seed7-grid.png",
+    )
+    _http(
+        f"{url}/v1/models/stripes-cyclegan/translate?direction=a2b",
+        sample.read_bytes(),
+        "image/png",
+        served / "translate-a2b.png",
+    )
 
     _step(f"9. results in {args.out}/")
     for name in ("shapes-preview.png", "stripes-preview.png"):
@@ -159,12 +243,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  python -m gansvc.data info {bucket}/datasets/shapes")
     print(f"  ray job submit -- python -m gansvc.data preview {bucket}/datasets/stripes {bucket}/demo/mine.png")
     print(f"  curl -s {url}/v1/models")
-    print(f"  curl -s -X POST {url}/v1/models/shapes-dcgan/generate -H 'content-type: application/json' "
-          "-d '{\"n\": 16, \"seed\": 1, \"format\": \"grid\"}' -o grid.png")
-    print(f"  curl -s -X POST '{url}/v1/models/stripes-cyclegan/translate?direction=a2b' -H 'content-type: image/png' "
-          f"--data-binary @{sample} -o zebra.png")
-    print(f"  API docs: {url}/docs   Ray dashboard: {state.dashboard_url} (token: cat {state.token_path})   "
-          f"stop everything: python -m gansvc.local down{' --state-dir ' + str(state_dir) if args.state_dir else ''}")
+    print(
+        f"  curl -s -X POST {url}/v1/models/shapes-dcgan/generate -H 'content-type: application/json' "
+        '-d \'{"n": 16, "seed": 1, "format": "grid"}\' -o grid.png'
+    )
+    print(
+        f"  curl -s -X POST '{url}/v1/models/stripes-cyclegan/translate?direction=a2b' -H 'content-type: image/png' "
+        f"--data-binary @{sample} -o zebra.png"
+    )
+    print(
+        f"  API docs: {url}/docs   Ray dashboard: {state.dashboard_url} (token: cat {state.token_path})   "
+        f"stop everything: python -m gansvc.local down{' --state-dir ' + str(state_dir) if args.state_dir else ''}"
+    )
     return 0
 
 

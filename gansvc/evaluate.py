@@ -22,20 +22,22 @@ import json
 import math
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from gansvc import storage
-from gansvc.checkpoint import CheckpointError, InferenceModel
-from gansvc.data.pipeline import DataConfig, ImageDataset, Sample
-from gansvc.families.sampling import sample_labels, sample_latents
-from gansvc.metrics import (DEFAULT_EXTRACTOR, EXTRACTORS, IS_SHUFFLE_SEED, KID_SEED, evaluate_with_protocol,
-                            load_inception, reference_stats, stats_from_batches)
-from gansvc.metrics.distances import frechet_distance
-from gansvc.metrics.stats import FeatureStats
+from gansvc.checkpoint_layout import CheckpointError
+from gansvc.metrics import DEFAULT_EXTRACTOR, EXTRACTORS
 from gansvc.registry import RegistryError, load_model
+
+# torch, the data pipeline, the samplers and the metrics' computing parts are imported in the functions that compute,
+# not here: `--help` and argument errors start in well under a second without them
+if TYPE_CHECKING:
+    import torch
+
+    from gansvc.checkpoint import InferenceModel
+    from gansvc.data.pipeline import DataConfig, ImageDataset
 
 SCALED = {"kid": 100.0}  # reported also as <name>_x100 (U-GAT-IT tables give KID x 100)
 
@@ -46,6 +48,8 @@ class EvaluateError(ValueError):
 
 def _data_config(uri: str, model: InferenceModel, split: str | None) -> DataConfig:
     """The dataset at the model's image size, split `split` (None: test when there is one), fixed order."""
+    from gansvc.data.pipeline import DataConfig, ImageDataset  # deferred: see the imports
+
     d = model.data
     base = DataConfig(uri=uri, size=(d.height, d.width), channels=d.channels, flip=False, crop="center")
     try:
@@ -54,9 +58,11 @@ def _data_config(uri: str, model: InferenceModel, split: str | None) -> DataConf
         raise EvaluateError(f"cannot read dataset {uri}: {err}") from None
     if manifest.layout != d.layout:
         want = "one image folder per split" if d.layout == "single" else "trainA/trainB and testA/testB"
-        raise EvaluateError(f"{uri} is a {manifest.layout!r} dataset, but {model.spec.name} models need "
-                            f"{d.layout!r} data ({want}): give a dataset of that layout (python -m gansvc.data info "
-                            "URI shows a dataset's layout)")
+        raise EvaluateError(
+            f"{uri} is a {manifest.layout!r} dataset, but {model.spec.name} models need "
+            f"{d.layout!r} data ({want}): give a dataset of that layout (python -m gansvc.data info "
+            "URI shows a dataset's layout)"
+        )
     names = ("test",) if d.layout == "single" else ("testA", "testB")
     if split is None:
         split = "test" if all(n in manifest.splits for n in names) else "train"
@@ -65,8 +71,12 @@ def _data_config(uri: str, model: InferenceModel, split: str | None) -> DataConf
 
 def _images(ds: ImageDataset, stream: str, files: list[str], batch: int) -> Iterator[torch.Tensor]:
     """The images of `files` (one stream), in order, `batch` at a time, as the training pipeline decodes them."""
+    import torch  # deferred: see the imports
+
+    from gansvc.data.pipeline import Sample
+
     for start in range(0, len(files), batch):
-        chunk = files[start:start + batch]
+        chunk = files[start : start + batch]
         yield torch.stack([ds.load_sample(Sample({stream: f}), np.random.default_rng(0))[stream] for f in chunk])
 
 
@@ -79,8 +89,11 @@ def _with_x100(results: dict[str, float], suffix: str = "") -> dict[str, float]:
     return out
 
 
-def _generator(model: InferenceModel, seed: int, device: str,
-               fixed_class: int | None = None) -> Callable[[int], torch.Tensor]:
+def _generator(
+    model: InferenceModel, seed: int, device: str, fixed_class: int | None = None
+) -> Callable[[int], torch.Tensor]:
+    from gansvc.families.sampling import sample_labels, sample_latents  # deferred: see the imports
+
     drawn = [0]
 
     def sample(n: int) -> torch.Tensor:
@@ -95,8 +108,11 @@ def _generator(model: InferenceModel, seed: int, device: str,
     return sample
 
 
-def _translator(model: InferenceModel, ds: ImageDataset, stream: str, direction: str, n: int, batch: int,
-                device: str) -> Callable[[int], torch.Tensor]:
+def _translator(
+    model: InferenceModel, ds: ImageDataset, stream: str, direction: str, n: int, batch: int, device: str
+) -> Callable[[int], torch.Tensor]:
+    import torch  # deferred: see the imports
+
     sources = _images(ds, stream, ds.streams[stream][:n], batch)
     buffer: list[torch.Tensor] = []
 
@@ -112,6 +128,13 @@ def _translator(model: InferenceModel, ds: ImageDataset, stream: str, direction:
 
 def _intra_fid(model: InferenceModel, cfg: DataConfig, extractor: Any, args: argparse.Namespace) -> dict[str, Any]:
     """Intra-FID (Miyato & Koyama 2018): per value of the first attribute, FID of generated vs real of that class."""
+    import torch  # deferred: see the imports
+
+    from gansvc.data.pipeline import ImageDataset
+    from gansvc.metrics import stats_from_batches
+    from gansvc.metrics.distances import frechet_distance
+    from gansvc.metrics.stats import FeatureStats
+
     ds = ImageDataset(cfg)
     attr, values = next(iter(model.data.attributes.items()))
     files = ds.streams["image"]
@@ -124,8 +147,9 @@ def _intra_fid(model: InferenceModel, cfg: DataConfig, extractor: Any, args: arg
         if len(mine) < 2:
             skipped.append(value)
             continue
-        real = stats_from_batches(_images(ds, "image", mine, args.batch_size), extractor, args.batch_size,
-                                  kid_keep=0, swd_n=1)
+        real = stats_from_batches(
+            _images(ds, "image", mine, args.batch_size), extractor, args.batch_size, kid_keep=0, swd_n=1
+        )
         stats: FeatureStats | None = None
         sample = _generator(model, args.seed + 7919 * (v_idx + 1), args.device, v_idx)
         for start in range(0, n_gen, args.batch_size):
@@ -137,33 +161,60 @@ def _intra_fid(model: InferenceModel, cfg: DataConfig, extractor: Any, args: arg
         counts[value] = [len(mine), n_gen]
     if not per_class:
         return {}
-    return {"intra_fid": float(np.mean(list(per_class.values()))),
-            "protocol": {"attribute": attr, "fid_per_class": per_class, "n_real_and_generated": counts,
-                         "skipped_classes_under_2_real_images": skipped,
-                         "definition": "mean over classes of FID(generated with class c, real of class c), "
-                                       "Miyato & Koyama 2018"}}
+    return {
+        "intra_fid": float(np.mean(list(per_class.values()))),
+        "protocol": {
+            "attribute": attr,
+            "fid_per_class": per_class,
+            "n_real_and_generated": counts,
+            "skipped_classes_under_2_real_images": skipped,
+            "definition": "mean over classes of FID(generated with class c, real of class c), Miyato & Koyama 2018",
+        },
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """The evaluation document (what --json prints)."""
+    import torch  # deferred: see the imports
+
+    from gansvc.metrics import IS_SHUFFLE_SEED, KID_SEED, evaluate_with_protocol, load_inception, reference_stats
+
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         entry, model = load_model(args.model, args.registry, args.device)
     except (RegistryError, CheckpointError) as err:
         raise EvaluateError(str(err)) from None
     cfg = _data_config(args.dataset, model, args.split)
     extractor, message = load_inception(args.inception, args.device, args.extractor)
-    doc: dict[str, Any] = {"model": args.model, "version": entry.get("version"), "family": model.spec.name,
-                           "task": model.spec.task, "dataset": args.dataset, "split": cfg.split,
-                           "weights": message, "results": {}, "protocol": {}, "notes": []}
+    doc: dict[str, Any] = {
+        "model": args.model,
+        "version": entry.get("version"),
+        "family": model.spec.name,
+        "task": model.spec.task,
+        "dataset": args.dataset,
+        "split": cfg.split,
+        "weights": message,
+        "results": {},
+        "protocol": {},
+        "notes": [],
+    }
     if extractor is None:
         doc["notes"].append(f"FID/KID/IS NOT computed: {message}. Only SWD is reported.")
-    common = {"batch_size": args.batch_size, "kid_subsets": args.kid_subsets, "kid_subset_size": args.kid_subset_size,
-              "is_splits": args.is_splits, "kid_seed": KID_SEED, "is_shuffle_seed": IS_SHUFFLE_SEED}
+    common = {
+        "batch_size": args.batch_size,
+        "kid_subsets": args.kid_subsets,
+        "kid_subset_size": args.kid_subset_size,
+        "is_splits": args.is_splits,
+        "kid_seed": KID_SEED,
+        "is_shuffle_seed": IS_SHUFFLE_SEED,
+    }
     with torch.inference_mode():
         if model.spec.task == "generate":
             real = reference_stats(cfg, extractor, args.n_real, "image", batch_size=args.batch_size, quiet=args.json)
-            results, proto = evaluate_with_protocol(_generator(model, args.seed, args.device), real, extractor,
-                                                    args.n, task="generate", **common)
+            results, proto = evaluate_with_protocol(
+                _generator(model, args.seed, args.device), real, extractor, args.n, task="generate", **common
+            )
             doc["results"], doc["protocol"] = _with_x100(results), {**proto, "latent_seed": args.seed}
             if model.spec.conditional and extractor is not None and model.data.attributes and args.n_per_class > 0:
                 intra = _intra_fid(model, cfg, extractor, args)
@@ -175,8 +226,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return doc
 
 
-def _translate_all(model: InferenceModel, entry: dict[str, Any], cfg: DataConfig, extractor: Any,
-                   args: argparse.Namespace, common: dict[str, Any], doc: dict[str, Any]) -> None:
+def _translate_all(
+    model: InferenceModel,
+    entry: dict[str, Any],
+    cfg: DataConfig,
+    extractor: Any,
+    args: argparse.Namespace,
+    common: dict[str, Any],
+    doc: dict[str, Any],
+) -> None:
+    from gansvc.data.pipeline import ImageDataset  # deferred: see the imports
+    from gansvc.metrics import evaluate_with_protocol, reference_stats
+
     ds = ImageDataset(cfg)
     directions = list(entry.get("directions") or model.extra.get("directions") or ["a2b", "b2a"])
     for direction in directions:
@@ -186,9 +247,14 @@ def _translate_all(model: InferenceModel, entry: dict[str, Any], cfg: DataConfig
             doc["notes"].append(f"{direction}: {cfg.split}{src} has {n} image(s); at least 2 are needed")
             continue
         real = reference_stats(cfg, extractor, args.n_real, dst, batch_size=args.batch_size, quiet=args.json)
-        results, proto = evaluate_with_protocol(_translator(model, ds, src, direction, n, args.batch_size,
-                                                            args.device), real, extractor, n, task="translate",
-                                                **common)
+        results, proto = evaluate_with_protocol(
+            _translator(model, ds, src, direction, n, args.batch_size, args.device),
+            real,
+            extractor,
+            n,
+            task="translate",
+            **common,
+        )
         doc["results"].update(_with_x100(results, f"_{direction}"))
         doc["protocol"][direction] = {**proto, "sources": f"{cfg.split}{src}, first {n} in manifest order"}
 
@@ -198,8 +264,13 @@ def _fmt(v: Any) -> str:
 
 
 def render(doc: dict[str, Any]) -> str:
-    lines = [f"model {doc['model']} v{doc['version']} ({doc['family']}, {doc['task']}) on {doc['dataset']} "
-             f"split {doc['split']}", f"weights: {doc['weights']}", "", f"{'metric':<22}value"]
+    lines = [
+        f"model {doc['model']} v{doc['version']} ({doc['family']}, {doc['task']}) on {doc['dataset']} "
+        f"split {doc['split']}",
+        f"weights: {doc['weights']}",
+        "",
+        f"{'metric':<22}value",
+    ]
     lines += [f"{k:<22}{_fmt(v)}" for k, v in doc["results"].items()]
     lines += ["", "protocol:", json.dumps(doc["protocol"], indent=2, default=str)]
     lines += [f"note: {n}" for n in doc["notes"]]
@@ -207,29 +278,53 @@ def render(doc: dict[str, Any]) -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m gansvc.evaluate", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m gansvc.evaluate",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--model", required=True, help="registered model name (python -m gansvc.registry list)")
     p.add_argument("--dataset", required=True, help="dataset root (local folder or s3:// URI with manifest.json)")
     p.add_argument("--n", type=int, default=10_000, help="generated images (translate: at most this many sources)")
     p.add_argument("--n-real", type=int, default=50_000, help="at most this many real images for the statistics")
-    p.add_argument("--split", choices=["train", "test"], default=None,
-                   help="reference split (default: test when the dataset has one, else train)")
-    p.add_argument("--registry", default=None, help="registry root (default $GANSVC_REGISTRY or "
-                                                    "$GANSVC_STORAGE/registry)")
-    p.add_argument("--inception", default=None, help="local path or s3:// URI of the extractor's weights file "
-                                                     "(default: the torch hub cache, fetched when online)")
-    p.add_argument("--extractor", choices=EXTRACTORS, default=DEFAULT_EXTRACTOR,
-                   help=f"feature extractor (default {DEFAULT_EXTRACTOR}: the one of published numbers)")
+    p.add_argument(
+        "--split",
+        choices=["train", "test"],
+        default=None,
+        help="reference split (default: test when the dataset has one, else train)",
+    )
+    p.add_argument(
+        "--registry", default=None, help="registry root (default $GANSVC_REGISTRY or $GANSVC_STORAGE/registry)"
+    )
+    p.add_argument(
+        "--inception",
+        default=None,
+        help="local path or s3:// URI of the extractor's weights file "
+        "(default: the torch hub cache, fetched when online)",
+    )
+    p.add_argument(
+        "--extractor",
+        choices=EXTRACTORS,
+        default=DEFAULT_EXTRACTOR,
+        help=f"feature extractor (default {DEFAULT_EXTRACTOR}: the one of published numbers)",
+    )
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--seed", type=int, default=0, help="latent / label seed of the generated images")
     p.add_argument("--kid-subsets", type=int, default=100, help="KID subsets (torch-fidelity default 100)")
-    p.add_argument("--kid-subset-size", type=int, default=1000, help="KID subset size (torch-fidelity default "
-                                                                     "1000; clipped to the smaller set)")
+    p.add_argument(
+        "--kid-subset-size",
+        type=int,
+        default=1000,
+        help="KID subset size (torch-fidelity default 1000; clipped to the smaller set)",
+    )
     p.add_argument("--is-splits", type=int, default=10, help="IS splits (default 10, as Salimans et al.)")
-    p.add_argument("--n-per-class", type=int, default=1000,
-                   help="conditional models: generated images per class for intra-FID (0: skip it)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument(
+        "--n-per-class",
+        type=int,
+        default=1000,
+        help="conditional models: generated images per class for intra-FID (0: skip it)",
+    )
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     return p
 
@@ -237,8 +332,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.n < 2 or args.n_real < 2 or args.batch_size < 1 or args.n_per_class < 0:
-        print("error: --n and --n-real must be at least 2, --batch-size at least 1, --n-per-class at least 0",
-              file=sys.stderr)
+        print(
+            "error: --n and --n-real must be at least 2, --batch-size at least 1, --n-per-class at least 0",
+            file=sys.stderr,
+        )
         return 2
     try:
         doc = run(args)

@@ -9,14 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from gansvc import storage
-from gansvc.checkpoint import CheckpointError
-from gansvc.families.sampling import encode_labels, sample_latents
-from gansvc.imaging import grid, to_pil, to_uint8
+from gansvc.checkpoint_layout import CheckpointError
 from gansvc.registry import RegistryError, load_model
+
+if TYPE_CHECKING:
+    import torch
 
 
 def parse_labels(text: str | None) -> dict[str, str]:
@@ -32,22 +32,31 @@ def parse_labels(text: str | None) -> dict[str, str]:
     return out
 
 
-@torch.inference_mode()
-def generate_images(model_name: str, n: int, seed: int, labels: dict[str, str], registry: str | None = None,
-                    device: str = "cpu") -> torch.Tensor:
-    entry, model = load_model(model_name, registry, device)
-    if model.spec.task != "generate" or model.spec.generate is None:
-        raise ValueError(f"{model_name} is a {model.spec.task} model ({model.spec.name}): use python -m "
-                         "gansvc.translate for image-to-image models")
-    if n < 1:
-        raise ValueError("--n must be at least 1")
-    z = sample_latents(model.config, n, seed, device)
-    y = None
-    if model.spec.conditional:
-        y = encode_labels(model.data, [labels] * n, seed=seed, device=device)  # unnamed attributes: seeded draws
-    elif labels:
-        raise ValueError(f"{model_name} is not label-conditioned: drop --labels")
-    return model.spec.generate(model.nets, z, y, model.config)
+def generate_images(
+    model_name: str, n: int, seed: int, labels: dict[str, str], registry: str | None = None, device: str = "cpu"
+) -> torch.Tensor:
+    # torch and the samplers imported here, not at module level: `--help` and argument errors start in well under a
+    # second without them
+    import torch
+
+    from gansvc.families.sampling import encode_labels, sample_latents
+
+    with torch.inference_mode():
+        _, model = load_model(model_name, registry, device)
+        if model.spec.task != "generate" or model.spec.generate is None:
+            raise ValueError(
+                f"{model_name} is a {model.spec.task} model ({model.spec.name}): use python -m "
+                "gansvc.translate for image-to-image models"
+            )
+        if n < 1:
+            raise ValueError("--n must be at least 1")
+        z = sample_latents(model.config, n, seed, device)
+        y = None
+        if model.spec.conditional:
+            y = encode_labels(model.data, [labels] * n, seed=seed, device=device)  # unnamed attributes: seeded draws
+        elif labels:
+            raise ValueError(f"{model_name} is not label-conditioned: drop --labels")
+        return model.spec.generate(model.nets, z, y, model.config)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     out = storage.parse_uri(args.out_dir)
     if not out.is_s3:
         Path(out.path).mkdir(parents=True, exist_ok=True)
-    from gansvc.imaging import png_bytes
+    from gansvc.imaging import grid, png_bytes, to_pil, to_uint8  # torch: deferred as in generate_images
 
     paths = []
     for i, arr in enumerate(to_uint8(images)):

@@ -33,7 +33,9 @@ def grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> Image.I
     canvas = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), 255, np.uint8)
     for i in range(n):
         r, col = divmod(i, nrow)
-        canvas[pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = arr[i]
+        canvas[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + col * (w + pad) : pad + col * (w + pad) + w] = arr[
+            i
+        ]
     return to_pil(canvas)
 
 

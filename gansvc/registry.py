@@ -8,6 +8,10 @@ Layout under the registry root (`--registry`, else `$GANSVC_REGISTRY`, else `$GA
 An entry names the family, task, family config, data spec (size, channels, attributes), source run or checkpoint,
 dataset, metrics (with `metric_protocol`: how they were computed, when the run recorded it), version and creation
 time. `load_model(NAME)` is the one load path of Serve and the offline CLIs.
+
+Start-up time: the listing commands (`list`, `show`, `delete`, `--help`) never import torch (`python -m
+gansvc.registry list` in well under a second, not 3-4 s): the modules that need it (checkpoint, importers, the
+families) are imported inside the functions that load or build models.
 """
 
 from __future__ import annotations
@@ -19,10 +23,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gansvc import storage
-from gansvc.checkpoint import META_FILE, MODEL_FILE, CheckpointError, InferenceModel, load_inference, read_best
+from gansvc.checkpoint_layout import META_FILE, MODEL_FILE, CheckpointError, read_best
+from gansvc.paths import RUN_CONFIG_FILE
+
+if TYPE_CHECKING:
+    from gansvc.checkpoint import InferenceModel
 
 # The one rule for registry names (issue 13 #11): a name becomes a storage key (entries/NAME.json, models/NAME/...),
 # so it must never hold "/", "\\" or a leading "." (no "..": no escape from the registry root). Checked by
@@ -49,13 +57,15 @@ def check_name(name: str) -> str:
 
     # fullmatch, not match + "$": "$" also matches before a trailing newline ("x\n" would pass)
     if not isinstance(name, str) or re.fullmatch(NAME_RULE, name) is None:
-        raise RegistryError(f"invalid model name {name!r}: a registry name must match {NAME_RULE} (lowercase "
-                            "letters, digits, '.', '_' or '-', at most 64 characters, starting with a letter or "
-                            "digit; no '/' or '..')")
+        raise RegistryError(
+            f"invalid model name {name!r}: a registry name must match {NAME_RULE} (lowercase "
+            "letters, digits, '.', '_' or '-', at most 64 characters, starting with a letter or "
+            "digit; no '/' or '..')"
+        )
     return name
 
 
-_check_name = check_name  # the old private name (gansvc.importers uses it)
+_check_name = check_name  # the old private name
 
 
 def _entry_uri(root: str, name: str) -> str:
@@ -89,12 +99,15 @@ def list_entries(root: str | None = None) -> list[dict[str, Any]]:
 
 def load_model(name: str, root: str | None = None, device: str = "cpu") -> tuple[dict[str, Any], InferenceModel]:
     """(entry, inference model) of a registered name: the load path of Serve, generate and translate."""
+    from gansvc.checkpoint import load_inference  # deferred (torch): start-up time of the listing commands
+
     check_name(name)
     entry = get_entry(name, root)
     return entry, load_inference(entry["checkpoint"], device)
 
 
 # ---------------------------------------------------------------------------------------------------------- promote
+
 
 def _checkpoints(run: storage.Location) -> list[tuple[int, str, dict[str, Any]]]:
     """(step, checkpoint URI, meta) of every checkpoint of a run."""
@@ -117,9 +130,11 @@ def resolve_source(source: str, metric: str | None, runs_root: str | None = None
     if storage.exists(loc.join(MODEL_FILE).uri()):  # a checkpoint directory
         meta_uri = loc.join(META_FILE).uri()
         return loc.join(MODEL_FILE).uri(), storage.read_json(meta_uri) if storage.exists(meta_uri) else {}
-    if not storage.exists(loc.join("gansvc-config.json").uri()):
-        raise RegistryError(f"{loc.uri()} is neither a gansvc checkpoint (no {MODEL_FILE}) nor a training run "
-                            "(no gansvc-config.json): give a run name, a run URI or a checkpoint URI")
+    if not storage.exists(loc.join(RUN_CONFIG_FILE).uri()):
+        raise RegistryError(
+            f"{loc.uri()} is neither a gansvc checkpoint (no {MODEL_FILE}) nor a training run "
+            f"(no {RUN_CONFIG_FILE}): give a run name, a run URI or a checkpoint URI"
+        )
     committed = read_best(loc.uri())  # None when best/ has no meta.json matching its model (a torn write)
     if committed is not None:
         best, best_model = committed
@@ -131,8 +146,10 @@ def resolve_source(source: str, metric: str | None, runs_root: str | None = None
     if metric is not None:
         scored = [c for c in ckpts if metric in c[2].get("metrics", {})]
         if not scored:
-            raise RegistryError(f"no checkpoint of {loc.uri()} has metric {metric!r}; drop --metric to take the "
-                                "latest, or evaluate with that metric")
+            raise RegistryError(
+                f"no checkpoint of {loc.uri()} has metric {metric!r}; drop --metric to take the "
+                "latest, or evaluate with that metric"
+            )
         ordered = sorted(scored, key=lambda c: c[2]["metrics"][metric])
     else:
         ordered = ckpts[::-1]
@@ -141,17 +158,23 @@ def resolve_source(source: str, metric: str | None, runs_root: str | None = None
         want = (meta.get("files") or {}).get(MODEL_FILE)
         if want is None or hashlib.sha256(storage.read_bytes(model_uri)).hexdigest() == want:
             return model_uri, meta
-        print(f"warning: {model_uri} does not match the SHA-256 in its meta.json (damaged): skipped",
-              file=sys.stderr)
+        print(f"warning: {model_uri} does not match the SHA-256 in its meta.json (damaged): skipped", file=sys.stderr)
     raise RegistryError(f"every checkpoint of {loc.uri()} is damaged (model.pt does not match its meta.json)")
 
 
-def register(name: str, model_bytes: bytes, source: str, metrics: dict[str, Any], dataset: str = "",
-             root: str | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def register(
+    name: str,
+    model_bytes: bytes,
+    source: str,
+    metrics: dict[str, Any],
+    dataset: str = "",
+    root: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Store a model file under NAME (validated by loading it) and write its entry; re-registering bumps the version."""
     check_name(name)
     root = root or default_root()
-    from gansvc.checkpoint import _load_bytes, load_inference_payload
+    from gansvc.checkpoint import _load_bytes, load_inference_payload  # deferred (torch): start-up time
 
     model = load_inference_payload(_load_bytes(model_bytes, source), source)  # refuse what will not load
     previous = storage.read_json(_entry_uri(root, name)) if storage.exists(_entry_uri(root, name)) else None
@@ -159,18 +182,26 @@ def register(name: str, model_bytes: bytes, source: str, metrics: dict[str, Any]
     model_uri = _models_uri(root, name, f"v{version}", MODEL_FILE)
     storage.write_bytes(model_uri, model_bytes)
     entry = {
-        "name": name, "version": version, "family": model.spec.name, "task": model.spec.task,
-        "checkpoint": model_uri, "source": source, "dataset": dataset,
-        "config": json.loads(model.config.model_dump_json()), "data_spec": model.data.to_dict(),
+        "name": name,
+        "version": version,
+        "family": model.spec.name,
+        "task": model.spec.task,
+        "checkpoint": model_uri,
+        "source": source,
+        "dataset": dataset,
+        "config": json.loads(model.config.model_dump_json()),
+        "data_spec": model.data.to_dict(),
         "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float)},
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), **(extra or {}),
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        **(extra or {}),
     }
     storage.write_json(_entry_uri(root, name), entry)
     return entry
 
 
-def promote(source: str, name: str, metric: str | None = None, root: str | None = None,
-            runs_root: str | None = None) -> dict[str, Any]:
+def promote(
+    source: str, name: str, metric: str | None = None, root: str | None = None, runs_root: str | None = None
+) -> dict[str, Any]:
     check_name(name)  # before reading the source
     model_uri, meta = resolve_source(source, metric, runs_root)
     dataset = ""
@@ -191,7 +222,7 @@ def _run_config_uri(model_uri: str) -> str | None:
     if len(parts) < 3:
         return None
     run_path = "/".join(parts[:-2])
-    return f"s3://{loc.bucket}/{run_path}/gansvc-config.json" if loc.is_s3 else f"{run_path}/gansvc-config.json"
+    return f"s3://{loc.bucket}/{run_path}/{RUN_CONFIG_FILE}" if loc.is_s3 else f"{run_path}/{RUN_CONFIG_FILE}"
 
 
 def delete(name: str, root: str | None = None) -> None:
@@ -205,21 +236,33 @@ def delete(name: str, root: str | None = None) -> None:
 
 # -------------------------------------------------------------------------------------------------------------- CLI
 
+
 def _table(entries: list[dict[str, Any]]) -> str:
     rows = [("NAME", "VERSION", "FAMILY", "TASK", "SIZE", "METRICS", "CREATED")]
     for e in entries:
         d = e.get("data_spec", {})
         metrics = " ".join(f"{k}={v:.4g}" for k, v in e.get("metrics", {}).items() if k in ("fid", "kid", "swd", "is"))
-        rows.append((e["name"], str(e["version"]), e["family"], e["task"],
-                     f"{d.get('height')}x{d.get('width')}x{d.get('channels')}", metrics or "-", e["created"]))
+        rows.append(
+            (
+                e["name"],
+                str(e["version"]),
+                e["family"],
+                e["task"],
+                f"{d.get('height')}x{d.get('width')}x{d.get('channels')}",
+                metrics or "-",
+                e["created"],
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m gansvc.registry",
-                                description="Promoted models: a name -> inference weights + family, config, data "
-                                            "spec, metrics. Serve and the offline CLIs load models by name.")
+    p = argparse.ArgumentParser(
+        prog="python -m gansvc.registry",
+        description="Promoted models: a name -> inference weights + family, config, data "
+        "spec, metrics. Serve and the offline CLIs load models by name.",
+    )
     root_help = "registry root (default $GANSVC_REGISTRY or $GANSVC_STORAGE/registry)"
     p.add_argument("--registry", default=None, help=root_help)
     common = argparse.ArgumentParser(add_help=False)  # --registry also after the subcommand
@@ -228,29 +271,39 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="registered models", parents=[common])
     p_show = sub.add_parser("show", help="one entry as JSON", parents=[common])
     p_show.add_argument("name")
-    p_pro = sub.add_parser("promote", help="register a run's best (or a given) checkpoint under a name",
-                           parents=[common])
+    p_pro = sub.add_parser(
+        "promote", help="register a run's best (or a given) checkpoint under a name", parents=[common]
+    )
     p_pro.add_argument("source", help="run name, run URI or checkpoint URI")
     p_pro.add_argument("--name", required=True)
-    p_pro.add_argument("--metric", default=None, help="pick the checkpoint with the lowest value of this metric "
-                                                      "(default: the run's best, else its latest)")
+    p_pro.add_argument(
+        "--metric",
+        default=None,
+        help="pick the checkpoint with the lowest value of this metric (default: the run's best, else its latest)",
+    )
     p_pro.add_argument("--runs", default=None, help="where run names are looked up (default $GANSVC_STORAGE/runs)")
     p_del = sub.add_parser("delete", help="remove a model and its stored weights", parents=[common])
     p_del.add_argument("name")
-    _add_import_parser(sub, common)
+    words = sys.argv[1:] if argv is None else argv
+    _add_import_parser(sub, common, _import_formats() if _subcommand(words) == "import" else None)
     args = p.parse_args(argv)
     root = args.registry or default_root()
     try:
         if args.cmd == "list":
             entries = list_entries(root)
-            print(_table(entries) if entries else f"no models in {root} (promote one: python -m gansvc.registry "
-                                                  "promote RUN --name NAME)")
+            print(
+                _table(entries)
+                if entries
+                else f"no models in {root} (promote one: python -m gansvc.registry promote RUN --name NAME)"
+            )
         elif args.cmd == "show":
             print(json.dumps(get_entry(args.name, root), indent=2))
         elif args.cmd == "promote":
             entry = promote(args.source, args.name, args.metric, root, args.runs)
-            print(f"promoted {entry['source']} as {entry['name']} v{entry['version']} ({entry['family']}, "
-                  f"step {entry.get('step')})")
+            print(
+                f"promoted {entry['source']} as {entry['name']} v{entry['version']} ({entry['family']}, "
+                f"step {entry.get('step')})"
+            )
         elif args.cmd == "delete":
             delete(args.name, root)
             print(f"deleted {args.name}")
@@ -262,20 +315,55 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _add_import_parser(sub: Any, common: argparse.ArgumentParser) -> None:
-    p_imp = sub.add_parser("import", help="import official checkpoints (cyclegan-official, ugatit-pytorch)",
-                           parents=[common])
+def import_checkpoint(
+    fmt: str, file: str, name: str, b2a: str | None = None, root: str | None = None
+) -> dict[str, Any]:
+    """Read an official checkpoint (local path or s3:// URI) of import format `fmt` (a family's declaration, see
+    `gansvc.importers`), check it strictly and register it as NAME."""
+    check_name(name)  # fail before reading large files
+    from gansvc import importers  # deferred (torch, the families): start-up time of the listing commands
+
+    model_bytes, source, info = importers.model_file(fmt, file, b2a)
+    return register(name, model_bytes, source, {}, "", root, info)
+
+
+def _import_formats() -> dict[str, str | None]:
+    """Import format name -> help of --b2a for it (None: it takes none), from the families' declarations."""
+    from gansvc.families import import_formats  # deferred (torch): only when the parser shows or checks the formats
+
+    return {fmt: importer.b2a for fmt, (_, importer) in import_formats().items()}
+
+
+def _add_import_parser(sub: Any, common: argparse.ArgumentParser, formats: dict[str, str | None] | None) -> None:
+    """The import subcommand; `formats` None when the command line is another subcommand (its help and choices are
+    then never shown or checked, and the families are not imported)."""
+    names = list(formats or {})
+    listed = ", ".join(names) if formats is not None else "formats: import --help"
+    p_imp = sub.add_parser("import", help=f"import official checkpoints ({listed})", parents=[common])
     p_imp.add_argument("file")
-    p_imp.add_argument("--format", required=True, choices=["cyclegan-official", "ugatit-pytorch"])
-    p_imp.add_argument("--b2a", default=None, help="cyclegan-official: the B->A generator file (G_B)")
+    p_imp.add_argument("--format", required=True, choices=names if formats is not None else None)
+    b2a = "; ".join(f"{fmt}: {text}" for fmt, text in (formats or {}).items() if text)
+    p_imp.add_argument("--b2a", default=None, help=b2a)
     p_imp.add_argument("--name", required=True)
 
 
+COMMANDS = ("list", "show", "promote", "delete", "import")
+
+
+def _subcommand(argv: list[str]) -> str | None:
+    """The subcommand a command line names (its first word that is one, skipping --registry's value), else None."""
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word == "--registry":
+            skip = True
+        elif word in COMMANDS:
+            return word
+    return None
+
+
 def _run_import(args: argparse.Namespace, root: str) -> int:
-    try:
-        from gansvc.importers import import_checkpoint
-    except ImportError:
-        raise RegistryError("checkpoint import is not available in this version") from None
     entry = import_checkpoint(args.format, args.file, args.name, b2a=args.b2a, root=root)
     print(f"imported {args.file} as {entry['name']} v{entry['version']} ({entry['family']})")
     for note in entry.get("import_notes", []):

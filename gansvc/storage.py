@@ -37,8 +37,20 @@ DEFAULT_RETRY_SECONDS = 30.0
 ARROW_RETRY_ATTEMPTS = 10
 # Error codes of a server that is up but not serving yet (SeaweedFS answers InternalError while its volume servers
 # register, "volume 1 not found" in its log) or overloaded: worth retrying, unlike 4xx answers.
-TRANSIENT_CODES = frozenset({"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "Throttling",
-                             "ThrottlingException", "500", "502", "503", "504"})
+TRANSIENT_CODES = frozenset(
+    {
+        "InternalError",
+        "ServiceUnavailable",
+        "SlowDown",
+        "RequestTimeout",
+        "Throttling",
+        "ThrottlingException",
+        "500",
+        "502",
+        "503",
+        "504",
+    }
+)
 T = TypeVar("T")
 _log = logging.getLogger(__name__)
 
@@ -88,7 +100,9 @@ def parse_uri(uri: str) -> Location:
     if parsed.scheme == "file":
         return Location("file", path=str(Path(parsed.path).resolve()))
     if parsed.scheme and len(parsed.scheme) > 1:  # one letter = a Windows drive, not a scheme
-        raise StorageError(f"unsupported URI scheme {parsed.scheme!r} in {uri!r}: use s3://bucket/prefix or a local path")
+        raise StorageError(
+            f"unsupported URI scheme {parsed.scheme!r} in {uri!r}: use s3://bucket/prefix or a local path"
+        )
     return Location("file", path=str(Path(uri).expanduser().resolve()))
 
 
@@ -105,8 +119,9 @@ class S3Settings:
         e = os.environ if env is None else env
         endpoint = e.get("AWS_ENDPOINT_URL_S3") or e.get("AWS_ENDPOINT_URL") or None
         region = e.get("AWS_REGION") or e.get("AWS_DEFAULT_REGION") or DEFAULT_REGION
-        return cls(endpoint, region, e.get("AWS_ACCESS_KEY_ID"), e.get("AWS_SECRET_ACCESS_KEY"),
-                   e.get("AWS_SESSION_TOKEN"))
+        return cls(
+            endpoint, region, e.get("AWS_ACCESS_KEY_ID"), e.get("AWS_SECRET_ACCESS_KEY"), e.get("AWS_SESSION_TOKEN")
+        )
 
     def describe(self) -> str:
         return self.endpoint_url or f"AWS S3 ({self.region})"
@@ -122,11 +137,20 @@ def _s3_client(settings: S3Settings) -> Any:
     import boto3
     from botocore.config import Config
 
-    cfg = Config(retries={"max_attempts": 5, "mode": "standard"}, max_pool_connections=32,
-                 s3={"addressing_style": "path"} if settings.endpoint_url else {})
-    return boto3.client("s3", endpoint_url=settings.endpoint_url, region_name=settings.region,
-                        aws_access_key_id=settings.access_key, aws_secret_access_key=settings.secret_key,
-                        aws_session_token=settings.session_token, config=cfg)
+    cfg = Config(
+        retries={"max_attempts": 5, "mode": "standard"},
+        max_pool_connections=32,
+        s3={"addressing_style": "path"} if settings.endpoint_url else {},
+    )
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.endpoint_url,
+        region_name=settings.region,
+        aws_access_key_id=settings.access_key,
+        aws_secret_access_key=settings.secret_key,
+        aws_session_token=settings.session_token,
+        config=cfg,
+    )
 
 
 def arrow_filesystem(uri: str, settings: S3Settings | None = None) -> tuple[Any, str]:
@@ -181,8 +205,9 @@ def retry_seconds() -> float:
     try:
         value = float(raw) if raw.strip() else DEFAULT_RETRY_SECONDS
     except ValueError:
-        raise StorageError(f"GANSVC_S3_RETRY_SECONDS={raw!r} is not a number of seconds (e.g. 30; 0 = no retries)") \
-            from None
+        raise StorageError(
+            f"GANSVC_S3_RETRY_SECONDS={raw!r} is not a number of seconds (e.g. 30; 0 = no retries)"
+        ) from None
     if value < 0:
         raise StorageError(f"GANSVC_S3_RETRY_SECONDS={raw!r} must be >= 0")
     return value
@@ -203,15 +228,23 @@ def is_transient(err: BaseException) -> bool:
 
 
 def _is_transient_one(err: BaseException) -> bool:
-    from botocore.exceptions import (ClientError, ConnectionClosedError, ConnectTimeoutError, EndpointConnectionError,
-                                     ReadTimeoutError, ResponseStreamingError)
+    from botocore.exceptions import (
+        ClientError,
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        ReadTimeoutError,
+        ResponseStreamingError,
+    )
 
     if isinstance(err, ClientError):
         error = err.response.get("Error", {})
         status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
         return str(error.get("Code")) in TRANSIENT_CODES or int(status) >= 500
-    if isinstance(err, (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError, ReadTimeoutError,
-                        ResponseStreamingError)):
+    if isinstance(
+        err,
+        (EndpointConnectionError, ConnectionClosedError, ConnectTimeoutError, ReadTimeoutError, ResponseStreamingError),
+    ):
         return True
     try:
         from urllib3.exceptions import ProtocolError
@@ -235,15 +268,20 @@ def with_retries(call: Callable[[], T], uri: str, budget: float | None = None) -
         attempts += 1
         try:
             return call()
-        except Exception as err:  # noqa: BLE001 - classified below
+        except Exception as err:
             if not is_transient(err):
                 raise
             waited = time.monotonic() - start
             if waited >= limit:
                 raise StorageError(_unhealthy_message(err, uri, attempts, waited)) from err
             if attempts == 1 and limit >= 5:
-                _log.warning("%s: %s from %s; retrying for up to %.0f s (GANSVC_S3_RETRY_SECONDS)", uri,
-                             _error_code(err), S3Settings.from_env().describe(), limit)
+                _log.warning(
+                    "%s: %s from %s; retrying for up to %.0f s (GANSVC_S3_RETRY_SECONDS)",
+                    uri,
+                    _error_code(err),
+                    S3Settings.from_env().describe(),
+                    limit,
+                )
             time.sleep(min(delay * (0.5 + random.random() / 2), limit - waited))
             delay = min(delay * 2, 3.0)
 
@@ -252,12 +290,16 @@ def _unhealthy_message(err: BaseException, uri: str, attempts: int, waited: floa
     endpoint = S3Settings.from_env().describe()
     tried = f"{_error_code(err)}: {err}; {attempts} attempt(s) over {waited:.1f} s"
     if _server_answered(err):  # it runs, but does not serve yet
-        return (f"{uri}: the S3 server at {endpoint} is still starting / not healthy ({tried}). This is not a problem "
-                "with the endpoint, credentials or bucket: wait and retry, check the server's log (embedded stack: "
-                "python -m gansvc.local status; logs/s3.log), or allow a longer wait with GANSVC_S3_RETRY_SECONDS")
-    return (f"{uri}: cannot reach {endpoint}: the S3 server at {endpoint} is still starting / not healthy, or nothing "
-            f"listens there ({tried}). Is the S3 endpoint up? (embedded stack: python -m gansvc.local up; "
-            'eval "$(python -m gansvc.local env)"); a longer wait: GANSVC_S3_RETRY_SECONDS')
+        return (
+            f"{uri}: the S3 server at {endpoint} is still starting / not healthy ({tried}). This is not a problem "
+            "with the endpoint, credentials or bucket: wait and retry, check the server's log (embedded stack: "
+            "python -m gansvc.local status; logs/s3.log), or allow a longer wait with GANSVC_S3_RETRY_SECONDS"
+        )
+    return (
+        f"{uri}: cannot reach {endpoint}: the S3 server at {endpoint} is still starting / not healthy, or nothing "
+        f"listens there ({tried}). Is the S3 endpoint up? (embedded stack: python -m gansvc.local up; "
+        'eval "$(python -m gansvc.local env)"); a longer wait: GANSVC_S3_RETRY_SECONDS'
+    )
 
 
 def _server_answered(err: BaseException) -> bool:
@@ -294,8 +336,10 @@ def _reraise(err: Exception, uri: str) -> None:
     if isinstance(err, ClientError):
         raise StorageError(_client_error_message(err, uri, settings)) from err
     if isinstance(err, BotoCoreError):
-        raise StorageError(f"{uri}: cannot reach {settings.describe()}: {err}. Is the S3 endpoint up? (embedded "
-                           "stack: python -m gansvc.local up; eval \"$(python -m gansvc.local env)\")") from err
+        raise StorageError(
+            f"{uri}: cannot reach {settings.describe()}: {err}. Is the S3 endpoint up? (embedded "
+            'stack: python -m gansvc.local up; eval "$(python -m gansvc.local env)")'
+        ) from err
     raise err
 
 
@@ -411,7 +455,7 @@ def list_objects(uri: str) -> Iterator[ObjectInfo]:
         for obj in page.get("Contents", []):
             if obj["Key"] == prefix or obj["Key"].endswith("/"):
                 continue  # directory markers (pyarrow writes them)
-            yield ObjectInfo(obj["Key"][len(prefix):], int(obj["Size"]), obj.get("ETag", "").strip('"'))
+            yield ObjectInfo(obj["Key"][len(prefix) :], int(obj["Size"]), obj.get("ETag", "").strip('"'))
         token = page.get("NextContinuationToken") if page.get("IsTruncated") else None
         if not token:
             return
@@ -456,6 +500,8 @@ def check_bucket(uri: str) -> None:
     except Exception as err:  # noqa: BLE001
         code = getattr(err, "response", {}).get("Error", {}).get("Code")
         if code in ("404", "NoSuchBucket", "NotFound"):
-            raise StorageError(f"bucket {loc.bucket!r} does not exist at {S3Settings.from_env().describe()}: "
-                               "create it first (aws s3 mb s3://BUCKET) or use an existing one") from None
+            raise StorageError(
+                f"bucket {loc.bucket!r} does not exist at {S3Settings.from_env().describe()}: "
+                "create it first (aws s3 mb s3://BUCKET) or use an existing one"
+            ) from None
         _reraise(err, uri)

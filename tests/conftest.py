@@ -37,7 +37,7 @@ os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 # driver, Tune trial and Train controller inherit it (Ray propagates it from a driver: ENV_VARS_TO_PROPAGATE).
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.1")
 
-from gansvc import local  # noqa: E402
+from gansvc import local
 
 # tests/ is a package, so pytest loads this file as `tests.conftest`, the module test files import. Should it ever run
 # twice in a process (imported under another name), the second run reuses the first one's folders, not redirecting
@@ -49,8 +49,9 @@ ORIGINAL_TMP = Path(os.environ["GANSVC_TEST_ORIGINAL_TMP"] if _SECOND_IMPORT els
 # about 70 characters below the state dir) and a socket path must stay under 107 characters: the state dir goes
 # into the original temp folder only when that is short, else into /tmp.
 SHORT_TMP = ORIGINAL_TMP if len(str(ORIGINAL_TMP)) <= 20 else Path("/tmp")
-SCRATCH = Path(os.environ["GANSVC_TEST_SCRATCH"] if _SECOND_IMPORT
-               else tempfile.mkdtemp(prefix="gsx-", dir=ORIGINAL_TMP))
+SCRATCH = Path(
+    os.environ["GANSVC_TEST_SCRATCH"] if _SECOND_IMPORT else tempfile.mkdtemp(prefix="gsx-", dir=ORIGINAL_TMP)
+)
 _REMOVE_AT_EXIT: list[Path] = [SCRATCH]
 _STACK_PORTS: list[int] = []  # the stack's S3 ports, for the report (SeaweedFS names /tmp sockets after them)
 
@@ -75,15 +76,23 @@ def _redirect_caches(scratch: Path) -> dict[str, str]:
 # The stack's state dir, made now: Ray reads RAY_AUTH_MODE once, when it is first imported (test modules import it
 # at collection, long before the `stack` fixture runs), so the token-auth settings that `local env` exports must be
 # in the environment before then. The token file itself is written by `local.up` into this folder.
-STACK_DIR = Path(os.environ["GANSVC_TEST_STACK_DIR"] if _SECOND_IMPORT
-                 else tempfile.mkdtemp(prefix="gst-", dir=SHORT_TMP))
+STACK_DIR = Path(
+    os.environ["GANSVC_TEST_STACK_DIR"] if _SECOND_IMPORT else tempfile.mkdtemp(prefix="gst-", dir=SHORT_TMP)
+)
 
 if not _SECOND_IMPORT:
     _REMOVE_AT_EXIT.append(STACK_DIR)  # made at import: removed at the end even when no test starts the stack
     os.environ.update(_redirect_caches(SCRATCH))
-    os.environ.update({"GANSVC_TEST_SCRATCH": str(SCRATCH), "GANSVC_TEST_ORIGINAL_TMP": str(ORIGINAL_TMP),
-                       "GANSVC_TEST_SCRATCH_PID": str(os.getpid()), "GANSVC_TEST_STACK_DIR": str(STACK_DIR),
-                       "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(STACK_DIR / local.TOKEN_FILE)})
+    os.environ.update(
+        {
+            "GANSVC_TEST_SCRATCH": str(SCRATCH),
+            "GANSVC_TEST_ORIGINAL_TMP": str(ORIGINAL_TMP),
+            "GANSVC_TEST_SCRATCH_PID": str(os.getpid()),
+            "GANSVC_TEST_STACK_DIR": str(STACK_DIR),
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN_PATH": str(STACK_DIR / local.TOKEN_FILE),
+        }
+    )
     os.environ.pop("RAY_AUTH_TOKEN", None)  # a token of the caller's environment would win over the stack's file
     tempfile.tempdir = os.environ["TMPDIR"]  # tempfile caches its folder at first use: re-point it too
 
@@ -108,8 +117,16 @@ def _write_report(path: str) -> None:
     should remove what they create; the scratch folder removes the rest regardless)."""
     tmp = SCRATCH / "tmp"
     left = sorted(p.name for p in tmp.iterdir()) if tmp.is_dir() else []
-    Path(path).write_text(json.dumps({"scratch": str(SCRATCH), "removed": [str(p) for p in _REMOVE_AT_EXIT],
-                                      "left_in_tmp": left, "stack_ports": _STACK_PORTS}))
+    Path(path).write_text(
+        json.dumps(
+            {
+                "scratch": str(SCRATCH),
+                "removed": [str(p) for p in _REMOVE_AT_EXIT],
+                "left_in_tmp": left,
+                "stack_ports": _STACK_PORTS,
+            }
+        )
+    )
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

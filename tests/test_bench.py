@@ -47,9 +47,26 @@ def test_reference_step_trains_every_net(family: str, one_torch_thread: None) ->
 def test_train_bench_runs_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "train.jsonl"
     families = ["dcgan", "wgan-gp", "cyclegan", "segmenter"]  # adversarial, critic+GP, translation, no reference
-    proc = subprocess.run([sys.executable, str(BENCH / "train_bench.py"), "--quick", "--preset", "smoke",
-                           "--rounds", "1", "--threads", "1", "--families", ",".join(families), "--out", str(out)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "train_bench.py"),
+            "--quick",
+            "--preset",
+            "smoke",
+            "--rounds",
+            "1",
+            "--threads",
+            "1",
+            "--families",
+            ",".join(families),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     by = {(r["family"], r["variant"]): r for r in rows}

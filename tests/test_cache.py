@@ -54,20 +54,36 @@ def png(value: int, size: int = 8, mode: str = "RGB") -> bytes:
     return buf.getvalue()
 
 
-def write_dataset(root: str, files: dict[str, bytes], files_root: str = "", fingerprint: str = "fp",
-                  created: str = "2026-01-01T00:00:00+00:00", masks: dict[str, str] | None = None,
-                  num_classes: int = 0, attributes: dict[str, list[str]] | None = None,
-                  labels: dict[str, list[str]] | None = None) -> Manifest:
+def write_dataset(
+    root: str,
+    files: dict[str, bytes],
+    files_root: str = "",
+    fingerprint: str = "fp",
+    created: str = "2026-01-01T00:00:00+00:00",
+    masks: dict[str, str] | None = None,
+    num_classes: int = 0,
+    attributes: dict[str, list[str]] | None = None,
+    labels: dict[str, list[str]] | None = None,
+) -> Manifest:
     """Files (images of split `train`, plus any mask files) under `root/files_root/`, then manifest.json (last)."""
     base = storage.parse_uri(root)
     for rel, data in files.items():
         storage.write_bytes(base.join(files_root, rel).uri(), data)
     images = [r for r in files if r.startswith("train/")]
-    split = SplitInfo(count=len(images), files=images, sizes={"8x8": len(images)}, modes={"RGB": len(images)},
-                      masks=masks or {})
-    m = Manifest(layout="single", splits={"train": split}, channels=3, fingerprint=fingerprint,
-                 files_root=files_root, created=created, num_classes=num_classes, attributes=attributes or {},
-                 labels=labels or {})
+    split = SplitInfo(
+        count=len(images), files=images, sizes={"8x8": len(images)}, modes={"RGB": len(images)}, masks=masks or {}
+    )
+    m = Manifest(
+        layout="single",
+        splits={"train": split},
+        channels=3,
+        fingerprint=fingerprint,
+        files_root=files_root,
+        created=created,
+        num_classes=num_classes,
+        attributes=attributes or {},
+        labels=labels or {},
+    )
     storage.write_json(base.join("manifest.json").uri(), m.model_dump(mode="json"))
     return m
 
@@ -89,6 +105,7 @@ def flat(n: int, value: int) -> dict[str, bytes]:
 
 # ---- A: readers resolve files through the manifest's version ----------------------------------------------------
 
+
 @pytest.mark.parametrize("cache", ["", "tmp"])
 def test_reads_files_masks_and_labels_of_the_manifests_version(s3_prefix: str, tmp_path: Path, cache: str) -> None:
     files = flat(4, 10)
@@ -98,8 +115,15 @@ def test_reads_files_masks_and_labels_of_the_manifests_version(s3_prefix: str, t
     # a stale layout at the dataset root (what an unversioned reader would read), then the version under .v/abc
     for rel, data in {**flat(4, 200), **{k: png(2, mode="L") for k in mask_files}}.items():
         storage.write_bytes(f"{s3_prefix}/{rel}", data)
-    write_dataset(s3_prefix, {**files, **mask_files}, files_root=".v/abc", masks=masks, num_classes=3,
-                  attributes={"parity": ["even", "odd"]}, labels=labels)
+    write_dataset(
+        s3_prefix,
+        {**files, **mask_files},
+        files_root=".v/abc",
+        masks=masks,
+        num_classes=3,
+        attributes={"parity": ["even", "odd"]},
+        labels=labels,
+    )
     ds = ImageDataset(DataConfig(uri=s3_prefix, flip=False, cache_dir=str(tmp_path / "c") if cache else ""))
     assert values_read(ds) == {f"train/{i}.png": 10 + i for i in range(4)}
     for sample in ds.epoch_samples(0, 0, 0, 1):
@@ -128,11 +152,15 @@ def test_local_dataset_reads_its_version(tmp_path: Path) -> None:
 
 # ---- B: cache entries are keyed by content and endpoint, capped, LRU --------------------------------------------
 
+
 def test_overwritten_dataset_at_the_same_uris_is_not_served_from_the_cache(s3_prefix: str, tmp_path: Path) -> None:
     cache = str(tmp_path / "c")
     write_dataset(s3_prefix, flat(3, 10), fingerprint="f1")  # unversioned (files at the root): same URIs below
     assert set(values_read(ImageDataset(DataConfig(uri=s3_prefix, flip=False, cache_dir=cache))).values()) == {
-        10, 11, 12}
+        10,
+        11,
+        12,
+    }
     write_dataset(s3_prefix, flat(3, 90), fingerprint="f2", created="2026-02-02T00:00:00+00:00")
     again = ImageDataset(DataConfig(uri=s3_prefix, flip=False, cache_dir=cache))
     assert set(values_read(again).values()) == {90, 91, 92}, "the new bytes, not the cached old ones"
@@ -140,7 +168,8 @@ def test_overwritten_dataset_at_the_same_uris_is_not_served_from_the_cache(s3_pr
 
 
 def test_same_bucket_and_key_on_two_endpoints_never_share_cache_entries(
-        stack: local.StackState, s3_prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stack: local.StackState, s3_prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tests.conftest import free_port_base  # the module pytest loaded (tests/ is a package)
 
     cache = str(tmp_path / "c")
@@ -176,8 +205,9 @@ def _cached(src: ByteSource) -> set[str]:
     return {p.relative_to(src.cache.dir).as_posix() for p in src.cache.dir.rglob("*.bin") if p.is_file()}
 
 
-def test_default_cache_dir_and_cap_come_from_the_environment(s3_prefix: str, cache_home: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_cache_dir_and_cap_come_from_the_environment(
+    s3_prefix: str, cache_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write_dataset(s3_prefix, flat(1, 0))
     src = ByteSource(s3_prefix)
     assert src.cache is not None and src.cache.dir.parent == (cache_home / "data").resolve()
@@ -191,8 +221,9 @@ def test_default_cache_dir_and_cap_come_from_the_environment(s3_prefix: str, cac
             cache_max_bytes()
 
 
-def test_least_recently_used_files_are_evicted_over_the_cap(s3_prefix: str, cache_home: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_least_recently_used_files_are_evicted_over_the_cap(
+    s3_prefix: str, cache_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     blobs = _blobs(s3_prefix, 6)
     write_dataset(s3_prefix, flat(1, 0))
     monkeypatch.setenv("GANSVC_CACHE_MAX_GB", "0.0000035")  # 3500 bytes: three of the 1000-byte files
@@ -224,8 +255,9 @@ def test_least_recently_used_files_are_evicted_over_the_cap(s3_prefix: str, cach
 
 
 @pytest.mark.timeout(180)
-def test_processes_sharing_a_small_cache_read_correct_bytes(s3_prefix: str, cache_home: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_processes_sharing_a_small_cache_read_correct_bytes(
+    s3_prefix: str, cache_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """This process and another one (four threads each) read 30 files in shuffled orders through one cache capped
     at ~5 files: evictions run while the other process reads and writes; every read returns the object's bytes."""
     _blobs(s3_prefix, 30)
@@ -241,9 +273,15 @@ def test_processes_sharing_a_small_cache_read_correct_bytes(s3_prefix: str, cach
         "rels = [f'train/{i}.bin' for i in range(30)] * 4\n"
         "random.Random(int(sys.argv[2])).shuffle(rels)\n"
         "bad = [r for r, d in zip(rels, ThreadPoolExecutor(4).map(src.read, rels)) if d != bytes([int(r[6:-4])]) * 1000]\n"
-        "print('BAD', bad) if bad else print('OK')\n")
-    other = subprocess.Popen([sys.executable, "-c", script, s3_prefix, "1"], text=True, stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        "print('BAD', bad) if bad else print('OK')\n"
+    )
+    other = subprocess.Popen(
+        [sys.executable, "-c", script, s3_prefix, "1"],
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         assert other.stdout is not None and other.stdin is not None
         assert other.stdout.readline().strip() == "READY", other.stderr.read() if other.poll() is not None else ""
@@ -284,8 +322,16 @@ def test_reference_statistics_follow_the_dataset_version(s3_prefix: str, tmp_pat
 
 # ---- D: unsafe names never leave the dataset or the cache folder -------------------------------------------------
 
-BAD_NAMES = ["../escape.bin", "train/../../escape.bin", "/etc/passwd", "train//0.png", "train\\0.png",
-             "./train/0.png", "", "train/0.png/.."]
+BAD_NAMES = [
+    "../escape.bin",
+    "train/../../escape.bin",
+    "/etc/passwd",
+    "train//0.png",
+    "train\\0.png",
+    "./train/0.png",
+    "",
+    "train/0.png/..",
+]
 
 
 def _files_under(path: Path) -> set[str]:
@@ -333,4 +379,3 @@ def test_an_unsafe_files_root_is_refused(s3_prefix: str, tmp_path: Path) -> None
     for bad in ("..", "../other", "/abs", ".v//x"):
         with pytest.raises(UnsafePathError, match="files_root"):
             ByteSource(s3_prefix, str(tmp_path / "c"), manifest=good.model_copy(update={"files_root": bad}))
-

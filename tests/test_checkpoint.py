@@ -14,9 +14,20 @@ import pytest
 import torch
 
 from gansvc import storage
-from gansvc.checkpoint import (META_FILE, MODEL_FILE, TRAIN_FILE, CheckpointError, checkpoint_step, drop_best,
-                               inference_payload, read_best, save_checkpoint, save_rng, validate_checkpoint,
-                               write_best)
+from gansvc.checkpoint import (
+    META_FILE,
+    MODEL_FILE,
+    TRAIN_FILE,
+    CheckpointError,
+    checkpoint_step,
+    drop_best,
+    inference_payload,
+    read_best,
+    save_checkpoint,
+    save_rng,
+    validate_checkpoint,
+    write_best,
+)
 from gansvc.data.spec import DataSpec
 from gansvc.families import FAMILIES
 
@@ -66,6 +77,7 @@ def test_checkpoint_dir_names() -> None:
 
 # ------------------------------------------------------------------------------------------------------------ best/
 
+
 def _model_bytes(seed: int) -> bytes:
     spec = FAMILIES["dcgan"]
     cfg = spec.make_config("smoke")
@@ -102,23 +114,32 @@ def _evaluator(shapes: str, run_uri: str, start_step: int) -> Any:
     from gansvc.data.pipeline import ImageDataset
     from gansvc.train.evaluation import Evaluator
 
-    cfg = build_config({"family": "dcgan", "preset": "smoke", "data": {"uri": shapes, "cache_dir": ""},
-                        "loop": {"max_steps": 30, "batch_size": 8, "grid_size": 4},
-                        "metrics": {"samples": 16, "reference_samples": 16}})
+    cfg = build_config(
+        {
+            "family": "dcgan",
+            "preset": "smoke",
+            "data": {"uri": shapes, "cache_dir": ""},
+            "loop": {"max_steps": 30, "batch_size": 8, "grid_size": 4},
+            "metrics": {"samples": 16, "reference_samples": 16},
+        }
+    )
     spec = cfg.spec()
     return Evaluator(cfg, spec, cfg.family_config(), ImageDataset(cfg.data), run_uri, torch.device("cpu"), start_step)
 
 
 def _run_with_history(run: str) -> None:
     """A run whose failed attempt evaluated steps 10, 20 (best, swd 1.0) and 30 and then died before checkpoint 20."""
-    storage.write_json(f"{run}/history.json", [{"step": 10, "swd": 5.0}, {"step": 15, "loss_d": 1.0},
-                                               {"step": 20, "swd": 1.0}, {"step": 30, "swd": 3.0}])
+    storage.write_json(
+        f"{run}/history.json",
+        [{"step": 10, "swd": 5.0}, {"step": 15, "loss_d": 1.0}, {"step": 20, "swd": 1.0}, {"step": 30, "swd": 3.0}],
+    )
     storage.write_bytes(f"{run}/checkpoint-00000010/{MODEL_FILE}", _model_bytes(10))
     write_best(run, _model_bytes(20), {"step": 20, "metric": "swd", "value": 1.0, "metrics": {"swd": 1.0}})
 
 
-def test_resumed_run_rolls_best_back_to_its_history(shapes: str, s3_prefix: str, one_torch_thread: None,
-                                                    capsys: pytest.CaptureFixture) -> None:
+def test_resumed_run_rolls_best_back_to_its_history(
+    shapes: str, s3_prefix: str, one_torch_thread: None, capsys: pytest.CaptureFixture
+) -> None:
     """issue 13 #16: a run resumed at step S whose best/ came from a step after S gets the best of the history up to S
     (from that step's checkpoint), and its history ends at S."""
     run = f"{s3_prefix}/run"
@@ -144,6 +165,7 @@ def test_resumed_run_drops_a_best_it_cannot_rebuild(shapes: str, s3_prefix: str,
 
 # ------------------------------------------------------------------------------------------------ failure policy
 
+
 def test_failure_policy_stops_deterministic_errors_and_retries_the_rest() -> None:
     from ray.train import FailureConfig
     from ray.train.v2._internal.execution.failure_handling import FailureDecision
@@ -154,8 +176,10 @@ def test_failure_policy_stops_deterministic_errors_and_retries_the_rest() -> Non
     assert install_policy() and policy_installed(), "this Ray's trainer module no longer has the policy hook"
     policy = make_policy(FailureConfig(max_failures=2))
     for err in (ValueError("has no testB split"), KeyError("G"), TypeError("bad"), DeterministicError("x")):
-        assert policy.make_decision(WorkerGroupError("e", {0: RuntimeError("collective aborted"), 1: err})) \
-            == FailureDecision.RAISE, err
+        assert (
+            policy.make_decision(WorkerGroupError("e", {0: RuntimeError("collective aborted"), 1: err}))
+            == FailureDecision.RAISE
+        ), err
     for err in (RuntimeError("gloo: connection closed"), ConnectionError("reset"), OSError("S3 down")):
         policy = make_policy(FailureConfig(max_failures=2))  # a fresh budget of 2 restarts each
         assert policy.make_decision(WorkerGroupError("e", {0: err})) == FailureDecision.RETRY, err

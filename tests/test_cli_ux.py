@@ -18,8 +18,13 @@ def test_activate_hint_when_the_shell_would_not_find_this_python(tmp_path: Path)
     hint = activate_hint({"PATH": str(tmp_path)})  # a shell whose PATH lacks this environment
     assert hint is not None
     # the printed line, run by a shell, puts this environment's python first: it imports gansvc's dependencies
-    out = subprocess.run(["bash", "-c", f"{hint} && python -c 'import sys, PIL, ray; print(sys.prefix)'"],
-                         capture_output=True, text=True, env={**os.environ, "PATH": "/usr/bin:/bin"}, timeout=60)
+    out = subprocess.run(
+        ["bash", "-c", f"{hint} && python -c 'import sys, PIL, ray; print(sys.prefix)'"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert Path(out.stdout.strip()).resolve() == Path(sys.prefix).resolve()
     # already active: no hint
@@ -30,11 +35,13 @@ def test_run_summary_names_the_checkpoint_by_its_uri() -> None:
     """Ray reports a checkpoint by its pyarrow path (`bucket/prefix/...`); the summary gives the s3:// URI a user
     can pass to `registry promote` (issue 16.10)."""
     from gansvc import storage
-    from gansvc.train.__main__ import checkpoint_uri
+    from gansvc.train.run import checkpoint_uri
 
     run = storage.parse_uri("s3://gansvc/runs/shapes-1")
-    assert checkpoint_uri(run, "gansvc/runs/shapes-1/checkpoint-00000400") == \
-        "s3://gansvc/runs/shapes-1/checkpoint-00000400"
+    assert (
+        checkpoint_uri(run, "gansvc/runs/shapes-1/checkpoint-00000400")
+        == "s3://gansvc/runs/shapes-1/checkpoint-00000400"
+    )
     local = storage.parse_uri("/tmp/runs/shapes-1")
     assert checkpoint_uri(local, "/tmp/runs/shapes-1/checkpoint-00000400") == "/tmp/runs/shapes-1/checkpoint-00000400"
 
@@ -73,7 +80,7 @@ def test_image_errors_name_the_problem_not_a_python_object() -> None:
 def test_train_env_defaults_leave_the_users_values(monkeypatch: pytest.MonkeyPatch) -> None:
     """Ray Train's 2 s default poll would cap reports at one per 2 s (runs use 0.1 s) and its preemption watcher is
     off, unless the user set either variable."""
-    from gansvc.train.__main__ import TRAIN_POLL_S, train_env_defaults
+    from gansvc.train.run import TRAIN_POLL_S, train_env_defaults
 
     monkeypatch.delenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", raising=False)
     monkeypatch.setenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "1")
@@ -85,3 +92,28 @@ def test_train_env_defaults_leave_the_users_values(monkeypatch: pytest.MonkeyPat
     train_env_defaults()
     assert os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "1.5"
     assert os.environ["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "0"
+
+
+# what `python -m MODULE --help` and a wrong flag import: the modules of torch and Ray (seconds to load) must not be
+# among them (issue 16.10: every CLI call took 3-6 s)
+_IMPORTED = (
+    "import runpy, sys\nsys.argv = [sys.argv[1], *sys.argv[2:]]\ntry:\n"
+    "    runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\nexcept SystemExit:\n    pass\n"
+    "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'ray', 'torchvision', 'numpy'}))"
+)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["gansvc.train", "--help"],
+        ["gansvc.train", "dcgan", "--max-steps", "x"],
+        ["gansvc.tune", "--help"],
+        ["gansvc.tune", "a.yaml", "--num-samples", "x"],
+    ],
+)
+def test_help_and_argument_errors_load_neither_torch_nor_ray(argv: list[str]) -> None:
+    out = subprocess.run([sys.executable, "-c", _IMPORTED, *argv], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout[-2000:]
+    assert "usage: python -m " in out.stdout + out.stderr

@@ -12,9 +12,20 @@ from gansvc.train.evaluation import is_train_term, plot_curves
 
 
 def _history(terms: tuple[str, ...]) -> list[dict[str, float]]:
-    return [{"step": s, "epoch": 0, "lr": 2e-4, "lr/G": 2e-4, "grad_norm/G_A": 3.0, "images_per_s": 10.0,
-             "step_time_s": 0.1, "data_wait_frac": 0.0, **{t: 1.0 + 0.1 * s + i for i, t in enumerate(terms)}}
-            for s in range(1, 6)]
+    return [
+        {
+            "step": s,
+            "epoch": 0,
+            "lr": 2e-4,
+            "lr/G": 2e-4,
+            "grad_norm/G_A": 3.0,
+            "images_per_s": 10.0,
+            "step_time_s": 0.1,
+            "data_wait_frac": 0.0,
+            **{t: 1.0 + 0.1 * s + i for i, t in enumerate(terms)},
+        }
+        for s in range(1, 6)
+    ]
 
 
 def _coloured_pixels(png: bytes) -> int:

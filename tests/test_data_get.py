@@ -37,6 +37,7 @@ CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 
 # ------------------------------------------------------------------------------------------------ upstream formats
 
+
 def cifar_archive(per_batch: int = 3, test: int = 4, seed: int = 0) -> tuple[bytes, dict[str, tuple[int, np.ndarray]]]:
     """A cifar-10-binary.tar.gz as the publisher lays it out, and what it holds: rel -> (label, HxWx3 image)."""
     rng = np.random.default_rng(seed)
@@ -84,6 +85,7 @@ def cyclegan_zip(name: str = "horse2zebra", seed: int = 0) -> bytes:
 
 # ------------------------------------------------------------------------------------------------ the server
 
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
@@ -111,7 +113,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         cutting = (path.startswith("/cut/") and self.server.cutting) or (path.startswith("/cut-once/") and first)
         cut = self.server.cut_at if cutting else None
-        self.wfile.write(data[start:] if cut is None else data[start:start + cut])
+        self.wfile.write(data[start:] if cut is None else data[start : start + cut])
         if cut is not None:  # drop the connection with the Content-Length unmet (the truncated download)
             self.wfile.flush()
             self.connection.shutdown(socket.SHUT_RDWR)
@@ -177,8 +179,10 @@ def _records(tmp_path: Path) -> dict[str, dict[str, str]]:
 
 # ------------------------------------------------------------------------------------------------ tests
 
-def test_cifar10_from_catalog_url_parses_every_record(env: _Server, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+
+def test_cifar10_from_catalog_url_parses_every_record(
+    env: _Server, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     data, expected = cifar_archive()
     env.files["cifar-10-binary.tar.gz"] = data
     _pin_cifar(monkeypatch, data)
@@ -207,8 +211,9 @@ def test_cifar10_from_catalog_url_parses_every_record(env: _Server, tmp_path: Pa
     assert "advice    augmentation: cifar10: a random horizontal flip is right" in capsys.readouterr().out
 
 
-def test_pinned_md5_mismatch_is_refused_and_nothing_is_written(env: _Server, tmp_path: Path,
-                                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_pinned_md5_mismatch_is_refused_and_nothing_is_written(
+    env: _Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data, _ = cifar_archive()
     env.files["cifar-10-binary.tar.gz"] = data  # not the publisher's file: the pinned MD5 refuses it
     dest = tmp_path / "cifar"
@@ -230,15 +235,20 @@ def test_pinned_md5_mismatch_is_refused_and_nothing_is_written(env: _Server, tmp
     assert read_manifest(str(dest)).splits["train"].count == 15
 
 
-def test_cyclegan_zip_from_file_records_sha256_and_refuses_another_copy(env: _Server, tmp_path: Path,
-                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_cyclegan_zip_from_file_records_sha256_and_refuses_another_copy(
+    env: _Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     good = tmp_path / "horse2zebra.zip"
     good.write_bytes(cyclegan_zip())
     rc, out, err = _run(capsys, "horse2zebra", str(tmp_path / "h2z"), "--from", str(good))
     assert rc == 0, err
     m = read_manifest(str(tmp_path / "h2z"))
     assert m.layout == "unpaired" and {k: s.count for k, s in m.splits.items()} == {
-        "trainA": 3, "trainB": 3, "testA": 2, "testB": 2}  # the zip's top folder horse2zebra/ was stepped into
+        "trainA": 3,
+        "trainB": 3,
+        "testA": 2,
+        "testB": 2,
+    }  # the zip's top folder horse2zebra/ was stepped into
     sha = hashlib.sha256(good.read_bytes()).hexdigest()
     assert _records(tmp_path)["horse2zebra"]["sha256"] == sha and m.source == f"catalog:horse2zebra:sha256={sha}"
     assert env.requests == []  # a local file: no download
@@ -269,8 +279,9 @@ def test_cyclegan_zip_from_catalog_url_to_s3(env: _Server, s3_prefix: str, capsy
     assert rc == 0 and "up to date" in out and len(env.hits("/mirror/horse2zebra.zip")) == 1
 
 
-def test_from_mirror_url_and_default_dest(env: _Server, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_from_mirror_url_and_default_dest(
+    env: _Server, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     env.files["apple2orange.zip"] = cyclegan_zip("apple2orange")
     rc, _, err = _run(capsys, "apple2orange", "--from", env.url("/elsewhere/apple2orange.zip"))
     assert rc == 2 and "GANSVC_STORAGE" in err and "DEST" in err  # no destination given, none configured
@@ -281,8 +292,9 @@ def test_from_mirror_url_and_default_dest(env: _Server, tmp_path: Path, capsys: 
     assert len(env.hits("/elsewhere/apple2orange.zip")) == 1 and not env.hits("/mirror/apple2orange.zip")
 
 
-def test_cut_download_is_refused_cleanly_then_resumed(env: _Server, tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_cut_download_is_refused_cleanly_then_resumed(
+    env: _Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = cyclegan_zip("facades")
     env.files["facades.zip"] = data
     env.cut_at = len(data) // 3
@@ -318,8 +330,9 @@ def test_unreachable_url_says_to_use_from(env: _Server, tmp_path: Path, capsys: 
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    rc, _, err = _run(capsys, "horse2zebra", str(tmp_path / "d"), "--from", f"http://127.0.0.1:{port}/h.zip",
-                      "--retries", "0")
+    rc, _, err = _run(
+        capsys, "horse2zebra", str(tmp_path / "d"), "--from", f"http://127.0.0.1:{port}/h.zip", "--retries", "0"
+    )
     assert rc == 2 and "--from URL_OR_FILE with a mirror or a local copy" in err
     rc, _, err = _run(capsys, "horse2zebra", str(tmp_path / "d"))  # the mirror has no such file: HTTP 404
     assert rc == 2 and "HTTP 404" in err and "--from" in err
@@ -330,8 +343,20 @@ def test_list_names_every_entry_and_its_verification(capsys: pytest.CaptureFixtu
     rc, out, _ = _run(capsys, "--list")
     assert rc == 0
     rows = {line.split()[0]: line for line in out.splitlines() if line and not line.startswith((" ", "-", "NAME"))}
-    for name in ("horse2zebra", "apple2orange", "summer2winter_yosemite", "monet2photo", "vangogh2photo", "facades",
-                 "maps", "cifar10", "selfie2anime", "cat2dog", "anime-faces", "gta2cityscapes"):
+    for name in (
+        "horse2zebra",
+        "apple2orange",
+        "summer2winter_yosemite",
+        "monet2photo",
+        "vangogh2photo",
+        "facades",
+        "maps",
+        "cifar10",
+        "selfie2anime",
+        "cat2dog",
+        "anime-faces",
+        "gta2cityscapes",
+    ):
         assert name in rows, name
     assert catalog.PINNED in rows["cifar10"] and "162 MB" in rows["cifar10"]
     assert catalog.RECORDED in rows["horse2zebra"] and catalog.MANUAL in rows["gta2cityscapes"]
@@ -339,8 +364,9 @@ def test_list_names_every_entry_and_its_verification(capsys: pytest.CaptureFixtu
     assert "acgan" in rows["cifar10"] and "001" in rows["gta2cityscapes"]
 
 
-def test_manual_entry_prints_where_and_the_put_command(env: _Server, tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_manual_entry_prints_where_and_the_put_command(
+    env: _Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     rc, out, err = _run(capsys, "selfie2anime", str(tmp_path / "s2a"))
     assert rc == 3 and "1xOWj1UVgp6NKMT3HbPhBbtq2A4EDkghF" in out
     assert f"python -m gansvc.data put selfie2anime.zip {tmp_path / 's2a'}" in out
@@ -399,8 +425,9 @@ def test_cifar_parser_refuses_a_truncated_batch(tmp_path: Path) -> None:
         convert(tmp_path / "b.tar.gz", tmp_path / "out2")
 
 
-def test_wrong_file_is_neither_recorded_nor_kept(env: _Server, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wrong_file_is_neither_recorded_nor_kept(
+    env: _Server, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     # a first download has no hash to check: an error page served as the zip must not become the recorded hash
     env.files["horse2zebra.zip"] = b"<html>quota exceeded</html>"
     rc, _, err = _run(capsys, "horse2zebra", str(tmp_path / "h"))
@@ -436,8 +463,19 @@ def test_cityscapes_masks_convert_label_ids_for_put(tmp_path: Path, capsys: pyte
     pal.putpalette(list(range(256)) * 3)
     pal.save(gta / "00001.png")
     ds = tmp_path / "ds"
-    assert main(["cityscapes-masks", str(tmp_path / "gtFine" / "train"), str(ds / "trainB_masks"),
-                 "--classes", str(ds / "classes.txt"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "cityscapes-masks",
+                str(tmp_path / "gtFine" / "train"),
+                str(ds / "trainB_masks"),
+                "--classes",
+                str(ds / "classes.txt"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert main(["cityscapes-masks", str(gta), str(ds / "trainA_masks"), "--quiet"]) == 0
     capsys.readouterr()
     got = np.asarray(Image.open(ds / "trainB_masks" / "aachen" / "aachen_000000_000019_leftImg8bit.png"))

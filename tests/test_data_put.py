@@ -65,8 +65,9 @@ def test_put_folder_validates_and_writes_manifest(tmp_path: Path, s3_prefix: str
     assert m.object_rel("train/broken.png") not in keys and m.object_rel("train/notes.txt") not in keys
     assert "train/broken.png" not in keys and "train/notes.txt" not in keys
     assert keys == {m.object_rel(rel) for rel in m.stored_files()} | {"manifest.json"}
-    assert storage.read_bytes(f"{s3_prefix}/{m.object_rel('train/img0.png')}") == \
-        (src / "train" / "img0.png").read_bytes()
+    assert (
+        storage.read_bytes(f"{s3_prefix}/{m.object_rel('train/img0.png')}") == (src / "train" / "img0.png").read_bytes()
+    )
 
 
 def test_reput_same_source_is_a_noop(tmp_path: Path, s3_prefix: str) -> None:
@@ -141,8 +142,9 @@ def http_dir(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     server.shutdown()
 
 
-def test_put_url_of_zip(tmp_path: Path, s3_prefix: str, http_dir: tuple[str, Path],
-                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_put_url_of_zip(
+    tmp_path: Path, s3_prefix: str, http_dir: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     url, root = http_dir
     monkeypatch.setenv("GANSVC_CACHE_DIR", str(tmp_path / "cache"))
     _official_zip(tmp_path).rename(root / "tiny2zebra.zip")
@@ -160,13 +162,17 @@ def _labelled(root: Path, csv_text: str) -> Path:
 
 
 def test_labels_csv(tmp_path: Path, s3_prefix: str) -> None:
-    src = _labelled(tmp_path / "src", "file,hair_color,eye_color\ntrain/0.png,blue,red\n1.png,blonde,red\n"
-                                      "2.png,blue,green\n")
+    src = _labelled(
+        tmp_path / "src", "file,hair_color,eye_color\ntrain/0.png,blue,red\n1.png,blonde,red\n2.png,blue,green\n"
+    )
     put(str(src), s3_prefix, quiet=True)
     m = read_manifest(s3_prefix)
     assert m.attributes == {"hair_color": ["blonde", "blue"], "eye_color": ["green", "red"]}
-    assert m.labels == {"train/0.png": ["blue", "red"], "train/1.png": ["blonde", "red"],
-                        "train/2.png": ["blue", "green"]}
+    assert m.labels == {
+        "train/0.png": ["blue", "red"],
+        "train/1.png": ["blonde", "red"],
+        "train/2.png": ["blue", "green"],
+    }
     assert storage.exists(f"{s3_prefix}/{m.object_rel('labels.csv')}")
 
 
@@ -238,8 +244,9 @@ def test_synth_stripes_b_differs_from_a_in_colour_and_texture(tmp_path: Path) ->
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gansvc.data", *args], capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ))
+    return subprocess.run(
+        [sys.executable, "-m", "gansvc.data", *args], capture_output=True, text=True, timeout=300, env=dict(os.environ)
+    )
 
 
 def test_cli_synth_put_info(tmp_path: Path, s3_prefix: str) -> None:
@@ -259,7 +266,8 @@ def test_cli_synth_put_info(tmp_path: Path, s3_prefix: str) -> None:
 
 
 def test_info_json_leaves_file_lists_out_unless_asked_and_preview_counts_pairs(
-        tmp_path: Path, synth_put: Callable[..., str], capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, synth_put: Callable[..., str], capsys: pytest.CaptureFixture[str]
+) -> None:
     """`data info --json` is a summary (counts, no per-file lists) unless `--files`; `preview --n 4` of unpaired
     data says 4 pairs, not 8 images (issue 16.10)."""
     import json

@@ -64,15 +64,24 @@ def keys(dest: str) -> set[str]:
 
 
 def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gansvc.data", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "gansvc.data", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def start_paused_put(src: Path, dest: str, point: str, *extra: str) -> subprocess.Popen[str]:
     """A real put process that stops at `point` (ingest._pause_point) and waits there; returns once it is there."""
-    proc = subprocess.Popen([sys.executable, "-m", "gansvc.data", "put", str(src), dest, "--threads", "1", "--quiet",
-                             *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, ingest.PAUSE_ENV: point})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gansvc.data", "put", str(src), dest, "--threads", "1", "--quiet", *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, ingest.PAUSE_ENV: point},
+    )
     deadline, seen = time.monotonic() + 90, []
     while time.monotonic() < deadline:
         ready, _, _ = select.select([proc.stderr], [], [], 1.0)
@@ -95,6 +104,7 @@ def sigkill(proc: subprocess.Popen[str]) -> None:
 
 
 # ------------------------------------------------------------------------------------------- 1. destructive overwrite
+
 
 def test_overwrite_refuses_prefix_without_manifest(tmp_path: Path, s3_prefix: str) -> None:
     """The reported loss: `put SRC DEST --overwrite` onto a prefix holding runs/registry and no manifest."""
@@ -150,6 +160,7 @@ def test_overwrite_of_an_unversioned_dataset(tmp_path: Path, s3_prefix: str) -> 
 
 
 # --------------------------------------------------------------------------------- 2. immutable versions, killed puts
+
 
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("point", ["upload:1", "upload:5", "commit", "committed", "delete:3"])
@@ -214,8 +225,7 @@ BAD_PATHS = ["../../x.png", "/etc/x.png", "train\\..\\..\\x.png", "train//x.png"
 
 
 def _manifest_dict(**over: object) -> dict:
-    m = {"layout": "single", "channels": 3,
-         "splits": {"train": {"count": 1, "files": ["train/a.png"], "masks": {}}}}
+    m = {"layout": "single", "channels": 3, "splits": {"train": {"count": 1, "files": ["train/a.png"], "masks": {}}}}
     m.update(over)
     return m
 
@@ -243,8 +253,9 @@ def test_manifest_refuses_unsafe_paths(bad: str, where: str) -> None:
 
 
 def test_read_manifest_refuses_escaping_manifest(tmp_path: Path, s3_prefix: str) -> None:
-    storage.write_json(f"{s3_prefix}/manifest.json",
-                       _manifest_dict(splits={"train": {"count": 1, "files": ["../../../etc/passwd"]}}))
+    storage.write_json(
+        f"{s3_prefix}/manifest.json", _manifest_dict(splits={"train": {"count": 1, "files": ["../../../etc/passwd"]}})
+    )
     with pytest.raises(storage.StorageError, match=r"unsafe path in splits.train.files: '../../../etc/passwd'"):
         read_manifest(s3_prefix)
     image_folder(tmp_path / "src", seed=1)
@@ -275,6 +286,7 @@ def test_zip_with_escaping_entries(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------- 5. content identity
 
+
 def test_same_content_extracted_elsewhere_is_the_same_dataset(tmp_path: Path, s3_prefix: str) -> None:
     image_folder(tmp_path / "a", seed=1)
     put(str(tmp_path / "a"), s3_prefix, quiet=True)
@@ -302,6 +314,7 @@ def test_changed_content_with_same_size_and_time_is_a_new_version(tmp_path: Path
 
 
 # --------------------------------------------------------------------------------------------- 7. zip limits, 19 close
+
 
 def _zip(path: Path, entries: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> Path:
     with zipfile.ZipFile(path, "w", compression=method) as zf:
@@ -370,6 +383,7 @@ def _fd_target(fd: str) -> str:
 
 # ------------------------------------------------------------------------------------ 15b. unpaired test split pairs
 
+
 @pytest.mark.parametrize(("present", "missing"), [("testA", "testB"), ("testB", "testA")])
 def test_unpaired_test_split_needs_both_domains(tmp_path: Path, s3_prefix: str, present: str, missing: str) -> None:
     src = tmp_path / "src"
@@ -387,13 +401,15 @@ def test_unpaired_test_split_needs_both_domains(tmp_path: Path, s3_prefix: str, 
 
 # ------------------------------------------------------------------------------------------------- 6. http sources
 
+
 class _Blob(http.server.BaseHTTPRequestHandler):
     """Serves `blob` with Range support; the first `cuts` responses stop halfway (Content-Length says more)."""
+
     blob = b""
     cuts = 0
     requests: list[str] = []
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         cls = type(self)
         rng = self.headers.get("Range")
         cls.requests.append(rng or "")
@@ -427,8 +443,9 @@ def blob_server() -> Iterator[tuple[str, type[_Blob]]]:
     server.server_close()
 
 
-def test_cut_download_is_resumed_not_cached(tmp_path: Path, s3_prefix: str, blob_server: tuple[str, type[_Blob]],
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cut_download_is_resumed_not_cached(
+    tmp_path: Path, s3_prefix: str, blob_server: tuple[str, type[_Blob]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Before: the cut zip was cached for good ("not a valid zip"). Now: resumed with Range, then put."""
     monkeypatch.setenv("GANSVC_CACHE_DIR", str(tmp_path / "cache"))
     url, handler = blob_server
@@ -446,8 +463,15 @@ def test_cut_download_is_resumed_not_cached(tmp_path: Path, s3_prefix: str, blob
 def test_download_cap(tmp_path: Path, s3_prefix: str, blob_server: tuple[str, type[_Blob]]) -> None:
     url, handler = blob_server
     handler.blob = bytes(5000)
-    out = cli("put", f"{url}/big.zip", s3_prefix, "--quiet", "--max-download-gb", "0.000001",
-              env={"GANSVC_CACHE_DIR": str(tmp_path / "cache")})
+    out = cli(
+        "put",
+        f"{url}/big.zip",
+        s3_prefix,
+        "--quiet",
+        "--max-download-gb",
+        "0.000001",
+        env={"GANSVC_CACHE_DIR": str(tmp_path / "cache")},
+    )
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "cannot download" in out.stderr and "over the download cap of 1000 bytes" in out.stderr
     assert not [p for p in (tmp_path / "cache").rglob("*") if p.is_file() and not p.name.endswith(".lock")]

@@ -17,8 +17,15 @@ from PIL import Image
 
 from gansvc import storage
 from gansvc.data import decoded
-from gansvc.data.decoded import (DecodedBatchStream, crop_flip, draw_batch_geometry, flip_rows,
-                                 gather_crops, open_store, open_stream)
+from gansvc.data.decoded import (
+    DecodedBatchStream,
+    crop_flip,
+    draw_batch_geometry,
+    flip_rows,
+    gather_crops,
+    open_store,
+    open_stream,
+)
 from gansvc.data.manifest import Manifest, SplitInfo
 from gansvc.data.pipeline import BatchStream, DataConfig, ImageDataset
 
@@ -31,8 +38,9 @@ def _png(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def write_dataset(root: Path, images: list[np.ndarray], masks: list[np.ndarray] | None = None,
-                  labelled: bool = False, tag: str = "v1") -> str:
+def write_dataset(
+    root: Path, images: list[np.ndarray], masks: list[np.ndarray] | None = None, labelled: bool = False, tag: str = "v1"
+) -> str:
     """A local single-layout dataset of the given uint8 arrays (and masks, labels), with its manifest; `tag` is its
     content fingerprint (a new tag: a new dataset version, as an overwrite by `data put` makes)."""
     files = [f"train/{i:04d}.png" for i in range(len(images))]
@@ -47,10 +55,16 @@ def write_dataset(root: Path, images: list[np.ndarray], masks: list[np.ndarray] 
         sizes[k] = sizes.get(k, 0) + 1
     attrs = {"parity": ["even", "odd"]} if labelled else {}
     labels = {f: [("even", "odd")[i % 2]] for i, f in enumerate(files)} if labelled else {}
-    m = Manifest(layout="single", splits={"train": SplitInfo(count=len(files), files=files, sizes=sizes,
-                                                             masks=mask_files)},
-                 channels=3 if images[0].ndim == 3 else 1, attributes=attrs, labels=labels,
-                 num_classes=256 if masks is not None else 0, fingerprint=tag, created=tag)
+    m = Manifest(
+        layout="single",
+        splits={"train": SplitInfo(count=len(files), files=files, sizes=sizes, masks=mask_files)},
+        channels=3 if images[0].ndim == 3 else 1,
+        attributes=attrs,
+        labels=labels,
+        num_classes=256 if masks is not None else 0,
+        fingerprint=tag,
+        created=tag,
+    )
     storage.write_json(str(root / "manifest.json"), m.model_dump(mode="json"))
     return str(root)
 
@@ -97,13 +111,13 @@ def _decoded(ds: ImageDataset, batch_size: int, **kw: object) -> DecodedBatchStr
 
 # ---- (a) pixels -----------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("channels", [3, 1])
 def test_pixels_equal_the_per_file_path(photos: str, tmp_path: Path, channels: int) -> None:
     """Center crop, no flip: bit-identical batches (bicubic resize to the load size, crop, x / 127.5 - 1) for RGB and
     grayscale, masks (nearest resize) and labels, in the same order, over an epoch boundary."""
-    ds = ImageDataset(_cfg(photos, tmp_path, size=16, load_size=(22, 20), crop="center", flip=False,
-                           channels=channels))
+    ds = ImageDataset(_cfg(photos, tmp_path, size=16, load_size=(22, 20), crop="center", flip=False, channels=channels))
     want = _take(BatchStream(ds, batch_size=5, seed=4), 6)  # 4 batches per epoch
     got = _take(_decoded(ds, 5, seed=4), 6)
     for a, b in zip(want, got, strict=True):
@@ -117,8 +131,9 @@ def test_pixels_equal_the_per_file_path(photos: str, tmp_path: Path, channels: i
 def test_unpaired_masked_s3_dataset_equals_the_per_file_path(stack, synth_put, tmp_path: Path) -> None:  # noqa: ANN001
     """From the embedded S3 through the byte cache: the store reads each file once, and the unpaired A/B pairing,
     masks and pixels equal today's path."""
-    uri = synth_put("stripes", f"s3://{stack.bucket}/decoded/stripes", count=14, size=16, seed=5, test_count=2,
-                    masks=True)
+    uri = synth_put(
+        "stripes", f"s3://{stack.bucket}/decoded/stripes", count=14, size=16, seed=5, test_count=2, masks=True
+    )
     ds = ImageDataset(_cfg(uri, tmp_path, load_size=18, crop="center", flip=False))
     reads: dict[str, int] = {}
     fetch = ds.bytes.fetch
@@ -136,6 +151,7 @@ def test_unpaired_masked_s3_dataset_equals_the_per_file_path(stack, synth_put, t
         assert list(a) == list(b) == ["A", "A_mask", "B", "B_mask"]
         assert all(torch.equal(a[k], b[k]) for k in a)
 
+
 def test_the_device_gather_equals_the_host_crop() -> None:
     """`crop_flip` (the CUDA path: one gather) gives what the CPU path (slices, then flips) gives, images and masks."""
     rng = np.random.default_rng(0)
@@ -146,8 +162,10 @@ def test_the_device_gather_equals_the_host_crop() -> None:
     host = flip_rows(torch.from_numpy(gather_crops(full, idx, g, (8, 7))), g.flip)
     assert torch.equal(crop_flip(torch.from_numpy(full), g, (8, 7)), host)
     mask = full[..., 0].copy()
-    assert torch.equal(crop_flip(torch.from_numpy(mask), g, (8, 7)),
-                       flip_rows(torch.from_numpy(gather_crops(mask, idx, g, (8, 7))), g.flip))
+    assert torch.equal(
+        crop_flip(torch.from_numpy(mask), g, (8, 7)),
+        flip_rows(torch.from_numpy(gather_crops(mask, idx, g, (8, 7))), g.flip),
+    )
 
 
 @pytest.mark.timeout(60)
@@ -172,6 +190,7 @@ def test_cuda_batches_equal_cpu_batches(coords: str, tmp_path: Path) -> None:
 
 
 # ---- (b) augmentation distribution ----------------------------------------------------------------------------------
+
 
 def _geometry_of(batch: dict[str, torch.Tensor], size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(top, left, flipped) of every sample of a coordinate-image batch, read back from its pixels; and checks that
@@ -208,20 +227,23 @@ def test_crops_and_flips_follow_the_per_file_distribution(coords: str, tmp_path:
         joint = np.bincount(top * (SIDE - size + 1) + left, minlength=(SIDE - size + 1) ** 2)
         assert stats.chisquare(joint).pvalue > 1e-3, name
     for i, what in enumerate(("top", "left", "flip")):
-        table = np.stack([np.bincount(per_path[p][i].astype(int), minlength=SIDE - size + 1)
-                          for p in ("files", "decoded")])
+        table = np.stack(
+            [np.bincount(per_path[p][i].astype(int), minlength=SIDE - size + 1) for p in ("files", "decoded")]
+        )
         table = table[:, table.sum(0) > 0]
         assert stats.chi2_contingency(table).pvalue > 1e-3, (what, table)
 
 
 def test_center_crop_and_no_flip_are_honoured(coords: str, tmp_path: Path) -> None:
     ds = ImageDataset(_cfg(coords, tmp_path, size=15, load_size=SIDE, crop="center", flip=False))
-    top, left, flipped = (np.concatenate(v) for v in zip(*[_geometry_of(b, 15) for b in _take(_decoded(ds, 20), 4)],
-                                                        strict=True))
+    top, left, flipped = (
+        np.concatenate(v) for v in zip(*[_geometry_of(b, 15) for b in _take(_decoded(ds, 20), 4)], strict=True)
+    )
     assert set(top.tolist()) == set(left.tolist()) == {(SIDE - 15) // 2} and not flipped.any()
 
 
 # ---- (c) exact resume, shards ---------------------------------------------------------------------------------------
+
 
 def _ids(batch: dict[str, torch.Tensor]) -> list[int]:
     """The image numbers in a coordinate-image batch (B channel = 5 i)."""
@@ -252,6 +274,7 @@ def test_resume_is_bit_exact_across_an_epoch_boundary_with_disjoint_shards(coord
 
 
 # ---- (d) store keying -----------------------------------------------------------------------------------------------
+
 
 @pytest.mark.timeout(60)
 def test_an_overwritten_dataset_gets_a_new_store(tmp_path: Path) -> None:
@@ -287,6 +310,7 @@ def test_a_crashed_build_is_never_read(tmp_path: Path) -> None:
 
 
 # ---- (e) concurrent builds ------------------------------------------------------------------------------------------
+
 
 def _build_in_child(uri: str, cache: str, barrier: object, out: object) -> None:
     """In a spawned process: wait for the other, then open (build or reuse) the store; report what it read."""
@@ -328,8 +352,10 @@ def test_two_processes_build_one_store(coords: str, tmp_path: Path) -> None:
 
 # ---- (f) data.cache -------------------------------------------------------------------------------------------------
 
-def test_auto_decoded_files_choice_and_message(coords: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+
+def test_auto_decoded_files_choice_and_message(
+    coords: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     ds = ImageDataset(_cfg(coords, tmp_path))
     s = open_stream(ds, 4)
     s.close()
@@ -362,8 +388,7 @@ def test_auto_decoded_files_choice_and_message(coords: str, tmp_path: Path, monk
         open_stream(ds, 4)
 
 
-def test_decoded_that_cannot_fit_is_a_clear_error(coords: str, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_decoded_that_cannot_fit_is_a_clear_error(coords: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(decoded, "free_bytes", lambda path: 10**6)  # a full disk (no store built yet)
     forced = ImageDataset(_cfg(coords, tmp_path, cache="decoded"))
     with pytest.raises(ValueError, match=r"data.cache=decoded cannot be used .* has 0.001 GB free .* data.cache=files"):
@@ -384,4 +409,3 @@ def test_the_option_is_set_from_the_command_line() -> None:
     assert key == "data.cache" and DataConfig(uri="s3://b/d", cache=value).cache == "decoded"
     with pytest.raises(ValueError, match="cache"):
         DataConfig(uri="s3://b/d", cache="sometimes")  # type: ignore[arg-type]
-

@@ -55,8 +55,7 @@ class _Handler(BaseHTTPRequestHandler):
         data = DATA[:-1] + bytes([DATA[-1] ^ 1]) if path == "/corrupt" else DATA
         status = 200 if start is None else 206
         cut = CUT if path == "/cut-always" or (path in ("/cut-once", "/stall-once") and n == 1) else None
-        self._body(data, start or 0, status, cut=cut, stall=path == "/stall-once" and n == 1,
-                   throttle=path == "/slow")
+        self._body(data, start or 0, status, cut=cut, stall=path == "/stall-once" and n == 1, throttle=path == "/slow")
 
     def _range_start(self) -> int | None:
         value = self.headers.get("Range")
@@ -69,17 +68,25 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def _body(self, data: bytes, start: int, status: int, *, cut: int | None = None, stall: bool = False,
-              throttle: bool = False) -> None:
+    def _body(
+        self,
+        data: bytes,
+        start: int,
+        status: int,
+        *,
+        cut: int | None = None,
+        stall: bool = False,
+        throttle: bool = False,
+    ) -> None:
         """`data[start:]` with a true Content-Length; `cut`: send only that many bytes, then drop the connection."""
         self.send_response(status)
         self.send_header("Content-Length", str(len(data) - start))
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         self.end_headers()
-        body = data[start:] if cut is None else data[start:start + cut]
+        body = data[start:] if cut is None else data[start : start + cut]
         for i in range(0, len(body), 30_000):
-            self.wfile.write(body[i:i + 30_000])
+            self.wfile.write(body[i : i + 30_000])
             if throttle:
                 time.sleep(0.05)
         if stall:
@@ -94,10 +101,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         for i in range(0, len(data), 40_000):
-            chunk = data[i:i + 40_000]
+            chunk = data[i : i + 40_000]
             self.wfile.write(f"{len(chunk):x}\r\n".encode())
             if cut is not None and i + len(chunk) > cut:
-                self.wfile.write(chunk[:cut - i])
+                self.wfile.write(chunk[: cut - i])
                 return self._drop()
             self.wfile.write(chunk + b"\r\n")
         self.wfile.write(b"0\r\n\r\n")
@@ -185,7 +192,7 @@ def test_no_retries_left_keeps_part_and_a_later_call_resumes(server: _Server, tm
     with pytest.raises(DownloadError, match=r"failed 2 times.*kept in .*\.part: run again to resume"):
         _fetch(server, "/cut-always", dest, retries=1)
     assert not dest.exists()
-    assert _part(dest).read_bytes() == DATA[:2 * CUT]  # each attempt appended what it got
+    assert _part(dest).read_bytes() == DATA[: 2 * CUT]  # each attempt appended what it got
     assert server.hits("/cut-always")[1]["Range"] == f"bytes={CUT}-"
     _fetch(server, "/file", dest, sha256=SHA)
     assert server.hits("/file")[0]["Range"] == f"bytes={2 * CUT}-"
@@ -235,8 +242,11 @@ def test_cached_file_failing_its_checksum_is_fetched_again(server: _Server, tmp_
 
 def test_oversize_refused_before_download(server: _Server, tmp_path: Path) -> None:
     dest = tmp_path / "f.bin"
-    with pytest.raises(DownloadError, match=rf"is {len(DATA)} bytes, over the download cap of 1000 bytes.*"
-                                            r"--max-download-gb"):
+    with pytest.raises(
+        DownloadError,
+        match=rf"is {len(DATA)} bytes, over the download cap of 1000 bytes.*"
+        r"--max-download-gb",
+    ):
         _fetch(server, "/file", dest, max_bytes=1000)
     assert not dest.exists() and not _part(dest).exists()
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tests.test_fidelity_equal import random_fid_inception_state
 
 from gansvc import evaluate as evaluate_cli
 from gansvc.checkpoint import MODEL_FILE, inference_payload
@@ -20,6 +19,7 @@ from gansvc.data.pipeline import DataConfig, ImageDataset
 from gansvc.families import FAMILIES
 from gansvc.metrics import FID_EXTRACTOR
 from gansvc.registry import register
+from tests.test_fidelity_equal import random_fid_inception_state
 
 
 def _register(reg: str, name: str, family: str, dataset: str, size: int = 16) -> None:
@@ -54,9 +54,27 @@ def test_evaluate_generate_conditional_with_intra_fid(tmp_path: Path, synth_put,
     shapes = synth_put("shapes", str(tmp_path / "shapes"), count=8, size=16, seed=0, test_count=6)
     reg = str(tmp_path / "registry")
     _register(reg, "acgan-e", "acgan", shapes)
-    out = _evaluate("--model", "acgan-e", "--dataset", shapes, "--registry", reg, "--n", "6", "--n-per-class", "2",
-                    "--inception", str(fid_weights), "--batch-size", "6", "--kid-subsets", "3", "--is-splits", "2",
-                    "--json")
+    out = _evaluate(
+        "--model",
+        "acgan-e",
+        "--dataset",
+        shapes,
+        "--registry",
+        reg,
+        "--n",
+        "6",
+        "--n-per-class",
+        "2",
+        "--inception",
+        str(fid_weights),
+        "--batch-size",
+        "6",
+        "--kid-subsets",
+        "3",
+        "--is-splits",
+        "2",
+        "--json",
+    )
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     r, p = doc["results"], doc["protocol"]
@@ -68,8 +86,20 @@ def test_evaluate_generate_conditional_with_intra_fid(tmp_path: Path, synth_put,
     assert p["kid"]["subset_size"] == 6 and p["kid"]["subsets"] == 3 and p["is"]["splits"] == 2
     assert p["intra_fid"]["attribute"] == "shape" and p["intra_fid"]["fid_per_class"]
 
-    table = _evaluate("--model", "acgan-e", "--dataset", shapes, "--registry", reg, "--n", "4", "--n-per-class", "0",
-                      "--inception", str(tmp_path / "missing.pth"))
+    table = _evaluate(
+        "--model",
+        "acgan-e",
+        "--dataset",
+        shapes,
+        "--registry",
+        reg,
+        "--n",
+        "4",
+        "--n-per-class",
+        "0",
+        "--inception",
+        str(tmp_path / "missing.pth"),
+    )
     assert table.returncode == 0, table.stderr  # no weights: SWD only, and it says so
     assert "swd" in table.stdout and "fid " not in table.stdout and "FID/KID/IS NOT computed" in table.stdout
     assert "missing.pth" in table.stdout and "does not exist" in table.stdout
@@ -81,8 +111,23 @@ def test_evaluate_translate_both_directions_and_errors(tmp_path: Path, synth_put
     shapes = synth_put("shapes", str(tmp_path / "shapes"), count=4, size=16, seed=0, test_count=2)
     reg = str(tmp_path / "registry")
     _register(reg, "cyc-e", "cyclegan", stripes)
-    out = _evaluate("--model", "cyc-e", "--dataset", stripes, "--registry", reg, "--n", "3", "--inception",
-                    str(fid_weights), "--batch-size", "3", "--kid-subsets", "2", "--json")
+    out = _evaluate(
+        "--model",
+        "cyc-e",
+        "--dataset",
+        stripes,
+        "--registry",
+        reg,
+        "--n",
+        "3",
+        "--inception",
+        str(fid_weights),
+        "--batch-size",
+        "3",
+        "--kid-subsets",
+        "2",
+        "--json",
+    )
     assert out.returncode == 0, out.stderr
     doc = json.loads(out.stdout)
     for d in ("a2b", "b2a"):
@@ -92,6 +137,7 @@ def test_evaluate_translate_both_directions_and_errors(tmp_path: Path, synth_put
 
     unknown = _evaluate("--model", "nope", "--dataset", stripes, "--registry", reg)
     assert unknown.returncode == 2 and "nope" in unknown.stderr
-    wrong = _evaluate("--model", "cyc-e", "--dataset", shapes, "--registry", reg, "--inception",
-                      str(tmp_path / "x.pth"))
+    wrong = _evaluate(
+        "--model", "cyc-e", "--dataset", shapes, "--registry", reg, "--inception", str(tmp_path / "x.pth")
+    )
     assert wrong.returncode == 2 and "'single' dataset" in wrong.stderr and "unpaired" in wrong.stderr

@@ -3,12 +3,10 @@ determinism, DDP wrapping and learning on a tiny synthetic dataset."""
 
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 import sys
 import textwrap
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -17,7 +15,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from gansvc.data.spec import DataSpec
-from gansvc.families import FAMILIES
+from gansvc.families import FAMILIES, adversarial
 from gansvc.families.base import FamilySpec, GanState, config_error_message
 from gansvc.families.sampling import decode_labels, encode_labels, sample_labels, sample_latents
 from gansvc.nn.noise import InstanceNoise
@@ -33,10 +31,6 @@ def spec_of(name: str) -> FamilySpec:
     return FAMILIES[name]
 
 
-def module_of(name: str) -> ModuleType:
-    return importlib.import_module(spec_of(name).train_step.__module__)
-
-
 def data_for(name: str, size: int = 16, channels: int = 3) -> DataSpec:
     return DataSpec("single", size, size, channels, dict(ATTRS) if spec_of(name).conditional else {})
 
@@ -45,8 +39,9 @@ def batch_for(name: str, data: DataSpec, n: int, seed: int = 0) -> dict[str, tor
     gen = torch.Generator().manual_seed(seed)
     batch = {"image": torch.rand(n, data.channels, data.height, data.width, generator=gen) * 2 - 1}
     if spec_of(name).conditional:
-        batch["labels"] = torch.stack([torch.randint(0, len(v), (n,), generator=gen)
-                                       for v in data.attributes.values()], 1)
+        batch["labels"] = torch.stack(
+            [torch.randint(0, len(v), (n,), generator=gen) for v in data.attributes.values()], 1
+        )
     return batch
 
 
@@ -56,8 +51,6 @@ def snapshot(net: nn.Module) -> list[torch.Tensor]:
 
 def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     return all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
-
-
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -80,20 +73,43 @@ def test_registry_holds_the_five_generation_families() -> None:
 def test_report_defaults() -> None:
     dc = spec_of("dcgan").make_config("report")
     assert dc.upsample == "transposed"
-    assert (dc.loss, dc.label_smoothing, dc.optimizer, dc.lr_g, dc.lr_d, dc.betas) == ("bce", 0.1, "adam", 2e-4, 2e-4,
-                                                                                      (0.5, 0.999))
-    assert (dc.kernel_size, dc.activation, dc.leaky_slope, dc.d_batchnorm, dc.d_dropout) == (5, "leakyrelu", 0.2,
-                                                                                            False, 0.3)
+    assert (dc.loss, dc.label_smoothing, dc.optimizer, dc.lr_g, dc.lr_d, dc.betas) == (
+        "bce",
+        0.1,
+        "adam",
+        2e-4,
+        2e-4,
+        (0.5, 0.999),
+    )
+    assert (dc.kernel_size, dc.activation, dc.leaky_slope, dc.d_batchnorm, dc.d_dropout) == (
+        5,
+        "leakyrelu",
+        0.2,
+        False,
+        0.3,
+    )
     best = spec_of("dcgan").make_config("report-best")
     assert (best.activation, best.d_batchnorm, best.g_filters, best.d_filters) == ("relu", True, 64, 128)
     assert (best.kernel_size, best.upsample, best.leaky_slope) == (5, "transposed", 0.2)
     w = spec_of("wgan").make_config()
-    assert (w.loss, w.clip_value, w.optimizer, w.lr_d, w.lr_g, w.n_critic) == ("wasserstein", 0.01, "rmsprop", 5e-5,
-                                                                              5e-5, 5)
+    assert (w.loss, w.clip_value, w.optimizer, w.lr_d, w.lr_g, w.n_critic) == (
+        "wasserstein",
+        0.01,
+        "rmsprop",
+        5e-5,
+        5e-5,
+        5,
+    )
     for name in ("wgan-gp", "wacgan"):
         gp = spec_of(name).make_config()
-        assert (gp.loss, gp.gp_lambda, gp.optimizer, gp.lr_d, gp.betas, gp.n_critic) == ("wasserstein", 10.0, "adam",
-                                                                                         1e-4, (0.0, 0.9), 5)
+        assert (gp.loss, gp.gp_lambda, gp.optimizer, gp.lr_d, gp.betas, gp.n_critic) == (
+            "wasserstein",
+            10.0,
+            "adam",
+            1e-4,
+            (0.0, 0.9),
+            5,
+        )
         assert not gp.d_batchnorm and gp.d_layernorm
     assert spec_of("acgan").make_config().class_weight == 1.0
 
@@ -185,21 +201,21 @@ def _variants(name: str) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("variant", [0, 1])
 @pytest.mark.parametrize("name", MINE)
 def test_d_step_trains_only_d_and_g_step_trains_only_g(name: str, variant: int) -> None:
-    spec, mod = spec_of(name), module_of(name)
+    spec = spec_of(name)
     torch.manual_seed(0)
     cfg = spec.make_config("smoke", _variants(name)[variant])
     data = data_for(name)
     state = spec.build(cfg, data)
     batch = batch_for(name, data, 4)
     g0, d0 = snapshot(state.nets["G"]), snapshot(state.nets["D"])
-    d_stats = mod.d_step(state, batch["image"], batch.get("labels"), 0, cfg)
+    d_stats = adversarial.d_step(state, batch["image"], batch.get("labels"), 0, cfg)
     assert "loss_d" in d_stats
     g1, d1 = snapshot(state.nets["G"]), snapshot(state.nets["D"])
     assert same(g0, g1), "a D step changed G"
     assert not same(d0, d1), "a D step left D unchanged"
     assert all(p.grad is None for p in state.nets["G"].parameters())
     d_grads = [p.grad.clone() for p in state.nets["D"].parameters()]
-    g_stats = mod.g_step(state, batch["image"], batch.get("labels"), 0, cfg)
+    g_stats = adversarial.g_step(state, batch["image"], batch.get("labels"), 0, cfg)
     assert "loss_g" in g_stats
     g2, d2 = snapshot(state.nets["G"]), snapshot(state.nets["D"])
     assert same(d1, d2), "a G step changed D"
@@ -210,13 +226,13 @@ def test_d_step_trains_only_d_and_g_step_trains_only_g(name: str, variant: int) 
 
 @pytest.mark.parametrize("clip", [0.01, 0.05])
 def test_weight_clipping_keeps_every_critic_weight_within_c(clip: float) -> None:
-    spec, mod = spec_of("wgan"), module_of("wgan")
+    spec = spec_of("wgan")
     torch.manual_seed(0)
     cfg = spec.make_config("smoke", {"clip_value": clip, "lr_d": 0.05})  # large lr: the step pushes weights past c
     data = data_for("wgan")
     state = spec.build(cfg, data)
     batch = batch_for("wgan", data, 4)
-    mod.d_step(state, batch["image"], None, 0, cfg)
+    adversarial.d_step(state, batch["image"], None, 0, cfg)
     biggest = max(p.abs().max().item() for p in state.nets["D"].parameters())
     c32 = torch.tensor(clip, dtype=torch.float32).item()  # weights are float32: clamped to float32(c)
     assert biggest <= c32 and biggest == pytest.approx(clip)  # clipped, and clipping was active
@@ -265,8 +281,9 @@ def test_changing_only_the_label_changes_the_output(name: str) -> None:
     nets = state.inference_nets()
     nets["G"].eval()
     z = sample_latents(cfg, 2, seed=3).repeat(2, 1)
-    labels = encode_labels(data, [{"hair_color": "blue", "eye_color": "green"}] * 2
-                           + [{"hair_color": "red", "eye_color": "green"}] * 2)
+    labels = encode_labels(
+        data, [{"hair_color": "blue", "eye_color": "green"}] * 2 + [{"hair_color": "red", "eye_color": "green"}] * 2
+    )
     assert spec.generate is not None
     out = spec.generate(nets, z, labels, cfg)
     assert torch.equal(out, spec.generate(nets, z, labels, cfg))  # same z and labels: same images
@@ -279,21 +296,26 @@ def test_changing_only_the_label_changes_the_output(name: str) -> None:
 
 def test_encode_labels_by_name_and_its_errors() -> None:
     data = DataSpec("single", 16, 16, 3, dict(ATTRS))
-    labels = encode_labels(data, [{"hair_color": "red", "eye_color": "brown"}, {"eye_color": "green",
-                                                                                  "hair_color": "blonde"}])
+    labels = encode_labels(
+        data, [{"hair_color": "red", "eye_color": "brown"}, {"eye_color": "green", "hair_color": "blonde"}]
+    )
     assert labels.dtype == torch.int64 and labels.tolist() == [[2, 0], [0, 1]]
-    assert decode_labels(data, labels) == [{"hair_color": "red", "eye_color": "brown"},
-                                           {"hair_color": "blonde", "eye_color": "green"}]
+    assert decode_labels(data, labels) == [
+        {"hair_color": "red", "eye_color": "brown"},
+        {"hair_color": "blonde", "eye_color": "green"},
+    ]
     with pytest.raises(ValueError, match="unknown attribute 'hat'; attributes: hair_color, eye_color"):
         encode_labels(data, [{"hat": "red"}])
-    with pytest.raises(ValueError,
-                       match="unknown value 'purple' for attribute 'hair_color'; allowed: blonde, blue, red"):
+    with pytest.raises(
+        ValueError, match="unknown value 'purple' for attribute 'hair_color'; allowed: blonde, blue, red"
+    ):
         encode_labels(data, [{"hair_color": "purple", "eye_color": "brown"}])
     with pytest.raises(ValueError, match="missing attribute 'eye_color'"):
         encode_labels(data, [{"hair_color": "red"}])
     filled = encode_labels(data, [{"hair_color": "red"}] * 8, seed=1)
-    assert filled[:, 0].tolist() == [2] * 8 and torch.equal(filled, encode_labels(data, [{"hair_color": "red"}] * 8,
-                                                                                 seed=1))
+    assert filled[:, 0].tolist() == [2] * 8 and torch.equal(
+        filled, encode_labels(data, [{"hair_color": "red"}] * 8, seed=1)
+    )
     with pytest.raises(ValueError, match="no attributes"):
         encode_labels(DataSpec("single", 16, 16, 3), [{"hair_color": "red"}])
     assert torch.equal(sample_labels(data, 5, seed=2), sample_labels(data, 5, seed=2))
@@ -314,21 +336,34 @@ def test_generate_checks_the_latent_shape() -> None:
 # ---------------------------------------------------------------------------------------------------------------------
 
 COMMON_INVALID = [
-    ({"lr_g": -1e-4}, "lr_g"), ({"lr_d": 0.0}, "lr_d"), ({"kernel_size": 4}, "kernel_size"),
-    ({"loss": "l1"}, "loss"), ({"optimizer": "adagrad"}, "optimizer"), ({"betas": (0.5, 1.0)}, "betas"),
-    ({"noise": "sometimes"}, "noise"), ({"noise_std": -0.1}, "noise_std"), ({"d_dropout": 1.0}, "d_dropout"),
-    ({"n_critic": 0}, "n_critic"), ({"leaky_slope": -0.2}, "leaky_slope"), ({"activation": "gelu"}, "activation"),
-    ({"latent_dim": 0}, "latent_dim"), ({"lr": 1e-4}, "lr"), ({"ema_decay": 1.0}, "ema_decay"),
+    ({"lr_g": -1e-4}, "lr_g"),
+    ({"lr_d": 0.0}, "lr_d"),
+    ({"kernel_size": 4}, "kernel_size"),
+    ({"loss": "l1"}, "loss"),
+    ({"optimizer": "adagrad"}, "optimizer"),
+    ({"betas": (0.5, 1.0)}, "betas"),
+    ({"noise": "sometimes"}, "noise"),
+    ({"noise_std": -0.1}, "noise_std"),
+    ({"d_dropout": 1.0}, "d_dropout"),
+    ({"n_critic": 0}, "n_critic"),
+    ({"leaky_slope": -0.2}, "leaky_slope"),
+    ({"activation": "gelu"}, "activation"),
+    ({"latent_dim": 0}, "latent_dim"),
+    ({"lr": 1e-4}, "lr"),
+    ({"ema_decay": 1.0}, "ema_decay"),
     ({"d_batchnorm": True, "d_layernorm": True}, "d_batchnorm"),
 ]
 FAMILY_INVALID = [
     ("dcgan", {"loss": "wasserstein"}, "loss"),
     ("dcgan", {"gp_lambda": 10.0, "d_batchnorm": True}, "d_batchnorm"),
-    ("wgan", {"gp_lambda": 10.0}, "gp_lambda"), ("wgan", {"clip_value": 0.0}, "clip_value"),
+    ("wgan", {"gp_lambda": 10.0}, "gp_lambda"),
+    ("wgan", {"clip_value": 0.0}, "clip_value"),
     ("wgan", {"loss": "bce"}, "loss"),
     ("wgan-gp", {"d_batchnorm": True, "d_layernorm": False}, "d_batchnorm"),
-    ("wgan-gp", {"clip_value": 0.01}, "clip_value"), ("wgan-gp", {"gp_lambda": 0.0}, "gp_lambda"),
-    ("acgan", {"class_weight": -1.0}, "class_weight"), ("acgan", {"fake_labels": "sorted"}, "fake_labels"),
+    ("wgan-gp", {"clip_value": 0.01}, "clip_value"),
+    ("wgan-gp", {"gp_lambda": 0.0}, "gp_lambda"),
+    ("acgan", {"class_weight": -1.0}, "class_weight"),
+    ("acgan", {"fake_labels": "sorted"}, "fake_labels"),
     ("wacgan", {"d_batchnorm": True, "d_layernorm": False}, "d_batchnorm"),
 ]
 
@@ -350,8 +385,17 @@ def test_family_specific_invalid_configs(name: str, overrides: dict[str, Any], f
 
 def test_sweepable_overrides_and_unknown_presets() -> None:
     spec = spec_of("dcgan")
-    cfg = spec.make_config("report", {"lr_g": "1e-4", "betas": [0.0, 0.9], "progressive_kernels": True,
-                                      "optimizer": "sgd", "momentum": 0.9, "loss": "hinge"})
+    cfg = spec.make_config(
+        "report",
+        {
+            "lr_g": "1e-4",
+            "betas": [0.0, 0.9],
+            "progressive_kernels": True,
+            "optimizer": "sgd",
+            "momentum": 0.9,
+            "loss": "hinge",
+        },
+    )
     assert cfg.lr_g == 1e-4 and cfg.betas == (0.0, 0.9)
     state = spec.build(cfg, data_for("dcgan"))
     assert isinstance(state.optimizers["G"], torch.optim.SGD) and state.optimizers["G"].param_groups[0]["lr"] == 1e-4
@@ -434,8 +478,9 @@ def test_training_is_deterministic_under_a_seed(name: str) -> None:
     z = sample_latents(cfg, 2, seed=1)
     labels = sample_labels(data, 2, seed=1) if spec.conditional else None
     assert spec.generate is not None
-    assert torch.equal(spec.generate(state_a.inference_nets(), z, labels, cfg),
-                       spec.generate(state_b.inference_nets(), z, labels, cfg))
+    assert torch.equal(
+        spec.generate(state_a.inference_nets(), z, labels, cfg), spec.generate(state_b.inference_nets(), z, labels, cfg)
+    )
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -446,7 +491,7 @@ DDP_SCRIPT = textwrap.dedent("""
     import os, socket, torch, torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
     from gansvc.data.spec import DataSpec
-    from gansvc.families import FAMILIES
+    from gansvc.families import FAMILIES, adversarial
     torch.set_num_threads(1)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
@@ -471,8 +516,9 @@ DDP_SCRIPT = textwrap.dedent("""
 
 def test_train_step_with_ddp_wrapped_nets() -> None:
     env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run([sys.executable, "-c", DDP_SCRIPT], capture_output=True, text=True, timeout=240, env=env,
-                          cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-c", DDP_SCRIPT], capture_output=True, text=True, timeout=240, env=env, cwd=REPO
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("ok ") == 8
 
@@ -504,8 +550,9 @@ def test_learning_moves_generated_colour_to_the_data(name: str, one_torch_thread
         z = sample_latents(cfg, 128, seed=0)
         rows = []
         for c in classes:
-            labels = encode_labels(data, [{"tint": LEARN_ATTRS["tint"][c], "size": "m"}] * 128) if spec.conditional \
-                else None
+            labels = (
+                encode_labels(data, [{"tint": LEARN_ATTRS["tint"][c], "size": "m"}] * 128) if spec.conditional else None
+            )
             mean = spec.generate({"G": g}, z, labels, cfg).mean((0, 2, 3))
             rows.append([(mean - COLOURS[t]).norm().item() for t in classes])
         g.train()

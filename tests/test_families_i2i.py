@@ -16,9 +16,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from gansvc import losses
 from gansvc.data.spec import DataSpec
-from gansvc.families import FAMILIES, cyclegan, fit, semantic_cyclegan, ugatit
+from gansvc.families import FAMILIES, cycle, cyclegan, fit, semantic_cyclegan, ugatit
 from gansvc.families.base import FamilySpec, GanState
-from gansvc.nn.i2i_util import LinearDecay
+from gansvc.families.training import LinearDecay
 from gansvc.nn.patchgan import NLayerDiscriminator
 from gansvc.nn.pool import ImagePool
 from gansvc.nn.resnet import ResnetBlock, ResnetGenerator, default_n_blocks
@@ -51,6 +51,7 @@ def same(a: list[dict[str, Tensor]], b: list[dict[str, Tensor]]) -> bool:
 
 # --- registry, configs ------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", SPECS)
 def test_registered_strict_configs_and_presets(name: str) -> None:
     spec = FAMILIES[name]
@@ -70,7 +71,15 @@ def test_defaults_reproduce_the_reports() -> None:
     c = cyclegan.SPEC.make_config()
     # n_layers_d: 3 (the 70x70 PatchGAN) at the report's 256 px, whether set or auto (gansvc.families.fit)
     assert (c.lambda_cycle, c.lambda_identity, c.pool_size, c.lr, c.betas, c.ngf, c.ndf, c.loss) == (
-        10.0, 0.5, 50, 2e-4, (0.5, 0.999), 64, 64, "mse")
+        10.0,
+        0.5,
+        50,
+        2e-4,
+        (0.5, 0.999),
+        64,
+        64,
+        "mse",
+    )
     assert fit.patchgan_layers(c.n_layers_d, 256, 256) == 3
     u = ugatit.SPEC.make_config()
     assert (u.lambda_adv, u.lambda_cycle, u.lambda_identity, u.lambda_cam) == (1.0, 10.0, 10.0, 1000.0)
@@ -110,13 +119,22 @@ def test_too_small_images_for_the_discriminator_fail_with_advice(name: str) -> N
 
 # --- defaults that fit the data (issue 14, part 5) ------------------------------------------------------------------
 
+
 def _d_depth(net: nn.Module) -> int:
     """Layers of a built U-GAT-IT discriminator, counted from its modules: SN convs in `model` plus the final conv."""
     return sum(isinstance(m, nn.Conv2d) for m in net.model) + 1
 
 
-UGATIT_AUTO_DEPTHS = [((8, 8), (3, 3)), ((16, 16), (4, 3)), ((32, 32), (5, 3)), ((32, 64), (5, 3)),
-                      ((64, 64), (6, 4)), ((92, 92), (6, 4)), ((96, 96), (7, 5)), ((256, 256), (7, 5))]
+UGATIT_AUTO_DEPTHS = [
+    ((8, 8), (3, 3)),
+    ((16, 16), (4, 3)),
+    ((32, 32), (5, 3)),
+    ((32, 64), (5, 3)),
+    ((64, 64), (6, 4)),
+    ((92, 92), (6, 4)),
+    ((96, 96), (7, 5)),
+    ((256, 256), (7, 5)),
+]
 
 
 @pytest.mark.parametrize(("size", "depths"), UGATIT_AUTO_DEPTHS)
@@ -148,7 +166,8 @@ def test_ugatit_fit_to_data_notes_say_what_changed_and_why() -> None:
     ]
     # everything but the two depths is the config it was given
     assert fitted.model_dump(exclude={"n_dis_global", "n_dis_local"}) == ugatit.SPEC.make_config().model_dump(
-        exclude={"n_dis_global", "n_dis_local"})
+        exclude={"n_dis_global", "n_dis_local"}
+    )
     _, small = ugatit.fit_to_data(ugatit.SPEC.make_config(), unpaired(16, 16))
     assert small[1].startswith("model.n_dis_local 5 -> 3: 3 layers is the shallowest U-GAT-IT discriminator")
 
@@ -164,10 +183,12 @@ def test_ugatit_explicit_depths_are_kept() -> None:
     # one set, the other auto: only the auto one moves (and gets the note)
     cfg, notes = ugatit.fit_to_data(ugatit.SPEC.make_config(overrides={"n_dis_global": 4}), unpaired(64, 64))
     assert (cfg.n_dis_global, cfg.n_dis_local) == (4, 3) and [n.split(":")[0] for n in notes] == [
-        "model.n_dis_local 5 -> 3"]
+        "model.n_dis_local 5 -> 3"
+    ]
     cfg, notes = ugatit.fit_to_data(ugatit.SPEC.make_config(overrides={"n_dis_local": 4}), unpaired(32, 32))
     assert (cfg.n_dis_global, cfg.n_dis_local) == (5, 4) and [n.split(":")[0] for n in notes] == [
-        "model.n_dis_global 7 -> 5"]
+        "model.n_dis_global 7 -> 5"
+    ]
     smoke = ugatit.SPEC.make_config("smoke")  # a preset's depths are set values too
     assert ugatit.fit_to_data(smoke, unpaired(32, 32)) == (smoke, [])
     with pytest.raises(ValueError, match="too small for any U-GAT-IT discriminator"):
@@ -188,7 +209,8 @@ def test_ugatit_default_config_trains_on_32px_images_without_the_hook() -> None:
         assert _d_depth(state.nets[name]) == (fitted.n_dis_global if name.startswith("disG") else fitted.n_dis_local)
     from_fitted = ugatit.build(fitted, data)
     assert {k: {n: t.shape for n, t in v.state_dict().items()} for k, v in state.nets.items()} == {
-        k: {n: t.shape for n, t in v.state_dict().items()} for k, v in from_fitted.nets.items()}
+        k: {n: t.shape for n, t in v.state_dict().items()} for k, v in from_fitted.nets.items()
+    }
     batch = random_batch(1, 32, 32)
     for step in range(2):
         out = ugatit.train_step(state, batch, step, cfg)
@@ -196,8 +218,12 @@ def test_ugatit_default_config_trains_on_32px_images_without_the_hook() -> None:
 
 
 @pytest.mark.timeout(120)
-def test_train_ugatit_dry_run_on_32px_stripes_with_default_flags(stack, synth_put, s3_prefix: str,  # noqa: ANN001
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_ugatit_dry_run_on_32px_stripes_with_default_flags(
+    stack,
+    synth_put,
+    s3_prefix: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """`python -m gansvc.train ugatit --dataset <32 px stripes> --max-steps 2 --dry-run`: no other flag. It stopped
     with "too small for a 7-layer U-GAT-IT discriminator"; now the resolved config holds the fitted depths and the
     notes say why."""
@@ -206,8 +232,9 @@ def test_train_ugatit_dry_run_on_32px_stripes_with_default_flags(stack, synth_pu
     from gansvc.train.__main__ import main as train_main
 
     uri = synth_put("stripes", f"{s3_prefix}/stripes32", count=8, size=32, seed=0, test_count=2)
-    code = train_main(["ugatit", "--dataset", uri, "--storage", s3_prefix, "--name", "u32", "--max-steps", "2",
-                       "--dry-run"])
+    code = train_main(
+        ["ugatit", "--dataset", uri, "--storage", s3_prefix, "--name", "u32", "--max-steps", "2", "--dry-run"]
+    )
     out, err = capsys.readouterr()
     assert code == 0, err[-2000:]
     resolved = yaml.safe_load(out.split("resolved config:\n", 1)[1].split("\n\n", 1)[0])
@@ -216,13 +243,28 @@ def test_train_ugatit_dry_run_on_32px_stripes_with_default_flags(stack, synth_pu
     assert "model.n_dis_global 7 -> 5: a 7-layer global discriminator needs images of at least 96 px" in notes
     assert "model.n_dis_local 5 -> 3" in notes
     # a depth given on the command line is kept, and the error says what to do
-    code = train_main(["ugatit", "--dataset", uri, "--storage", s3_prefix, "--name", "u32b", "--max-steps", "2",
-                       "--set", "model.n_dis_global=7", "--dry-run"])
+    code = train_main(
+        [
+            "ugatit",
+            "--dataset",
+            uri,
+            "--storage",
+            s3_prefix,
+            "--name",
+            "u32b",
+            "--max-steps",
+            "2",
+            "--set",
+            "model.n_dis_global=7",
+            "--dry-run",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "too small for a 7-layer U-GAT-IT discriminator" in err and "Traceback" not in err
 
 
 # --- PatchGAN depth (cyclegan, semantic-cyclegan): gansvc.families.fit ----------------------------------------------
+
 
 class _PatchCfg(BaseModel):
     """A config with the PatchGAN depth field of cyclegan / semantic-cyclegan, auto (None) by default."""
@@ -238,16 +280,24 @@ def test_patchgan_auto_depth_fits_the_images(side: int, layers: int) -> None:
     assert NLayerDiscriminator(3, 4, layers)(torch.zeros(1, 3, side, side)).shape[-1] >= 1
     cfg, notes = fit.fit_patchgan(_PatchCfg(), unpaired(side, side))
     assert cfg.n_layers_d == layers and cfg.ndf == 64
-    assert notes == ([] if layers == 3 else [
-        f"model.n_layers_d 3 -> {layers}: the 3-layer PatchGAN needs images of at least 24 px; these are "
-        f"{side}x{side}, and {layers} layers is the deepest that still gives a patch map"])
+    assert notes == (
+        []
+        if layers == 3
+        else [
+            f"model.n_layers_d 3 -> {layers}: the 3-layer PatchGAN needs images of at least 24 px; these are "
+            f"{side}x{side}, and {layers} layers is the deepest that still gives a patch map"
+        ]
+    )
 
 
 def test_patchgan_set_depth_is_kept_and_checked() -> None:
     cfg = _PatchCfg(n_layers_d=3)
     assert fit.fit_patchgan(cfg, unpaired(16, 16)) == (cfg, [])
-    with pytest.raises(ValueError, match=r"16x16 images are too small for a PatchGAN with n_layers_d=3 \(it needs "
-                                         r">= 24 px\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"16x16 images are too small for a PatchGAN with n_layers_d=3 \(it needs "
+        r">= 24 px\)",
+    ):
         fit.patchgan_layers(3, 16, 16)
     assert fit.patchgan_layers(4, 64, 48) == 4
     with pytest.raises(ValueError, match="too small for any PatchGAN"):
@@ -305,17 +355,35 @@ def test_train_step_on_non_square_images(name: str) -> None:
     state = spec.build(cfg, unpaired(16, 24))
     out = spec.train_step(state, random_batch(2, 16, 24), 0, cfg)
     assert all(isinstance(v, float) and math.isfinite(v) for v in out.values())
-    expected = {"cyclegan": {"G_A", "G_B", "cycle_A", "cycle_B", "idt_A", "idt_B", "D_A", "D_B", "G", "lr"},
-                "ugatit": {"D_A", "D_B", "D_cam_A", "D_cam_B", "G_A", "G_B", "G_adv_A", "G_adv_B", "cycle_A",
-                           "cycle_B", "idt_A", "idt_B", "cam_A", "cam_B", "lr"}}[name]
+    expected = {
+        "cyclegan": {"G_A", "G_B", "cycle_A", "cycle_B", "idt_A", "idt_B", "D_A", "D_B", "G", "lr"},
+        "ugatit": {
+            "D_A",
+            "D_B",
+            "D_cam_A",
+            "D_cam_B",
+            "G_A",
+            "G_B",
+            "G_adv_A",
+            "G_adv_B",
+            "cycle_A",
+            "cycle_B",
+            "idt_A",
+            "idt_B",
+            "cam_A",
+            "cam_B",
+            "lr",
+        },
+    }[name]
     assert set(out) == expected
 
 
 # --- the training step's invariants ---------------------------------------------------------------------------------
 
+
 def _g_step(name: str, state: GanState, batch: dict[str, Tensor], cfg) -> tuple[Tensor, Tensor] | None:
     if name == "cyclegan":
-        _, fake_b, fake_a = cyclegan.generator_step(state, batch["A"], batch["B"], cfg)
+        _, fake_b, fake_a = cycle.generator_step(state, batch["A"], batch["B"], cfg)
         return fake_b, fake_a
     ugatit.generator_step(state, batch["A"], batch["B"], cfg)
     return None
@@ -324,7 +392,7 @@ def _g_step(name: str, state: GanState, batch: dict[str, Tensor], cfg) -> tuple[
 def _d_step(name: str, state: GanState, batch: dict[str, Tensor], cfg, fakes: tuple[Tensor, Tensor] | None) -> None:
     if name == "cyclegan":
         assert fakes is not None
-        cyclegan.discriminator_step(state, batch["A"], batch["B"], *fakes, cfg)
+        cycle.discriminator_step(state, batch["A"], batch["B"], *fakes, cfg)
     else:
         ugatit.discriminator_step(state, batch["A"], batch["B"], cfg)
 
@@ -351,8 +419,10 @@ def test_generator_step_leaves_d_untouched_and_d_step_leaves_g_untouched(name: s
     assert same(snapshot(gs), g1), "the discriminator step changed a generator"
     assert not same(snapshot(ds), d1)
     after = [p.grad for g in gs for p in g.parameters()]
-    assert all((a is None and b is None) or (a is not None and b is not None and torch.equal(a, b))
-               for a, b in zip(grads, after, strict=True)), "gradient reached a generator in the D step"
+    assert all(
+        (a is None and b is None) or (a is not None and b is not None and torch.equal(a, b))
+        for a, b in zip(grads, after, strict=True)
+    ), "gradient reached a generator in the D step"
 
 
 def test_ugatit_rho_stays_in_unit_interval() -> None:
@@ -387,6 +457,7 @@ def test_linear_decay_factor() -> None:
 
 # --- losses against hand computations -------------------------------------------------------------------------------
 
+
 def test_losses_by_hand() -> None:
     x = torch.tensor([[1.0, -1.0], [0.5, 0.0]])
     y = torch.zeros(2, 2)
@@ -394,8 +465,9 @@ def test_losses_by_hand() -> None:
     assert losses.identity_loss(y, x).item() == pytest.approx(0.625)
     # CAM: BCE(x, 1) = log(1 + e^-x), BCE(x, 0) = log(1 + e^x), means over the (N, 2) logits
     src, tgt = torch.tensor([[2.0, -1.0]]), torch.tensor([[1.0, 3.0]])
-    want = (math.log1p(math.exp(-2)) + math.log1p(math.exp(1))) / 2 + (math.log1p(math.exp(1)) + math.log1p(
-        math.exp(3))) / 2
+    want = (math.log1p(math.exp(-2)) + math.log1p(math.exp(1))) / 2 + (
+        math.log1p(math.exp(1)) + math.log1p(math.exp(3))
+    ) / 2
     assert losses.cam_loss(src, tgt).item() == pytest.approx(want, rel=1e-6)
     assert losses.cam_loss(torch.zeros(3, 2), torch.zeros(3, 2)).item() == pytest.approx(2 * math.log(2))
     # LSGAN on patch maps: D: mean (D(x) - 1)^2 + mean D(G(z))^2, G: mean (D(G(z)) - 1)^2
@@ -405,6 +477,7 @@ def test_losses_by_hand() -> None:
 
 
 # --- image pool ------------------------------------------------------------------------------------------------------
+
 
 def test_image_pool_fills_then_returns_history_half_the_time() -> None:
     pool = ImagePool(size=10, seed=0)
@@ -443,12 +516,15 @@ def test_image_pool_state_dict_restores_draws_exactly() -> None:
 
 # --- checkpoints, EMA, DDP ------------------------------------------------------------------------------------------
 
+
 def _full_state(state: GanState) -> dict:
-    return {"nets": {k: v.state_dict() for k, v in state.nets.items()},
-            "ema": {k: v.state_dict() for k, v in state.ema.items()},
-            "optimizers": {k: v.state_dict() for k, v in state.optimizers.items()},
-            "schedulers": {k: v.state_dict() for k, v in state.schedulers.items()},
-            "extras": {k: v.state_dict() for k, v in state.extras.items()}}
+    return {
+        "nets": {k: v.state_dict() for k, v in state.nets.items()},
+        "ema": {k: v.state_dict() for k, v in state.ema.items()},
+        "optimizers": {k: v.state_dict() for k, v in state.optimizers.items()},
+        "schedulers": {k: v.state_dict() for k, v in state.schedulers.items()},
+        "extras": {k: v.state_dict() for k, v in state.extras.items()},
+    }
 
 
 def _load_full_state(state: GanState, saved: dict) -> None:
@@ -474,8 +550,10 @@ def test_checkpoint_round_trip_continues_exactly(name: str) -> None:
     for s in range(3, 5):
         batch = random_batch(4, seed=s)
         assert spec.train_step(state, batch, s, cfg) == spec.train_step(restored, batch, s, cfg)
-    assert same(snapshot(list(state.nets.values()) + list(state.ema.values())),
-                snapshot(list(restored.nets.values()) + list(restored.ema.values())))
+    assert same(
+        snapshot(list(state.nets.values()) + list(state.ema.values())),
+        snapshot(list(restored.nets.values()) + list(restored.ema.values())),
+    )
 
 
 @pytest.mark.parametrize("name", SPECS)
@@ -513,6 +591,7 @@ def test_train_step_through_ddp_wrappers(name: str, tmp_path) -> None:
 
 
 # --- learning ------------------------------------------------------------------------------------------------------
+
 
 def red_and_striped_blue(n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
     """A: red-ish 16x16 images with noise. B: blue-ish images with vertical stripes and noise."""
@@ -562,3 +641,18 @@ def test_patchgan_families_fit_16px(spec: FamilySpec) -> None:
     spec.build(cfg, data)  # build alone resolves auto the same way
     with pytest.raises(ValueError, match="too small"):
         spec.build(spec.make_config(overrides={"n_layers_d": 3, "ngf": 4, "ndf": 4, **extra}), data)
+
+
+@pytest.mark.parametrize("spec", [s for s in FAMILIES.values() if s.translate is not None], ids=lambda s: s.name)
+def test_heatmap_declaration_matches_what_translate_returns(spec: FamilySpec) -> None:
+    """issue 16 #3: Serve reads `FamilySpec.heatmap` (it used to probe with a warm-up pass): the declaration must say
+    exactly whether the family's translate returns a heatmap."""
+    torch.manual_seed(0)
+    cfg = spec.make_config("smoke" if "smoke" in spec.presets else None)
+    data = DataSpec("unpaired", 16, 16, 3, num_classes=3)
+    nets = spec.build(cfg, data).inference_nets()
+    for net in nets.values():
+        net.eval()
+    out = spec.translate(nets, torch.zeros(1, 3, 16, 16), "a2b", cfg)
+    assert ("heatmap" in out) == spec.heatmap
+    assert spec.heatmap == (spec.name == "ugatit")  # the one attention family (the served contract's heatmap flag)

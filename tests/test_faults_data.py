@@ -25,8 +25,7 @@ import pytest
 from gansvc import storage
 from gansvc.data.ingest import put
 from gansvc.data.manifest import read_manifest
-
-from tests.test_data_safety import cli, image_folder, keys, read_dataset, sigkill, start_paused_put  # noqa: I001
+from tests.test_data_safety import cli, image_folder, keys, read_dataset, sigkill, start_paused_put
 
 
 class Reader(threading.Thread):
@@ -82,17 +81,38 @@ def test_put_killed_at_random_points(tmp_path: Path, s3_prefix: str) -> None:
         reader = Reader(s3_prefix, sources, allowed)
         reader.start()
         if rng.random() < 0.5:
-            point = rng.choice([f"upload:{rng.randint(1, len(sources[target]))}", "commit", "committed",
-                                f"delete:{rng.randint(1, len(sources[live]))}"])
+            point = rng.choice(
+                [
+                    f"upload:{rng.randint(1, len(sources[target]))}",
+                    "commit",
+                    "committed",
+                    f"delete:{rng.randint(1, len(sources[live]))}",
+                ]
+            )
             proc = start_paused_put(tmp_path / target, s3_prefix, point, "--overwrite")
             time.sleep(0.3)  # let the reader read while the put is stopped there
             sigkill(proc)
         else:
             delay = rng.uniform(0.5, 3.5)
             point = f"after {delay:.1f}s"
-            proc = subprocess.Popen([sys.executable, "-m", "gansvc.data", "put", str(tmp_path / target), s3_prefix,
-                                     "--overwrite", "--threads", "2", "--quiet"], stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gansvc.data",
+                    "put",
+                    str(tmp_path / target),
+                    s3_prefix,
+                    "--overwrite",
+                    "--threads",
+                    "2",
+                    "--quiet",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=dict(os.environ),
+            )
             time.sleep(delay)
             if proc.poll() is None:
                 os.kill(proc.pid, signal.SIGKILL)
@@ -109,13 +129,16 @@ def test_put_killed_at_random_points(tmp_path: Path, s3_prefix: str) -> None:
         assert not reader.failures, reader.failures[:3]
         assert whole_source(s3_prefix, sources, {target}) == target
         m = read_manifest(s3_prefix)
-        assert keys(s3_prefix) == {"runs/keep.pt", "manifest.json"} | {m.object_rel(r) for r in m.stored_files()}, \
+        assert keys(s3_prefix) == {"runs/keep.pt", "manifest.json"} | {m.object_rel(r) for r in m.stored_files()}, (
             "no file of an old or killed version left behind"
+        )
         rows.append((f"{live}->{target}", point, after_kill, recovery, reader.reads))
         live = target
     print("\nkilled data put: round, kill point, dataset after the kill, re-run (recovery) s, reader passes")
     for row in rows:
         print(f"  {row[0]}  {row[1]:<24} {row[2]}  {row[3]:.2f}s  {row[4]}")
     times = [r[3] for r in rows]
-    print(f"recovery: median {statistics.median(times):.2f}s, max {max(times):.2f}s over {len(rows)} kills "
-          f"({len(sources['a'])}-image datasets, process start included)")
+    print(
+        f"recovery: median {statistics.median(times):.2f}s, max {max(times):.2f}s over {len(rows)} kills "
+        f"({len(sources['a'])}-image datasets, process start included)"
+    )

@@ -37,7 +37,7 @@ def _checkpoint_steps(run: str) -> list[int]:
     return sorted(steps)
 
 
-def _wait(predicate: Any, timeout: float, what: str, alive: threading.Thread) -> None:  # noqa: ANN401
+def _wait(predicate: Any, timeout: float, what: str, alive: threading.Thread) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
@@ -61,16 +61,39 @@ def dataset(stack: local.StackState) -> str:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_s3_outage_during_two_worker_training(ray_stack: local.StackState, stack_dir: Path, dataset: str,
-                                              s3_prefix: str) -> None:
+def test_s3_outage_during_two_worker_training(
+    ray_stack: local.StackState, stack_dir: Path, dataset: str, s3_prefix: str
+) -> None:
     from gansvc.checkpoint import TRAIN_FILE, _load_bytes
     from gansvc.train.__main__ import main as train_main
     from gansvc.train.loop import STARTS_FILE
 
     run = f"{s3_prefix}/outage"
-    args = ["dcgan", "--dataset", dataset, "--storage", s3_prefix, "--name", "outage", "--preset", "smoke",
-            "--batch-size", "8", "--num-workers", "2", "--max-steps", str(MAX_STEPS), "--checkpoint-every",
-            str(EVERY), "--eval-every", "1000", "--log-every", "10", "--max-failures", "3"]
+    args = [
+        "dcgan",
+        "--dataset",
+        dataset,
+        "--storage",
+        s3_prefix,
+        "--name",
+        "outage",
+        "--preset",
+        "smoke",
+        "--batch-size",
+        "8",
+        "--num-workers",
+        "2",
+        "--max-steps",
+        str(MAX_STEPS),
+        "--checkpoint-every",
+        str(EVERY),
+        "--eval-every",
+        "1000",
+        "--log-every",
+        "10",
+        "--max-failures",
+        "3",
+    ]
     result: dict[str, int] = {}
     trainer = threading.Thread(target=lambda: result.setdefault("code", train_main(args)), daemon=True)
     trainer.start()

@@ -22,7 +22,9 @@ import pytest
 import requests
 
 from gansvc.registry import register
-from tests.test_serve import ATTRS, _model_app, _model_bytes
+from tests.support.serve import ATTRS
+from tests.support.serve import model_app as _model_app
+from tests.support.serve import model_bytes as _model_bytes
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("stack")]
 CLIENTS = 32
@@ -40,11 +42,19 @@ def url(ray_stack: Any) -> Any:
     register("gen", _model_bytes("acgan", ATTRS, 0), "test", {}, root=registry)
     port = ray_stack.ports.serve_http
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    config = {"proxy_location": "HeadOnly", "http_options": {"host": "127.0.0.1", "port": port},
-              "applications": [
-                  {"name": "gansvc", "route_prefix": "/", "import_path": "gansvc.serve.app:build_app",
-                   "args": {"num_cpus": 0.1, "request_timeout_s": REQUEST_TIMEOUT_S, "expect_models": ["gen"]}},
-                  _model_app("gen", registry)]}  # autoscaling default: exactly one replica
+    config = {
+        "proxy_location": "HeadOnly",
+        "http_options": {"host": "127.0.0.1", "port": port},
+        "applications": [
+            {
+                "name": "gansvc",
+                "route_prefix": "/",
+                "import_path": "gansvc.serve.app:build_app",
+                "args": {"num_cpus": 0.1, "request_timeout_s": REQUEST_TIMEOUT_S, "expect_models": ["gen"]},
+            },
+            _model_app("gen", registry),
+        ],
+    }  # autoscaling default: exactly one replica
     try:
         deploy(ray_stack.dashboard_url, config)
         wait_running(ray_stack.dashboard_url, ["gansvc", "gen"], timeout=240)
@@ -73,8 +83,9 @@ def test_replica_killed_under_load(url: str) -> None:
         while not stop.is_set():
             t0 = time.monotonic()
             try:
-                r = session.post(f"{url}/v1/models/gen/generate", json={"n": 1, "seed": i * 1000 + k},
-                                 timeout=CLIENT_TIMEOUT_S)
+                r = session.post(
+                    f"{url}/v1/models/gen/generate", json={"n": 1, "seed": i * 1000 + k}, timeout=CLIENT_TIMEOUT_S
+                )
                 entry = (t0, time.monotonic(), r.status_code, r.headers.get("X-Replica", ""))
                 if r.status_code != 200:
                     entry = (*entry[:3], r.headers.get("Retry-After", "") + "|" + r.text[:200])
@@ -86,7 +97,7 @@ def test_replica_killed_under_load(url: str) -> None:
 
     pids = _replica_pids()
     assert len(pids) == 1, pids
-    (old_actor, pid), = pids.items()
+    ((old_actor, pid),) = pids.items()
     with cf.ThreadPoolExecutor(CLIENTS) as pool:
         futures = [pool.submit(client, i) for i in range(CLIENTS)]
         try:
@@ -116,8 +127,10 @@ def test_replica_killed_under_load(url: str) -> None:
     kinds: dict[str, int] = {}
     for e in errors:
         kinds[str(e[2])] = kinds.get(str(e[2]), 0) + 1
-    print(f"\nreplica killed under {CLIENTS} clients: {len(log)} requests, {len(errors)} errors {kinds}, recovery "
-          f"(kill -> first answer of the new replica) {recovery_s:.1f} s, slowest request {slowest:.1f} s")
+    print(
+        f"\nreplica killed under {CLIENTS} clients: {len(log)} requests, {len(errors)} errors {kinds}, recovery "
+        f"(kill -> first answer of the new replica) {recovery_s:.1f} s, slowest request {slowest:.1f} s"
+    )
     assert slowest < CLIENT_TIMEOUT_S, "a request hung"
     assert all(isinstance(e[2], int) for e in errors), f"dropped connections / client timeouts: {errors[:5]}"
     assert {e[2] for e in errors} <= {503}, f"the kill must answer 503 (retry), not {kinds}: {errors[:5]}"
@@ -142,20 +155,30 @@ def test_one_hop_replica_killed_answers_503(url: str, ray_stack: Any) -> None:
     replica, so the requests in flight get the proxy's answer; with gansvc.serve.errors:proxy_middlewares installed
     in the proxy it is the same 503 model_unavailable + Retry-After as on the two-hop path (without it: a bare 500)."""
     if not _proxy_callback_installed(ray_stack):
-        pytest.skip("the Ray head was started without RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH="
-                    "gansvc.serve.errors:proxy_middlewares (serve/README.md, 'One hop or two')")
+        pytest.skip(
+            "the Ray head was started without RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH="
+            "gansvc.serve.errors:proxy_middlewares (serve/README.md, 'One hop or two')"
+        )
     from ray.util.state import list_actors
 
     from gansvc.serve.__main__ import declarative_apps, deploy, wait_running
 
     running, details = declarative_apps(ray_stack.dashboard_url)
     gen = next(a for a in running if a["name"] == "gen")
-    deploy(ray_stack.dashboard_url, {"proxy_location": details.get("proxy_location") or "HeadOnly",
-                                     "http_options": details.get("http_options") or {},
-                                     "applications": [{**gen, "name": "gen1", "route_prefix": "/v1/models/gen1"}]})
+    deploy(
+        ray_stack.dashboard_url,
+        {
+            "proxy_location": details.get("proxy_location") or "HeadOnly",
+            "http_options": details.get("http_options") or {},
+            "applications": [{**gen, "name": "gen1", "route_prefix": "/v1/models/gen1"}],
+        },
+    )
     wait_running(ray_stack.dashboard_url, ["gen1"], timeout=240)
-    (pid,) = [a.pid for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000, raise_on_missing_output=False)
-              if a.class_name.startswith("ServeReplica:gen1:")]
+    (pid,) = [
+        a.pid
+        for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000, raise_on_missing_output=False)
+        if a.class_name.startswith("ServeReplica:gen1:")
+    ]
     stop, lock = threading.Event(), threading.Lock()
     log: list[tuple[int | str, str, str]] = []
 

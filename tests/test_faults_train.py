@@ -35,14 +35,29 @@ def shapes(stack, synth_put) -> str:  # noqa: ANN001
 
 
 def _train_args(shapes: str, runs: str, name: str, *extra: str) -> list[str]:
-    return ["dcgan", "--dataset", shapes, "--storage", runs, "--name", name, "--preset", "smoke", "--batch-size", "8",
-            *extra]
+    return [
+        "dcgan",
+        "--dataset",
+        shapes,
+        "--storage",
+        runs,
+        "--name",
+        name,
+        "--preset",
+        "smoke",
+        "--batch-size",
+        "8",
+        *extra,
+    ]
 
 
 def _checkpoint_steps(run: str) -> list[int]:
     """Steps of the run's checkpoints whose meta.json is written (complete uploads)."""
-    return sorted(int(o.rel.split("/")[0].split("-")[1]) for o in storage.list_objects(run)
-                  if o.rel.startswith("checkpoint-") and o.rel.endswith("/meta.json"))
+    return sorted(
+        int(o.rel.split("/")[0].split("-")[1])
+        for o in storage.list_objects(run)
+        if o.rel.startswith("checkpoint-") and o.rel.endswith("/meta.json")
+    )
 
 
 def _wait(predicate: Any, seconds: float, what: str) -> None:
@@ -64,12 +79,30 @@ def test_job_stopped_and_resubmitted_resumes_at_last_checkpoint(ray_stack, shape
 
     client = JobSubmissionClient(ray_stack.dashboard_url)
     run = f"{s3_prefix}/stopped"
-    entrypoint = " ".join(["python", "-m", "gansvc.train", *_train_args(
-        shapes, s3_prefix, "stopped", "--max-steps", "5000", "--checkpoint-every", "20", "--eval-every", "100000",
-        "--log-every", "1")])
+    entrypoint = " ".join(
+        [
+            "python",
+            "-m",
+            "gansvc.train",
+            *_train_args(
+                shapes,
+                s3_prefix,
+                "stopped",
+                "--max-steps",
+                "5000",
+                "--checkpoint-every",
+                "20",
+                "--eval-every",
+                "100000",
+                "--log-every",
+                "1",
+            ),
+        ]
+    )
     first = client.submit_job(entrypoint=entrypoint)
-    _wait(lambda: len(_checkpoint_steps(run)) >= 3 or client.get_job_status(first).is_terminal(), 300,
-          "three checkpoints")
+    _wait(
+        lambda: len(_checkpoint_steps(run)) >= 3 or client.get_job_status(first).is_terminal(), 300, "three checkpoints"
+    )
     assert not client.get_job_status(first).is_terminal(), client.get_job_logs(first)[-3000:]
     client.stop_job(first)
     _wait(lambda: client.get_job_status(first).is_terminal(), 120, "the stopped job to end")
@@ -103,9 +136,11 @@ def test_job_stopped_and_resubmitted_resumes_at_last_checkpoint(ray_stack, shape
     assert step > 0 and step == committed and committed in (last, last - 20), (step, committed, last)
     starts = storage.read_json(f"{run}/starts.json")
     assert starts[0]["source"] == "fresh" and starts[-1] == {**starts[-1], "step": step, "source": "resumed"}
-    print(f"\n[recovery] job stop + resubmit: resumed at step {step} (committed {committed}, newest in storage "
-          f"{last}); restore done "
-          f"{resumed_at['resumed']:.1f}s and first new step {resumed_at['first_step']:.1f}s after the resubmission")
+    print(
+        f"\n[recovery] job stop + resubmit: resumed at step {step} (committed {committed}, newest in storage "
+        f"{last}); restore done "
+        f"{resumed_at['resumed']:.1f}s and first new step {resumed_at['first_step']:.1f}s after the resubmission"
+    )
 
 
 @pytest.mark.timeout(900)
@@ -117,8 +152,18 @@ def test_corrupted_newest_checkpoint_falls_back_to_the_previous_one(ray_stack, s
     # evaluations at every checkpoint (the resume restores the evaluator's history and best), on few samples: their
     # count changes no training step (evaluation draws from its own seeded generator, gansvc/train/quality.py) and the
     # three runs use the same
-    common = ("--checkpoint-every", "10", "--eval-every", "10", "--log-every", "1", "--set", "metrics.samples=32",
-              "--set", "metrics.reference_samples=64")
+    common = (
+        "--checkpoint-every",
+        "10",
+        "--eval-every",
+        "10",
+        "--log-every",
+        "1",
+        "--set",
+        "metrics.samples=32",
+        "--set",
+        "metrics.reference_samples=64",
+    )
     run = f"{s3_prefix}/bad"
     assert train_main(_train_args(shapes, s3_prefix, "bad", "--max-steps", "20", *common)) == 0
     bad = f"{run}/checkpoint-00000020/{TRAIN_FILE}"
@@ -127,11 +172,16 @@ def test_corrupted_newest_checkpoint_falls_back_to_the_previous_one(ray_stack, s
 
     lines: list[tuple[float, str]] = []
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "gansvc.train", *_train_args(
-        shapes, s3_prefix, "bad", "--max-steps", "30", *common)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, env=dict(os.environ))
-    reader = threading.Thread(target=lambda: [lines.append((time.monotonic() - started, line))
-                                              for line in proc.stdout], daemon=True)  # type: ignore[union-attr]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gansvc.train", *_train_args(shapes, s3_prefix, "bad", "--max-steps", "30", *common)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=dict(os.environ),
+    )
+    reader = threading.Thread(
+        target=lambda: [lines.append((time.monotonic() - started, line)) for line in proc.stdout], daemon=True
+    )  # type: ignore[union-attr]
     reader.start()
     try:
         code = proc.wait(timeout=600)
@@ -142,21 +192,27 @@ def test_corrupted_newest_checkpoint_falls_back_to_the_previous_one(ray_stack, s
     reader.join(timeout=10)
     out = "".join(line for _, line in lines)
     assert code == 0, out[-4000:]
-    assert f"checkpoint {run}/checkpoint-00000020 is damaged" in out and "train_state.pt does not match" in out, \
-        out[-4000:]
+    assert f"checkpoint {run}/checkpoint-00000020 is damaged" in out and "train_state.pt does not match" in out, out[
+        -4000:
+    ]
     assert "resumed at step 10" in out and "previous good checkpoint checkpoint-00000010" in out
     starts = storage.read_json(f"{run}/starts.json")
     assert starts[-1]["step"] == 10 and starts[-1]["checkpoint"] == "checkpoint-00000010"
-    redone = [o.rel.split("/")[0] for o in storage.list_objects(run) if re.match(r"checkpoint-00000020-\w+/meta.json",
-                                                                                  o.rel)]
+    redone = [
+        o.rel.split("/")[0] for o in storage.list_objects(run) if re.match(r"checkpoint-00000020-\w+/meta.json", o.rel)
+    ]
     assert len(redone) == 1, "step 20 is checkpointed again beside the damaged one, under a new name"
     first_new = next(t for t, line in lines if (m := STEP_LINE.search(line)) and int(m.group(1)) > 10)
 
     assert train_main(_train_args(shapes, s3_prefix, "good", "--max-steps", "30", *common)) == 0
-    resumed, reference = _train_state(run, "checkpoint-00000030"), _train_state(f"{s3_prefix}/good",
-                                                                                "checkpoint-00000030")
+    resumed, reference = (
+        _train_state(run, "checkpoint-00000030"),
+        _train_state(f"{s3_prefix}/good", "checkpoint-00000030"),
+    )
     for net, sd in reference["nets"].items():
         for key, value in sd.items():
             assert torch.equal(value, resumed["nets"][net][key]), f"{net}.{key} differs after the fall back"
-    print(f"\n[recovery] truncated newest checkpoint: fell back to step 10; first new step {first_new:.1f}s after "
-          "the resubmission (a new driver process)")
+    print(
+        f"\n[recovery] truncated newest checkpoint: fell back to step 10; first new step {first_new:.1f}s after "
+        "the resubmission (a new driver process)"
+    )

@@ -35,13 +35,18 @@ def shapes(stack, synth_put) -> str:  # noqa: ANN001
 
 def _spec(tmp_path: Path, dataset: str) -> Path:
     spec = {
-        "family": "dcgan", "dataset": dataset,
-        "base": {"preset": "smoke", "model": {"loss": "mse", "optimizer": "sgd"},
-                 "loop": {"max_steps": MAX_STEPS, "batch_size": 8, "eval_every": 2, "checkpoint_every": 2,
-                          "log_every": 2},
-                 "metrics": {"samples": 32, "reference_samples": 64}},
+        "family": "dcgan",
+        "dataset": dataset,
+        "base": {
+            "preset": "smoke",
+            "model": {"loss": "mse", "optimizer": "sgd"},
+            "loop": {"max_steps": MAX_STEPS, "batch_size": 8, "eval_every": 2, "checkpoint_every": 2, "log_every": 2},
+            "metrics": {"samples": 32, "reference_samples": 64},
+        },
         "space": {"model.lr_d": {"grid": LR_D}},
-        "metric": "swd", "scheduler": {"type": "none"}, "max_concurrent": 2,
+        "metric": "swd",
+        "scheduler": {"type": "none"},
+        "max_concurrent": 2,
     }
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -49,7 +54,7 @@ def _spec(tmp_path: Path, dataset: str) -> Path:
 
 
 def _command(spec: Path, runs: str) -> list[str]:
-    return [sys.executable, "-m", "gansvc.tune", str(spec), "--storage", runs, "--name", "intr"]
+    return [sys.executable, "-m", "gansvc.tune", str(spec), "--storage", f"{runs}/sweeps", "--name", "intr"]
 
 
 def _env() -> dict[str, str]:
@@ -74,12 +79,17 @@ def _starts(trials: str, run: str) -> list[dict[str, Any]]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_stack, shapes: str, tmp_path: Path,  # noqa: ANN001
-                                                                     s3_prefix: str) -> None:
+def test_interrupted_sweep_resumes_without_rerunning_finished_trials(
+    ray_stack,
+    shapes: str,
+    tmp_path: Path,
+    s3_prefix: str,
+) -> None:
     spec = _spec(tmp_path, shapes)
     trials = f"{s3_prefix}/sweeps/intr/trials"
-    driver = subprocess.Popen(_command(spec, s3_prefix), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env=_env(), cwd=REPO)
+    driver = subprocess.Popen(
+        _command(spec, s3_prefix), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(), cwd=REPO
+    )
     try:
         deadline = time.monotonic() + 400
         while True:  # 2 at a time: a third trial starts once Tune has finished one of the first two
@@ -105,17 +115,30 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_stack, 
     interrupted = {r["trial"] for r in first if r["status"] == "interrupted"}
     # Tune creates trials as slots free up: the 4th may not exist yet
     assert finished and interrupted and len(first) in (3, 4), first
-    kept = {t: (_starts(trials, t), storage.read_json(f"{trials}/{t}/checkpoint-{MAX_STEPS:08d}/meta.json"),
-                sorted(o.rel for o in storage.list_objects(f"{trials}/{t}"))) for t in finished}
+    kept = {
+        t: (
+            _starts(trials, t),
+            storage.read_json(f"{trials}/{t}/checkpoint-{MAX_STEPS:08d}/meta.json"),
+            sorted(o.rel for o in storage.list_objects(f"{trials}/{t}")),
+        )
+        for t in finished
+    }
     # the step each interrupted trial can continue from: its newest complete checkpoint (0: none yet)
-    saved = {t: max([_step(o.rel) for o in storage.list_objects(f"{trials}/{t}")
-                     if o.rel.startswith("checkpoint-") and o.rel.endswith("/meta.json")], default=0)
-             for t in interrupted}
+    saved = {
+        t: max(
+            [
+                _step(o.rel)
+                for o in storage.list_objects(f"{trials}/{t}")
+                if o.rel.startswith("checkpoint-") and o.rel.endswith("/meta.json")
+            ],
+            default=0,
+        )
+        for t in interrupted
+    }
     starts_before = {t: _starts(trials, t) for t in interrupted}
 
     rerun_wall, rerun_at = time.time(), time.monotonic()
-    again = subprocess.run(_command(spec, s3_prefix), capture_output=True, text=True, timeout=480, env=_env(),
-                           cwd=REPO)
+    again = subprocess.run(_command(spec, s3_prefix), capture_output=True, text=True, timeout=480, env=_env(), cwd=REPO)
     recovery_s = time.monotonic() - rerun_at
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "resuming sweep intr" in again.stdout
@@ -134,10 +157,12 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(ray_stack, 
         assert starts[:-1] == starts_before[t] and starts[-1]["step"] <= saved[t], (t, saved[t], starts)
         assert (starts[-1]["source"] == "resumed") == (starts[-1]["step"] > 0), starts
         resumed.append(_start_time(starts[-1]) - rerun_wall)
-    print(f"\n[faults] tune SIGINT: driver exited {exit_s:.1f} s after SIGINT (code 130); the re-run started the "
-          f"first interrupted trial again after {min(resumed):.0f} s and completed the sweep in {recovery_s:.1f} s; "
-          f"{len(finished)} finished trial(s) kept as they were, {len(interrupted)} run again from steps "
-          f"{sorted(_starts(trials, t)[-1]['step'] for t in interrupted)}")
+    print(
+        f"\n[faults] tune SIGINT: driver exited {exit_s:.1f} s after SIGINT (code 130); the re-run started the "
+        f"first interrupted trial again after {min(resumed):.0f} s and completed the sweep in {recovery_s:.1f} s; "
+        f"{len(finished)} finished trial(s) kept as they were, {len(interrupted)} run again from steps "
+        f"{sorted(_starts(trials, t)[-1]['step'] for t in interrupted)}"
+    )
 
 
 def _step(rel: str) -> int:

@@ -101,9 +101,21 @@ def test_streaming_metrics_equal_torch_fidelity(tmp_path: Path) -> None:
     _write_folder(fake_dir, seed=2, detail=8)
 
     ref = torch_fidelity.calculate_metrics(
-        input1=str(fake_dir), input2=str(real_dir), cuda=False, isc=True, fid=True, kid=True, verbose=False,
-        cache=False, save_cpu_ram=True, batch_size=12, feature_extractor_weights_path=str(weights),
-        kid_subsets=KID_SUBSETS, kid_subset_size=KID_SUBSET_SIZE, isc_splits=IS_SPLITS)
+        input1=str(fake_dir),
+        input2=str(real_dir),
+        cuda=False,
+        isc=True,
+        fid=True,
+        kid=True,
+        verbose=False,
+        cache=False,
+        save_cpu_ram=True,
+        batch_size=12,
+        feature_extractor_weights_path=str(weights),
+        kid_subsets=KID_SUBSETS,
+        kid_subset_size=KID_SUBSET_SIZE,
+        isc_splits=IS_SPLITS,
+    )
 
     extractor, message = load_inception(str(weights), extractor=FID_EXTRACTOR)
     assert extractor is not None, message
@@ -113,16 +125,28 @@ def test_streaming_metrics_equal_torch_fidelity(tmp_path: Path) -> None:
     cursor = [0]
 
     def sample(n: int) -> torch.Tensor:  # the "generator" replays the fake folder in order, 12 at a time
-        out = fake[cursor[0]:cursor[0] + n]
+        out = fake[cursor[0] : cursor[0] + n]
         cursor[0] += n
         return out
 
-    ours, protocol = evaluate_with_protocol(sample, real, extractor, n_samples=N_IMAGES, batch_size=12,
-                                            task="generate", kid_subsets=KID_SUBSETS,
-                                            kid_subset_size=KID_SUBSET_SIZE, is_splits=IS_SPLITS)
-    pairs = {"fid": "frechet_inception_distance", "kid": "kernel_inception_distance_mean",
-             "kid_std": "kernel_inception_distance_std", "is": "inception_score_mean",
-             "is_std": "inception_score_std"}
+    ours, protocol = evaluate_with_protocol(
+        sample,
+        real,
+        extractor,
+        n_samples=N_IMAGES,
+        batch_size=12,
+        task="generate",
+        kid_subsets=KID_SUBSETS,
+        kid_subset_size=KID_SUBSET_SIZE,
+        is_splits=IS_SPLITS,
+    )
+    pairs = {
+        "fid": "frechet_inception_distance",
+        "kid": "kernel_inception_distance_mean",
+        "kid_std": "kernel_inception_distance_std",
+        "is": "inception_score_mean",
+        "is_std": "inception_score_std",
+    }
     for mine, theirs in pairs.items():
         assert ours[mine] == pytest.approx(ref[theirs], rel=1e-3), (mine, ours[mine], ref[theirs])
     # the numbers are not degenerate: a test of 0 == 0 proves nothing

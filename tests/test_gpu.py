@@ -26,8 +26,9 @@ def _case(family: str, device: str) -> tuple[Any, Any, Any, dict[str, torch.Tens
     cfg = spec.make_config("smoke")
     layout = "unpaired" if spec.task in ("translate", "segment") else "single"
     masks = spec.task == "segment"  # a segmenter trains on masks: its data spec has classes, its batches masks
-    data = DataSpec(layout, SIDE, SIDE, 3, {"a": ("x", "y")} if spec.conditional else {},
-                    num_classes=CLASSES if masks else 0)
+    data = DataSpec(
+        layout, SIDE, SIDE, 3, {"a": ("x", "y")} if spec.conditional else {}, num_classes=CLASSES if masks else 0
+    )
     state = spec.build(cfg, data)
     cuda = device == "cuda"
     fmt = torch.channels_last if cuda else torch.contiguous_format
@@ -67,16 +68,31 @@ def test_step_under_bf16_autocast_and_channels_last(family: str) -> None:
     assert _finite(out)
 
 
-GPU_CLI = ["--preset", "smoke", "--max-steps", "20", "--batch-size", "16", "--gpus-per-worker", "1",
-           "--set", "loop.compile=true", "--checkpoint-every", "20", "--eval-every", "20"]
+GPU_CLI = [
+    "--preset",
+    "smoke",
+    "--max-steps",
+    "20",
+    "--batch-size",
+    "16",
+    "--gpus-per-worker",
+    "1",
+    "--set",
+    "loop.compile=true",
+    "--checkpoint-every",
+    "20",
+    "--eval-every",
+    "20",
+]
 
 
 def test_gpu_cli_config_is_valid_on_cpu(tmp_path: Any) -> None:
     """The CPU half of the GPU CLI test: its flags make a valid config (GPU switches on) before anything runs."""
     from gansvc.train.__main__ import build_parser, config_from_args
 
-    args = build_parser().parse_args(["dcgan", "--dataset", "s3://b/shapes", "--storage", str(tmp_path),
-                                      "--name", "gpu", *GPU_CLI])
+    args = build_parser().parse_args(
+        ["dcgan", "--dataset", "s3://b/shapes", "--storage", str(tmp_path), "--name", "gpu", *GPU_CLI]
+    )
     cfg = config_from_args(args)
     assert cfg.scaling.use_gpu and cfg.scaling.gpus_per_worker == 1 and cfg.loop.compile and cfg.loop.max_steps == 20
 

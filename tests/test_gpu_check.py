@@ -57,10 +57,12 @@ def test_stage_timeout_kills_the_stage(tmp_path: Path) -> None:
 
 def test_family_figures_judge_the_best_passing_cell() -> None:
     fam = gpu_check.FamilyRun("cyclegan", 256, 1, 150, "pairs/s", ("fp32", "all", "compile"))
-    rows = [{"variant": "fp32", "per_s": 100.0, "speedup_vs_fp32": 1.0, "loss_check": "pass"},
-            {"variant": "all", "per_s": 160.0, "speedup_vs_fp32": 1.6, "loss_check": "pass"},
-            {"variant": "compile", "per_s": 400.0, "speedup_vs_fp32": 4.0, "loss_check": "fail"},
-            {"variant": "all+cudagraphs", "error": "RuntimeError: x", "loss_check": "error"}]
+    rows = [
+        {"variant": "fp32", "per_s": 100.0, "speedup_vs_fp32": 1.0, "loss_check": "pass"},
+        {"variant": "all", "per_s": 160.0, "speedup_vs_fp32": 1.6, "loss_check": "pass"},
+        {"variant": "compile", "per_s": 400.0, "speedup_vs_fp32": 4.0, "loss_check": "fail"},
+        {"variant": "all+cudagraphs", "error": "RuntimeError: x", "loss_check": "error"},
+    ]
     figs = gpu_check.family_figures(fam, rows, dry=False)
     assert figs[0]["measured"] == 160.0 and figs[0]["met"] and "(all)" in figs[0]["figure"]
     assert figs[1]["met"] and figs[1]["measured"] == 1.6
@@ -73,8 +75,13 @@ def test_cpu_dry_run_end_to_end(tmp_path: Path) -> None:
     every cell has a positive rate and finite losses, and the results and the one summary table are written.
     About a minute of CPU; its stage budgets (and the 960 s guard) only matter on a loaded machine."""
     out = tmp_path / "gc"
-    proc = subprocess.run(["bash", str(BENCH / "gpu_check.sh"), "--cpu-dry-run", "--out", str(out)],
-                          capture_output=True, text=True, timeout=940, cwd=ROOT)
+    proc = subprocess.run(
+        ["bash", str(BENCH / "gpu_check.sh"), "--cpu-dry-run", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=940,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     records = [json.loads(line) for line in (out / "gpu_check.jsonl").read_text().splitlines()]
     stages = {r["name"]: r for r in records if r["kind"] == "stage"}

@@ -35,8 +35,13 @@ DROPPED = {"TMPDIR", "TORCH_HOME", "TRITON_CACHE_DIR", "MPLCONFIGDIR", "HOME"}
 
 def _fresh_env(home: Path, tmp: Path, report: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in DROPPED and not k.startswith(DROPPED_PREFIXES)}
-    return {**env, "HOME": str(home), "TMPDIR": str(tmp), "GANSVC_TEST_REPORT": str(report),
-            "PYTHONDONTWRITEBYTECODE": "1"}
+    return {
+        **env,
+        "HOME": str(home),
+        "TMPDIR": str(tmp),
+        "GANSVC_TEST_REPORT": str(report),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
 
 
 def _tree(root: Path) -> list[str]:
@@ -52,9 +57,14 @@ def test_a_test_run_leaves_nothing_in_home_or_tmp() -> None:
     home.mkdir()
     tmp.mkdir()
     try:
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *SUBSET],
-                              cwd=REPO, env=_fresh_env(home, tmp, report), capture_output=True, text=True,
-                              timeout=400)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *SUBSET],
+            cwd=REPO,
+            env=_fresh_env(home, tmp, report),
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
         assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
         assert "3 passed" in proc.stdout, proc.stdout[-2000:]
         info = json.loads(report.read_text())

@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gansvc import importers, storage
+from gansvc import importers, registry, storage
 from gansvc.checkpoint import CheckpointError, inference_payload
 from gansvc.data.spec import DataSpec
 from gansvc.families import dcgan
@@ -29,7 +29,7 @@ from gansvc.nn.ugatit import UgatitDiscriminator, UgatitGenerator
 from gansvc.registry import RegistryError, get_entry, list_entries, load_model, register
 from gansvc.registry import main as registry_main
 from gansvc.translate import main as translate_main
-from tests.test_official_compat import official_ugatit_d, official_ugatit_g, random_state  # noqa: I001
+from tests.test_official_compat import official_ugatit_d, official_ugatit_g, random_state
 
 REPO = Path(__file__).resolve().parents[1]
 W, H = 36, 20  # non-square test image (PIL size order: width, height)
@@ -38,21 +38,39 @@ W, H = 36, 20  # non-square test image (PIL size order: width, height)
 # models/networks.py: model = [pad, conv7, IN, relu] (0-3), 2 x [conv3/2, IN, relu] (4-9), 2 ResnetBlocks (10, 11),
 # 2 x [convT3/2, IN, relu] (12-17), [pad, conv7, tanh] (18-20); convs have biases (norm is InstanceNorm).
 OFFICIAL_G_NGF8_2BLOCKS = {
-    "model.1.weight": (8, 3, 7, 7), "model.1.bias": (8,),
-    "model.4.weight": (16, 8, 3, 3), "model.4.bias": (16,),
-    "model.7.weight": (32, 16, 3, 3), "model.7.bias": (32,),
-    "model.10.conv_block.1.weight": (32, 32, 3, 3), "model.10.conv_block.1.bias": (32,),
-    "model.10.conv_block.5.weight": (32, 32, 3, 3), "model.10.conv_block.5.bias": (32,),
-    "model.11.conv_block.1.weight": (32, 32, 3, 3), "model.11.conv_block.1.bias": (32,),
-    "model.11.conv_block.5.weight": (32, 32, 3, 3), "model.11.conv_block.5.bias": (32,),
-    "model.12.weight": (32, 16, 3, 3), "model.12.bias": (16,),
-    "model.15.weight": (16, 8, 3, 3), "model.15.bias": (8,),
-    "model.19.weight": (3, 8, 7, 7), "model.19.bias": (3,),
+    "model.1.weight": (8, 3, 7, 7),
+    "model.1.bias": (8,),
+    "model.4.weight": (16, 8, 3, 3),
+    "model.4.bias": (16,),
+    "model.7.weight": (32, 16, 3, 3),
+    "model.7.bias": (32,),
+    "model.10.conv_block.1.weight": (32, 32, 3, 3),
+    "model.10.conv_block.1.bias": (32,),
+    "model.10.conv_block.5.weight": (32, 32, 3, 3),
+    "model.10.conv_block.5.bias": (32,),
+    "model.11.conv_block.1.weight": (32, 32, 3, 3),
+    "model.11.conv_block.1.bias": (32,),
+    "model.11.conv_block.5.weight": (32, 32, 3, 3),
+    "model.11.conv_block.5.bias": (32,),
+    "model.12.weight": (32, 16, 3, 3),
+    "model.12.bias": (16,),
+    "model.15.weight": (16, 8, 3, 3),
+    "model.15.bias": (8,),
+    "model.19.weight": (3, 8, 7, 7),
+    "model.19.bias": (3,),
 }
 # where its InstanceNorm2d layers sit (old files saved their running_mean / running_var)
-OFFICIAL_G_NORMS = {"model.2": 8, "model.5": 16, "model.8": 32, "model.10.conv_block.2": 32,
-                    "model.10.conv_block.6": 32, "model.11.conv_block.2": 32, "model.11.conv_block.6": 32,
-                    "model.13": 16, "model.16": 8}
+OFFICIAL_G_NORMS = {
+    "model.2": 8,
+    "model.5": 16,
+    "model.8": 32,
+    "model.10.conv_block.2": 32,
+    "model.10.conv_block.6": 32,
+    "model.11.conv_block.2": 32,
+    "model.11.conv_block.6": 32,
+    "model.13": 16,
+    "model.16": 8,
+}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -100,16 +118,17 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def reg(tmp_path_factory: pytest.TempPathFactory, files: dict[str, str]) -> str:
     """A local registry with cg (both generators), cg1 (G_A only) and ug (light ugatit)."""
     root = str(tmp_path_factory.mktemp("registry"))
-    importers.import_checkpoint("cyclegan-official", files["G_A"], "cg", b2a=files["G_B"], root=root)
-    importers.import_checkpoint("cyclegan-official", files["G_A"], "cg1", root=root)
-    importers.import_checkpoint("ugatit-pytorch", files["ugatit"], "ug", root=root)
+    registry.import_checkpoint("cyclegan-official", files["G_A"], "cg", b2a=files["G_B"], root=root)
+    registry.import_checkpoint("cyclegan-official", files["G_A"], "cg1", root=root)
+    registry.import_checkpoint("ugatit-pytorch", files["ugatit"], "ug", root=root)
     return root
 
 
 def run_cli(module: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=REPO, env=env,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=REPO, env=env, timeout=120
+    )
 
 
 def png(path: str | Path) -> Image.Image:
@@ -120,10 +139,15 @@ def png(path: str | Path) -> Image.Image:
 
 # ----------------------------------------------------------------------------------------------------------- import
 
+
 def test_import_infers_architecture_and_loads_weights(reg: str, files: dict[str, str]) -> None:
     cg = get_entry("cg", reg)
     assert (cg["family"], cg["task"], cg["directions"], cg["import_format"]) == (
-        "cyclegan", "translate", ["a2b", "b2a"], "cyclegan-official")
+        "cyclegan",
+        "translate",
+        ["a2b", "b2a"],
+        "cyclegan-official",
+    )
     assert (cg["config"]["ngf"], cg["config"]["n_blocks"], cg["config"]["dropout"]) == (8, 2, False)
     assert cg["data_spec"] == {"layout": "unpaired", "height": 256, "width": 256, "channels": 3, "attributes": {}}
     assert get_entry("cg1", reg)["directions"] == ["a2b"]
@@ -148,7 +172,7 @@ def test_import_infers_architecture_and_loads_weights(reg: str, files: dict[str,
 
 
 def test_import_full_ugatit_reads_image_size(tmp_path: Path, files: dict[str, str]) -> None:
-    entry = importers.import_checkpoint("ugatit-pytorch", files["ugatit_full"], "ugfull", root=str(tmp_path))
+    entry = registry.import_checkpoint("ugatit-pytorch", files["ugatit_full"], "ugfull", root=str(tmp_path))
     assert entry["config"]["light"] is False
     assert (entry["data_spec"]["height"], entry["data_spec"]["width"]) == (32, 32)
     _, model = load_model("ugfull", str(tmp_path))
@@ -156,8 +180,9 @@ def test_import_full_ugatit_reads_image_size(tmp_path: Path, files: dict[str, st
     assert out["image"].shape == (1, 3, H, W) and out["heatmap"].shape == (1, 1, H, W)
 
 
-def test_wrong_format_files_are_rejected(tmp_path: Path, files: dict[str, str],
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_wrong_format_files_are_rejected(
+    tmp_path: Path, files: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
     root = str(tmp_path / "reg")
     bad = {
         "random": save({"foo": torch.zeros(2), "bar": torch.ones(3)}, tmp_path / "random.pt"),
@@ -191,12 +216,16 @@ def test_wrong_format_files_are_rejected(tmp_path: Path, files: dict[str, str],
     ]
     for fmt, path, pattern in cases:
         with pytest.raises(CheckpointError, match=pattern):
-            importers.import_checkpoint(fmt, path, "bad", root=root)
+            registry.import_checkpoint(fmt, path, "bad", root=root)
     other = save(ResnetGenerator(3, 3, 4, 2).state_dict(), tmp_path / "ngf4.pth")
     with pytest.raises(CheckpointError, match="different architectures"):
-        importers.import_checkpoint("cyclegan-official", files["G_A"], "bad", b2a=other, root=root)
+        registry.import_checkpoint("cyclegan-official", files["G_A"], "bad", b2a=other, root=root)
     with pytest.raises(RegistryError, match="invalid model name"):
-        importers.import_checkpoint("cyclegan-official", files["G_A"], "Bad Name", root=root)
+        registry.import_checkpoint("cyclegan-official", files["G_A"], "Bad Name", root=root)
+    with pytest.raises(
+        CheckpointError, match="^--b2a is for cyclegan-official; a ugatit-pytorch params file holds both generators$"
+    ):
+        registry.import_checkpoint("ugatit-pytorch", files["ugatit"], "bad", b2a=files["G_B"], root=root)
     assert list_entries(root) == []  # nothing half-registered
 
     capsys.readouterr()  # the registry CLI (in-process: `python -m gansvc.registry` runs the same main)
@@ -208,6 +237,7 @@ def test_wrong_format_files_are_rejected(tmp_path: Path, files: dict[str, str],
 
 
 # -------------------------------------------------------------------------------------------------------- translate
+
 
 def test_translate_cyclegan_cli(reg: str, files: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "out.png"
@@ -238,15 +268,27 @@ def test_translate_cyclegan_cli(reg: str, files: dict[str, str], tmp_path: Path)
 
 def test_translate_ugatit_heatmap_cli(reg: str, files: dict[str, str], tmp_path: Path) -> None:
     out, heat = tmp_path / "out.png", tmp_path / "heat.png"
-    res = run_cli("gansvc.translate", "--model", "ug", "--direction", "b2a", "--registry", reg, "--heatmap",
-                  str(heat), files["png"], str(out))
+    res = run_cli(
+        "gansvc.translate",
+        "--model",
+        "ug",
+        "--direction",
+        "b2a",
+        "--registry",
+        reg,
+        "--heatmap",
+        str(heat),
+        files["png"],
+        str(out),
+    )
     assert res.returncode == 0, res.stderr
     assert (png(out).size, png(out).mode) == ((W, H), "RGB")
     assert (png(heat).size, png(heat).mode) == ((W, H), "L")
 
 
-def test_translate_resize_and_errors(reg: str, files: dict[str, str], tmp_path: Path,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_translate_resize_and_errors(
+    reg: str, files: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "resized.png"
     assert translate_main(["--model", "ug", "--resize", "24x16", "--registry", reg, files["png"], str(out)]) == 0
     assert png(out).size == (24, 16)
@@ -286,14 +328,27 @@ def test_translate_resize_and_errors(reg: str, files: dict[str, str], tmp_path: 
 
 # ------------------------------------------------------------------------------------------------------ embedded S3
 
-def test_registry_cli_import_and_translate_with_s3(stack: object, s3_prefix: str, files: dict[str, str],
-                                                   tmp_path: Path) -> None:
+
+def test_registry_cli_import_and_translate_with_s3(
+    stack: object, s3_prefix: str, files: dict[str, str], tmp_path: Path
+) -> None:
     root = f"{s3_prefix}/registry"
     ga, gb, img = f"{s3_prefix}/ckpt/latest_net_G_A.pth", f"{s3_prefix}/ckpt/latest_net_G_B.pth", f"{s3_prefix}/in.png"
     for src, dst in ((files["G_A"], ga), (files["G_B"], gb), (files["png"], img)):
         storage.upload_file(src, dst)
-    res = run_cli("gansvc.registry", "--registry", root, "import", "--format", "cyclegan-official", ga, "--b2a", gb,
-                  "--name", "horse2zebra")
+    res = run_cli(
+        "gansvc.registry",
+        "--registry",
+        root,
+        "import",
+        "--format",
+        "cyclegan-official",
+        ga,
+        "--b2a",
+        gb,
+        "--name",
+        "horse2zebra",
+    )
     assert res.returncode == 0, res.stderr
     assert "imported" in res.stdout and "horse2zebra v1 (cyclegan)" in res.stdout
     entry = get_entry("horse2zebra", root)
@@ -307,16 +362,19 @@ def test_registry_cli_import_and_translate_with_s3(stack: object, s3_prefix: str
 
 # ------------------------------------------------- discriminators never block a generator (issue 14, part 5)
 
-def _official_ugatit_file(path: Path, img_size: int, light: bool, d_layers: tuple[int, int] | None,
-                          ndf: int = 4) -> tuple[str, dict[str, dict[str, torch.Tensor]]]:
+
+def _official_ugatit_file(
+    path: Path, img_size: int, light: bool, d_layers: tuple[int, int] | None, ndf: int = 4
+) -> tuple[str, dict[str, dict[str, torch.Tensor]]]:
     """A UGATIT-pytorch params file in the official key layout (the layouts written out in test_official_compat):
     generators ngf 4, 2 blocks; discriminators of `d_layers` (global, local) or none (a generator-only file)."""
     g = official_ugatit_g(3, 3, 4, 2, img_size, light)
     params = {"genA2B": random_state(g, 1), "genB2A": random_state(g, 2)}
     if d_layers is not None:
         for seed, name in enumerate(("disGA", "disGB", "disLA", "disLB")):
-            params[name] = random_state(official_ugatit_d(3, ndf, d_layers[0] if name.startswith("disG") else
-                                                          d_layers[1]), 10 + seed)
+            params[name] = random_state(
+                official_ugatit_d(3, ndf, d_layers[0] if name.startswith("disG") else d_layers[1]), 10 + seed
+            )
     return save(params, path), params
 
 
@@ -330,23 +388,32 @@ def _official_ugatit_file(path: Path, img_size: int, light: bool, d_layers: tupl
     ],
 )
 def test_ugatit_import_never_refuses_generators_for_a_discriminator_constraint(
-        tmp_path: Path, img_size: int, light: bool, d_layers: tuple[int, int] | None,
-        config_depths: tuple[int | None, int | None], noted: tuple[str, ...]) -> None:
+    tmp_path: Path,
+    img_size: int,
+    light: bool,
+    d_layers: tuple[int, int] | None,
+    config_depths: tuple[int | None, int | None],
+    noted: tuple[str, ...],
+) -> None:
     file, params = _official_ugatit_file(tmp_path / "params.pt", img_size, light, d_layers)
-    imp = importers.import_ugatit(file)
+    imp = importers.read_checkpoint("ugatit-pytorch", file)
     # the file's discriminators are read from their own keys and loaded strictly, whatever the image size
     for name in (n for n in params if n.startswith("dis")):
         assert imp.state.nets[name].n_layers == d_layers[0 if name.startswith("disG") else 1]
         got = imp.state.nets[name].state_dict()
         assert set(got) == set(params[name]) and all(torch.equal(got[k], params[name][k]) for k in got)
-    entry = importers.import_checkpoint("ugatit-pytorch", file, "ug", root=str(tmp_path / "reg"))
+    entry = registry.import_checkpoint("ugatit-pytorch", file, "ug", root=str(tmp_path / "reg"))
     assert (entry["config"]["n_dis_global"], entry["config"]["n_dis_local"]) == config_depths
     assert (entry["data_spec"]["height"], entry["config"]["light"]) == (img_size, light)
     if d_layers is None:
         assert "discriminator_layers" not in entry
     else:
-        assert entry["discriminator_layers"] == {"disGA": d_layers[0], "disGB": d_layers[0], "disLA": d_layers[1],
-                                                 "disLB": d_layers[1]}
+        assert entry["discriminator_layers"] == {
+            "disGA": d_layers[0],
+            "disGB": d_layers[0],
+            "disLA": d_layers[1],
+            "disLB": d_layers[1],
+        }
     notes = entry.get("import_notes", [])
     assert [n.split(" discriminators")[0] for n in notes] == [f"the file's {k}" for k in noted]
     if noted:
@@ -367,19 +434,19 @@ def test_ugatit_import_still_checks_the_discriminators_it_holds(tmp_path: Path) 
     bad = dict(params)
     bad["disLB"] = {**params["disLB"], "conv1x1.bias": torch.zeros(3)}  # wrong shape
     with pytest.raises(CheckpointError, match=r"the disLB weights do not fit the UGATIT-pytorch layout"):
-        importers.import_ugatit(save(bad, tmp_path / "bad_shape.pt"))
+        importers.read_checkpoint("ugatit-pytorch", save(bad, tmp_path / "bad_shape.pt"))
     bad["disLB"] = {"foo": torch.zeros(1)}
     with pytest.raises(CheckpointError, match=r"its disLB entry: not a UGATIT-pytorch Discriminator state dict"):
-        importers.import_ugatit(save(bad, tmp_path / "bad_keys.pt"))
+        importers.read_checkpoint("ugatit-pytorch", save(bad, tmp_path / "bad_keys.pt"))
     bad["disLB"] = {k: v for k, v in params["disLB"].items() if k != "gap_fc.weight_orig"}
     with pytest.raises(CheckpointError, match=r"disLB weights do not fit"):
-        importers.import_ugatit(save(bad, tmp_path / "missing_key.pt"))
+        importers.read_checkpoint("ugatit-pytorch", save(bad, tmp_path / "missing_key.pt"))
 
 
 def test_cyclegan_import_needs_no_discriminator(tmp_path: Path, files: dict[str, str]) -> None:
     """Official CycleGAN generator files hold no discriminator; the model is stored at 256 px, where the family's
     PatchGAN (auto or the 70x70 one) always fits, so the import and the later load never depend on it."""
-    entry = importers.import_checkpoint("cyclegan-official", files["G_A"], "cg", root=str(tmp_path))
+    entry = registry.import_checkpoint("cyclegan-official", files["G_A"], "cg", root=str(tmp_path))
     assert entry["data_spec"]["height"] == 256
     _, model = load_model("cg", str(tmp_path))
     assert set(model.nets) == {"G_A", "G_B"}

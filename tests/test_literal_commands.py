@@ -47,14 +47,24 @@ def test_get_dry_run_and_job_submit_train_cyclegan_as_typed(ray_stack, tmp_path:
 
     env = {**os.environ, "GANSVC_CACHE_DIR": str(tmp_path / "cache"), "GANSVC_STORAGE": f"s3://{ray_stack.bucket}"}
     archive = _cyclegan_zip(tmp_path / "horse2zebra.zip", "horse2zebra")
-    got = subprocess.run([sys.executable, "-m", "gansvc.data", "get", "horse2zebra", "--from", str(archive),
-                          "--quiet"], env=env, capture_output=True, text=True, timeout=300)
+    got = subprocess.run(
+        [sys.executable, "-m", "gansvc.data", "get", "horse2zebra", "--from", str(archive), "--quiet"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert got.returncode == 0, got.stdout + got.stderr
     dataset = f"s3://{ray_stack.bucket}/datasets/horse2zebra"
     assert storage.exists(f"{dataset}/manifest.json")
 
-    dry = subprocess.run([sys.executable, "-m", "gansvc.train", "cyclegan", "--dry-run"], env=env,
-                         capture_output=True, text=True, timeout=300)
+    dry = subprocess.run(
+        [sys.executable, "-m", "gansvc.train", "cyclegan", "--dry-run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert dry.returncode == 0, dry.stdout + dry.stderr
     spe = steps_per_epoch(N_TRAIN, 1, 1)
     assert f"length: {200 * spe} steps = 200 epochs" in dry.stdout, dry.stdout[-2000:]
@@ -83,5 +93,5 @@ def test_get_dry_run_and_job_submit_train_cyclegan_as_typed(ray_stack, tmp_path:
     progress = [line for line in logs.splitlines() if "[gansvc] step 2/2" in line]
     assert len(progress) == 1, progress
     assert "\x1b[" not in logs, logs[-3000:]
-    assert "PreemptionWatcher" not in logs, logs[-3000:]  # Ray Train's watcher (off: gansvc.train.__main__)
+    assert "PreemptionWatcher" not in logs, logs[-3000:]  # Ray Train's watcher (off: gansvc.train.run)
     assert f'"checkpoint": "{run}/checkpoint-00000002"' in logs, logs[-3000:]

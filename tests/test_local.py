@@ -25,8 +25,13 @@ CLI = [sys.executable, "-m", "gansvc.local"]
 
 
 def _cli(state_dir: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, "--state-dir", str(state_dir), *args], capture_output=True, text=True, timeout=300,
-                          env=env or dict(os.environ))
+    return subprocess.run(
+        [*CLI, "--state-dir", str(state_dir), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env or dict(os.environ),
+    )
 
 
 def short_temp_dir(prefix: str) -> Path:
@@ -73,8 +78,10 @@ def test_up_status_env_down_cycle() -> None:
         assert exports["RAY_ADDRESS"] == f"127.0.0.1:{base + 10}"
 
         # the exported settings reach both servers: boto3 lists the default bucket, a Ray driver connects
-        check = ("import boto3, ray; print([b['Name'] for b in boto3.client('s3').list_buckets()['Buckets']]); "
-                 "ray.init(); print('CPU', ray.cluster_resources()['CPU'])")
+        check = (
+            "import boto3, ray; print([b['Name'] for b in boto3.client('s3').list_buckets()['Buckets']]); "
+            "ray.init(); print('CPU', ray.cluster_resources()['CPU'])"
+        )
         env = {**os.environ, **exports}
         probe = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=180, env=env)
         assert probe.returncode == 0, probe.stderr[-2000:]
@@ -82,15 +89,24 @@ def test_up_status_env_down_cycle() -> None:
 
         # every server of ours listens on loopback only
         listening = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
-        ours = [ln for ln in listening.splitlines()
-                if any(f"pid={p}," in ln for g in pids for p in local.group_members(g))]
+        ours = [
+            ln for ln in listening.splitlines() if any(f"pid={p}," in ln for g in pids for p in local.group_members(g))
+        ]
         assert ours, "no listening sockets found for the stack"
         exposed = [ln for ln in ours if not ln.split()[3].replace("[::ffff:", "").startswith("127.0.0.1")]
         assert exposed == [], exposed
 
         # data written before `down` survives a restart
-        subprocess.run([sys.executable, "-c", "import boto3; boto3.client('s3').put_object(Bucket='gansvc', "
-                        "Key='keep/me.txt', Body=b'kept')"], check=True, env=env, timeout=60)
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import boto3; boto3.client('s3').put_object(Bucket='gansvc', Key='keep/me.txt', Body=b'kept')",
+            ],
+            check=True,
+            env=env,
+            timeout=60,
+        )
         down = _cli(state_dir, "down")
         assert down.returncode == 0 and "stopped" in down.stdout
         for pid in pids:
@@ -100,9 +116,17 @@ def test_up_status_env_down_cycle() -> None:
 
         assert _cli(state_dir, "up", "--no-ray").returncode == 0
         env = {**os.environ, **exports}
-        got = subprocess.run([sys.executable, "-c", "import boto3; print(boto3.client('s3').get_object("
-                              "Bucket='gansvc', Key='keep/me.txt')['Body'].read())"], capture_output=True, text=True,
-                             env=env, timeout=60)
+        got = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import boto3; print(boto3.client('s3').get_object(Bucket='gansvc', Key='keep/me.txt')['Body'].read())",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
         assert "kept" in got.stdout, got.stderr
     finally:
         local.down(state_dir)
@@ -160,14 +184,20 @@ def test_env_without_a_stack_says_what_to_do(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------- restart health (issue 13, 7a)
 
+
 def _no_retry_client(state: local.StackState):  # noqa: ANN202
     """A client that reports the first error as is: botocore's own retries would hide a server not ready yet."""
     import boto3
     from botocore.config import Config
 
-    return boto3.client("s3", endpoint_url=state.s3_endpoint, region_name=local.REGION,
-                        aws_access_key_id=state.access_key, aws_secret_access_key=state.secret_key,
-                        config=Config(retries={"max_attempts": 1, "mode": "standard"}, s3={"addressing_style": "path"}))
+    return boto3.client(
+        "s3",
+        endpoint_url=state.s3_endpoint,
+        region_name=local.REGION,
+        aws_access_key_id=state.access_key,
+        aws_secret_access_key=state.secret_key,
+        config=Config(retries={"max_attempts": 1, "mode": "standard"}, s3={"addressing_style": "path"}),
+    )
 
 
 @pytest.mark.timeout(240)
@@ -193,6 +223,7 @@ def test_restarted_s3_serves_existing_objects_when_up_returns() -> None:
 
 
 # ---------------------------------------------------------------------------------- process identity (issue 13, 8)
+
 
 def _sleeper() -> subprocess.Popen[bytes]:
     """An unrelated process of ours, leader of its own process group (as a recycled PID would be after a reboot)."""
@@ -235,8 +266,9 @@ def test_down_never_signals_a_process_that_is_not_the_recorded_one(tmp_path: Pat
 def test_down_stops_the_recorded_process_and_its_group(tmp_path: Path) -> None:
     """The check is not "never signal": a process whose identity matches is stopped, with its group."""
     # like `weed mini` and `ray start --block`: the leader stops its children on SIGTERM
-    leader = subprocess.Popen(["sh", "-c", "sleep 300 & a=$!; sleep 300 & b=$!; trap 'kill $a $b; exit 0' TERM; wait"],
-                              start_new_session=True)
+    leader = subprocess.Popen(
+        ["sh", "-c", "sleep 300 & a=$!; sleep 300 & b=$!; trap 'kill $a $b; exit 0' TERM; wait"], start_new_session=True
+    )
     try:
         time.sleep(0.3)
         assert len(local.group_members(leader.pid)) >= 2
@@ -255,6 +287,7 @@ def test_down_stops_the_recorded_process_and_its_group(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ secrets and access (issue 13, 9)
+
 
 def test_secret_files_are_private(stack) -> None:  # noqa: ANN001
     root = Path(stack.state_dir)
@@ -303,10 +336,28 @@ def test_secret_files_never_exist_with_a_wider_mode(tmp_path: Path) -> None:
 
 # Paths that serve data on some server of the stack: S3 and the filer (bucket, object), SeaweedFS master/volume
 # (file ids, assignment), the Ray dashboard and job API (jobs, cluster, nodes, actors, Serve apps, logs).
-DATA_PATHS = ["/", "/buckets/", "/buckets/{bucket}/", "/buckets/{bucket}/{key}", "/{bucket}/", "/{bucket}/{key}",
-              "/{bucket}?list-type=2", "/dir/assign", "/dir/lookup?volumeId=1", "/1,01", "/api/jobs/",
-              "/api/cluster_status", "/nodes?view=summary", "/api/v0/actors", "/api/v0/tasks", "/api/v0/logs",
-              "/api/serve/applications/", "/api/snapshot", "/logical/actors", "/api/version"]
+DATA_PATHS = [
+    "/",
+    "/buckets/",
+    "/buckets/{bucket}/",
+    "/buckets/{bucket}/{key}",
+    "/{bucket}/",
+    "/{bucket}/{key}",
+    "/{bucket}?list-type=2",
+    "/dir/assign",
+    "/dir/lookup?volumeId=1",
+    "/1,01",
+    "/api/jobs/",
+    "/api/cluster_status",
+    "/nodes?view=summary",
+    "/api/v0/actors",
+    "/api/v0/tasks",
+    "/api/v0/logs",
+    "/api/serve/applications/",
+    "/api/snapshot",
+    "/logical/actors",
+    "/api/version",
+]
 
 
 def _get(port: int, path: str) -> tuple[int | str, bytes]:
@@ -338,8 +389,9 @@ def _listening_ports(state: local.StackState) -> dict[int, str]:
 
 def _is_prometheus(body: bytes) -> bool:
     lines = [ln for ln in body.decode(errors="replace").splitlines() if ln.strip()]
-    return bool(lines) and all(ln.startswith("#") or ln.split("{")[0].split(" ")[0].replace("_", "").replace(
-        ":", "").isalnum() for ln in lines)
+    return bool(lines) and all(
+        ln.startswith("#") or ln.split("{")[0].split(" ")[0].replace("_", "").replace(":", "").isalnum() for ln in lines
+    )
 
 
 @pytest.mark.timeout(300)
@@ -355,20 +407,35 @@ def test_no_unauthenticated_data_path(ray_stack) -> None:  # noqa: ANN001
 
     canary_key = f"canary-{uuid.uuid4().hex}/secret.bin"
     canary = f"CANARY-{uuid.uuid4().hex}".encode()
-    s3 = boto3.client("s3", endpoint_url=ray_stack.s3_endpoint, aws_access_key_id=ray_stack.access_key,
-                      aws_secret_access_key=ray_stack.secret_key, region_name=local.REGION)
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=ray_stack.s3_endpoint,
+        aws_access_key_id=ray_stack.access_key,
+        aws_secret_access_key=ray_stack.secret_key,
+        region_name=local.REGION,
+    )
     s3.put_object(Bucket=ray_stack.bucket, Key=canary_key, Body=canary)
     assert s3.get_object(Bucket=ray_stack.bucket, Key=canary_key)["Body"].read() == canary, "readable with the keys"
-    secrets_ = [canary, canary_key.encode(), canary_key.split("/")[0].encode(), ray_stack.secret_key.encode(),
-                ray_stack.token_path.read_text().strip().encode()]
+    secrets_ = [
+        canary,
+        canary_key.encode(),
+        canary_key.split("/")[0].encode(),
+        ray_stack.secret_key.encode(),
+        ray_stack.token_path.read_text().strip().encode(),
+    ]
 
     # the processes as recorded now: an earlier test (tests/test_faults_s3.py) may have restarted the session's S3
     current = local.load_state(Path(ray_stack.state_dir))
     assert current is not None and current.s3_pid and current.ray_pid, "the session stack runs"
     ports = _listening_ports(current)
     ports.pop(ray_stack.ports.serve_http, None)  # the model API of a Serve app deployed by another test, if any
-    expected = {ray_stack.ports.s3, *ray_stack.ports.weed.values(), ray_stack.ports.ray["gcs"],
-                ray_stack.ports.ray["dashboard"], ray_stack.ports.ray["metrics"]}
+    expected = {
+        ray_stack.ports.s3,
+        *ray_stack.ports.weed.values(),
+        ray_stack.ports.ray["gcs"],
+        ray_stack.ports.ray["dashboard"],
+        ray_stack.ports.ray["metrics"],
+    }
     assert expected <= set(ports), f"ports not found: {expected - set(ports)}"
     leaks, opened = [], []
     metrics_ports = {ray_stack.ports.ray["metrics"], ray_stack.ports.weed["admin"]}
@@ -390,8 +457,9 @@ def test_no_unauthenticated_data_path(ray_stack) -> None:  # noqa: ANN001
     # the protected APIs work with the token `env` points at
     status, _ = _get(ray_stack.ports.ray["dashboard"], "/api/jobs/")
     assert status == 401
-    request = urllib.request.Request(f"{ray_stack.dashboard_url}/api/jobs/",
-                                     headers=local.ray_auth_headers(ray_stack.env()))
+    request = urllib.request.Request(
+        f"{ray_stack.dashboard_url}/api/jobs/", headers=local.ray_auth_headers(ray_stack.env())
+    )
     with urllib.request.urlopen(request, timeout=10) as resp:
         assert resp.status == 200
 
@@ -407,8 +475,11 @@ def _topology_only(port: int, state: local.StackState, body: bytes) -> bool:
 
 def test_state_dir_is_accepted_before_or_after_the_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The demo and `up` print `local env --state-dir DIR`: that order must work as well as `--state-dir DIR env`."""
-    for argv in (["env", "--state-dir", str(tmp_path)], ["--state-dir", str(tmp_path), "env"],
-                 ["status", "--state-dir", str(tmp_path)]):
+    for argv in (
+        ["env", "--state-dir", str(tmp_path)],
+        ["--state-dir", str(tmp_path), "env"],
+        ["status", "--state-dir", str(tmp_path)],
+    ):
         code = local.main(argv)
         out = capsys.readouterr()
         assert code != 0 and str(tmp_path.resolve()) in out.out + out.err, (argv, out)

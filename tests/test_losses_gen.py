@@ -33,19 +33,22 @@ def test_bce_with_one_sided_label_smoothing_matches_hand_computation() -> None:
     assert losses.d_loss("bce", REAL, FAKE, s).item() == pytest.approx(real + fake, rel=1e-5)
     assert losses.g_loss("bce", FAKE).item() == pytest.approx(gen, rel=1e-5)
     # without smoothing the real part is -log sigmoid
-    assert losses.d_loss_real("bce", REAL).item() == pytest.approx(_mean([-math.log(_sig(x)) for x in REAL.tolist()]),
-                                                                 rel=1e-5)
+    assert losses.d_loss_real("bce", REAL).item() == pytest.approx(
+        _mean([-math.log(_sig(x)) for x in REAL.tolist()]), rel=1e-5
+    )
 
 
 def test_mse_hinge_wasserstein_match_hand_computation() -> None:
     r, f = REAL.tolist(), FAKE.tolist()
     # least squares (Mao et al. 2017): (D(x)-1)^2 + D(G(z))^2 ; G: (D(G(z))-1)^2
-    assert losses.d_loss("mse", REAL, FAKE).item() == pytest.approx(_mean([(x - 1) ** 2 for x in r])
-                                                                    + _mean([x**2 for x in f]))
+    assert losses.d_loss("mse", REAL, FAKE).item() == pytest.approx(
+        _mean([(x - 1) ** 2 for x in r]) + _mean([x**2 for x in f])
+    )
     assert losses.g_loss("mse", FAKE).item() == pytest.approx(_mean([(x - 1) ** 2 for x in f]))
     # hinge: relu(1 - D(x)) + relu(1 + D(G(z))) ; G: -D(G(z))
-    assert losses.d_loss("hinge", REAL, FAKE).item() == pytest.approx(_mean([max(0, 1 - x) for x in r])
-                                                                      + _mean([max(0, 1 + x) for x in f]))
+    assert losses.d_loss("hinge", REAL, FAKE).item() == pytest.approx(
+        _mean([max(0, 1 - x) for x in r]) + _mean([max(0, 1 + x) for x in f])
+    )
     assert losses.g_loss("hinge", FAKE).item() == pytest.approx(-_mean(f))
     # wasserstein: D(G(z)) - D(x) ; G: -D(G(z))
     assert losses.d_loss("wasserstein", REAL, FAKE).item() == pytest.approx(_mean(f) - _mean(r))
@@ -90,8 +93,9 @@ def test_interpolate_endpoints_and_shape_check() -> None:
 
 def _critic() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(3 * 16, 1),
-                         nn.Flatten(0)).double()
+    return nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1), nn.Tanh(), nn.Flatten(), nn.Linear(3 * 16, 1), nn.Flatten(0)
+    ).double()
 
 
 def test_gradient_penalty_matches_finite_differences() -> None:
@@ -102,7 +106,7 @@ def test_gradient_penalty_matches_finite_differences() -> None:
     gp, norm = losses.gradient_penalty(critic, real, fake, eps)
 
     # independent path: central finite differences of the critic at each interpolate, no autograd
-    x_hat = (eps.view(-1, 1, 1, 1) * real + (1 - eps.view(-1, 1, 1, 1)) * fake)
+    x_hat = eps.view(-1, 1, 1, 1) * real + (1 - eps.view(-1, 1, 1, 1)) * fake
     h = 1e-6
     norms = []
     with torch.no_grad():

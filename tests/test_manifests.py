@@ -1,10 +1,10 @@
 """The cluster manifests (cluster/, k8s/) checked without a cluster: schemas, entry points, versions, consistency.
 
-- KubeRay objects: every kustomization under k8s/ is rendered by a small kustomize subset written here (resources,
-  namespace, images, JSON 6902 patches; any other kustomization field fails the test rather than being ignored) and
-  every RayCluster / RayJob / RayService is validated against the openAPIV3Schema of its CRD (ray.io/v1) from
-  $KUBERAY_CRDS, else ../shared/schemas/kuberay beside the checkout (skipped, with the reason, where neither exists). How the
-  Kubernetes schema extensions are treated (see `k8s_to_jsonschema`):
+- KubeRay objects: every kustomization under k8s/ is rendered by a small kustomize subset (tests/support/kustomize.py:
+  resources, namespace, images, JSON 6902 patches; any other kustomization field fails the test rather than being
+  ignored) and every RayCluster / RayJob / RayService is validated against the openAPIV3Schema of its CRD (ray.io/v1)
+  from $KUBERAY_CRDS, else ../shared/schemas/kuberay beside the checkout (skipped, with the reason, where neither
+  exists). How the Kubernetes schema extensions are treated (see `k8s_to_jsonschema`, tests/support/crd_schema.py):
     * unknown fields: Kubernetes prunes them or, with kubectl's strict field validation, rejects them; here every
       object schema with `properties` and no `additionalProperties` / `x-kubernetes-preserve-unknown-fields`
       gets `additionalProperties: false`, so a misspelt field fails;
@@ -29,19 +29,14 @@
 - The Serve config embedded in the RayService: Ray's ServeDeploySchema + gansvc's strict args schemas, and its
   applications against serve/gansvc.yaml.
 - cluster/aws.yaml: Ray's cluster-config schema (ray/autoscaler/ray-schema.json) and the launcher's own validation.
-- Versions: every Ray version, base image tag and gansvc image tag in cluster/ and k8s/ against pyproject.toml.
+- Versions: every Ray version, base image tag and gansvc image tag in cluster/ and k8s/ against the pins (requirements.lock).
 - With `kustomize` or `kubectl` on PATH, the renderer here is compared with the real one (skipped otherwise).
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import copy
-import importlib.util
-import io
 import json
-import os
 import re
 import runpy
 import shlex
@@ -49,25 +44,36 @@ import shutil
 import subprocess
 import sys
 import tomllib
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 import jsonschema
 import pytest
 import yaml
 
+from tests.support.cli import as_main, parse_only
+from tests.support.crd_schema import FORMATS, HANDLED_EXTENSIONS, K8sValidator, crd_dir, extensions, k8s_to_jsonschema
+from tests.support.kustomize import containers, kustomize_cmd, render, split_image
+
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "k8s"
 CLUSTER = REPO / "cluster"
 _PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-RAY_VERSION = next(re.fullmatch(r"ray(\[[^\]]*\])?==(\S+)", d).group(2)  # type: ignore[union-attr]
-                   for d in _PROJECT["dependencies"] if re.match(r"ray(\[|==)", d))
 GANSVC_VERSION = _PROJECT["version"]
-PINS = {m.group(1).lower(): m.group(2) for d in [*_PROJECT["dependencies"], *_PROJECT["optional-dependencies"]["test"]]
-        if (m := re.fullmatch(r"([\w-]+)(?:\[[^\]]*\])?==(\S+)", d))}
+# The exact versions ./dev and CI install: requirements.lock (pyproject.toml gives compatible ranges) when there is one,
+# else pyproject's own `name==version` pins.
+_LOCK = REPO / "requirements.lock"
+_PIN_LINES = (
+    _LOCK.read_text().splitlines()
+    if _LOCK.is_file()
+    else [*_PROJECT["dependencies"], *_PROJECT["optional-dependencies"]["test"]]
+)
+PINS = {
+    m.group(1).lower(): m.group(2)
+    for d in _PIN_LINES
+    if (m := re.match(r"([\w.-]+)(?:\[[^\]]*\])?==([^\s;,]+)", d.strip()))
+}
+RAY_VERSION = PINS["ray"]
 PY_TAG = "py3" + re.search(r">=\s*3\.(\d+)", _PROJECT["requires-python"]).group(1)  # type: ignore[union-attr]
 IMAGE_TAG = re.compile(rf"{re.escape(GANSVC_VERSION)}-ray{re.escape(RAY_VERSION)}-(cpu|gpu|cu\d{{3}})")
 KUBERAY = {"RayCluster": "rayclusters", "RayJob": "rayjobs", "RayService": "rayservices"}
@@ -83,106 +89,6 @@ def _rel(p: Path) -> str:
     return str(p.relative_to(REPO))
 
 
-# ------------------------------------------------------------------------------------------ a kustomize subset
-
-KUSTOMIZATION_FIELDS = {"apiVersion", "kind", "resources", "namespace", "images", "patches"}
-CLUSTER_SCOPED = {"Namespace"}
-
-
-def _pointer(path: str) -> list[str]:
-    assert path.startswith("/"), path
-    return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
-
-
-def _walk_to(doc: Any, parts: list[str]) -> Any:
-    for p in parts:
-        doc = doc[int(p)] if isinstance(doc, list) else doc[p]
-    return doc
-
-
-def json6902(doc: dict[str, Any], ops: list[dict[str, Any]], where: str) -> None:
-    """RFC 6902 add / remove / replace / test, in place (what kustomize's JSON patches do)."""
-    for op in ops:
-        parts, kind = _pointer(op["path"]), op["op"]
-        try:
-            parent, last = _walk_to(doc, parts[:-1]), parts[-1]
-            if kind == "test":
-                current = parent[int(last)] if isinstance(parent, list) else parent[last]
-                assert current == op["value"], f"{where}: test {op['path']}: {current!r} != {op['value']!r}"
-            elif kind == "remove":
-                del parent[int(last) if isinstance(parent, list) else last]
-            elif kind == "replace":
-                if isinstance(parent, list):
-                    parent[int(last)] = copy.deepcopy(op["value"])
-                else:
-                    assert last in parent, f"{where}: replace of missing {op['path']}"
-                    parent[last] = copy.deepcopy(op["value"])
-            elif kind == "add":
-                if isinstance(parent, list):
-                    parent.insert(len(parent) if last == "-" else int(last), copy.deepcopy(op["value"]))
-                else:
-                    parent[last] = copy.deepcopy(op["value"])
-            else:
-                raise AssertionError(f"{where}: JSON patch op {kind!r} is not supported by this renderer")
-        except (KeyError, IndexError) as err:
-            raise AssertionError(f"{where}: {kind} {op['path']}: no such location ({err})") from None
-
-
-def _containers(node: Any) -> Iterator[dict[str, Any]]:
-    """Every container of any object: kustomize's image transformer looks for containers / initContainers anywhere."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in ("containers", "initContainers") and isinstance(value, list):
-                yield from (c for c in value if isinstance(c, dict))
-            else:
-                yield from _containers(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _containers(item)
-
-
-def _split_image(image: str) -> tuple[str, str | None]:
-    name, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", None)
-    return name, tag
-
-
-def render(directory: Path) -> list[dict[str, Any]]:
-    kfile = directory / "kustomization.yaml"
-    k = yaml.safe_load(kfile.read_text())
-    unknown = set(k) - KUSTOMIZATION_FIELDS
-    assert not unknown, f"{_rel(kfile)}: fields {sorted(unknown)} are not implemented by this test's renderer"
-    objs: list[dict[str, Any]] = []
-    for res in k.get("resources", []):
-        path = (directory / res).resolve()
-        if path.is_dir():
-            objs += render(path)
-        else:
-            objs += [d for d in yaml.safe_load_all(path.read_text()) if d]
-    for i, patch in enumerate(k.get("patches", [])):
-        where = f"{_rel(kfile)} patches[{i}]"
-        assert set(patch) <= {"target", "patch", "path"} and "target" in patch, f"{where}: only targeted patches"
-        ops = yaml.safe_load(patch["patch"] if "patch" in patch else (directory / patch["path"]).read_text())
-        assert isinstance(ops, list), f"{where}: only JSON 6902 patches (a list of ops) are implemented here"
-        target = patch["target"]
-        hits = [o for o in objs if all(
-            (o["metadata"].get("name") if key == "name" else
-             o["apiVersion"].rpartition("/")[0] if key == "group" else
-             o["apiVersion"].split("/")[-1] if key == "version" else o.get(key)) == value
-            for key, value in target.items())]
-        assert len(hits) == 1, f"{where}: target {target} matches {len(hits)} objects"
-        json6902(hits[0], ops, where)
-    for img in k.get("images", []):
-        for c in (c for o in objs for c in _containers(o)):
-            name, tag = _split_image(c["image"])
-            if name == img["name"]:
-                c["image"] = f"{img.get('newName', name)}:{img.get('newTag', tag)}"
-    if "namespace" in k:
-        for o in objs:
-            if o["kind"] not in CLUSTER_SCOPED:
-                o["metadata"]["namespace"] = k["namespace"]
-    return objs
-
-
 @pytest.fixture(scope="module")
 def rendered() -> dict[str, list[dict[str, Any]]]:
     return {_rel(d): render(d) for d in KUSTOMIZE_DIRS}
@@ -194,108 +100,39 @@ def _kuberay(objs: list[dict[str, Any]], kind: str | None = None) -> list[dict[s
 
 def _cluster_specs(obj: dict[str, Any]) -> list[dict[str, Any]]:
     spec = obj["spec"]
-    return [s for s in (spec if obj["kind"] == "RayCluster" else spec.get("rayClusterSpec") if obj["kind"] == "RayJob"
-                        else spec["rayClusterConfig"],) if s]
+    return [
+        s
+        for s in (
+            spec
+            if obj["kind"] == "RayCluster"
+            else spec.get("rayClusterSpec")
+            if obj["kind"] == "RayJob"
+            else spec["rayClusterConfig"],
+        )
+        if s
+    ]
 
 
 # -------------------------------------------------------------------------------------------- CRD schemas
 
-def k8s_to_jsonschema(s: dict[str, Any]) -> dict[str, Any]:
-    """A Kubernetes structural schema as a JSON Schema (draft 4) with the API server's behaviour; see module doc."""
-    s = dict(s)
-    for kw in ("properties", "patternProperties"):
-        if kw in s:
-            s[kw] = {k: k8s_to_jsonschema(v) for k, v in s[kw].items()}
-    for kw in ("items", "additionalProperties", "not"):
-        if isinstance(s.get(kw), dict):
-            s[kw] = k8s_to_jsonschema(s[kw])
-    for kw in ("anyOf", "allOf", "oneOf"):
-        if kw in s:
-            s[kw] = [k8s_to_jsonschema(x) for x in s[kw]]
-    if s.get("x-kubernetes-int-or-string") and "anyOf" not in s and "type" not in s:
-        s["anyOf"] = [{"type": "integer"}, {"type": "string"}]
-    preserve = s.get("x-kubernetes-preserve-unknown-fields")
-    if "properties" in s and "additionalProperties" not in s and not preserve:
-        s["additionalProperties"] = False
-    if s.pop("nullable", False):
-        s = {"anyOf": [{"type": "null"}, s]}
-    return s
-
-
-def _list_type(validator: Any, value: str, instance: Any, schema: dict[str, Any]) -> Iterator[Any]:
-    if not isinstance(instance, list):
-        return
-    if value == "map":
-        keys = schema.get("x-kubernetes-list-map-keys", [])
-        seen: set[str] = set()
-        for item in instance:
-            key = json.dumps([item.get(k) for k in keys]) if isinstance(item, dict) else json.dumps(item)
-            if key in seen:
-                yield jsonschema.ValidationError(f"duplicate entry for list-map keys {keys}: {key}")
-            seen.add(key)
-    elif value == "set":
-        dumped = [json.dumps(x, sort_keys=True) for x in instance]
-        if len(set(dumped)) != len(dumped):
-            yield jsonschema.ValidationError("duplicate entries in a list-type set")
-
-
-def _cel(validator: Any, rules: list[dict[str, Any]], instance: Any, schema: dict[str, Any]) -> Iterator[Any]:
-    yield jsonschema.ValidationError(f"this field carries CEL rules that the test does not evaluate: {rules}; "
-                                     "add an explicit check to tests/test_manifests.py before using it")
-
-
-FORMATS = jsonschema.FormatChecker()
-
-
-@FORMATS.checks("int32")
-def _int32(value: Any) -> bool:
-    return not isinstance(value, int) or -2**31 <= value < 2**31
-
-
-@FORMATS.checks("int64")
-def _int64(value: Any) -> bool:
-    return not isinstance(value, int) or -2**63 <= value < 2**63
-
-
-K8sValidator = jsonschema.validators.extend(
-    jsonschema.Draft4Validator, {"x-kubernetes-list-type": _list_type, "x-kubernetes-validations": _cel})
-
-
-def _crd_dir() -> Path | None:
-    beside = Path(__file__).resolve().parents[2] / "shared" / "schemas" / "kuberay"  # ../shared beside the checkout
-    for cand in (os.environ.get("KUBERAY_CRDS"), str(beside), "/work/shared/schemas/kuberay"):
-        if cand and (Path(cand) / "ray.io_rayclusters.yaml").is_file():
-            return Path(cand)
-    return None
-
 
 @pytest.fixture(scope="module")
 def crd_validators() -> dict[str, Any]:
-    root = _crd_dir()
+    root = crd_dir()
     if root is None:
-        pytest.skip("KubeRay CRDs not found: set KUBERAY_CRDS to a folder with ray.io_{rayclusters,rayjobs,"
-                    "rayservices}.yaml (kuberay's ray-operator/config/crd/bases)")
+        pytest.skip(
+            "KubeRay CRDs not found: set KUBERAY_CRDS to a folder with ray.io_{rayclusters,rayjobs,"
+            "rayservices}.yaml (kuberay's ray-operator/config/crd/bases)"
+        )
     out = {}
     for kind, plural in KUBERAY.items():
         crd = yaml.load((root / f"ray.io_{plural}.yaml").read_text(), Loader=LOADER)
         (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
         schema = version["schema"]["openAPIV3Schema"]
-        unhandled = _extensions(schema) - HANDLED_EXTENSIONS
+        unhandled = extensions(schema) - HANDLED_EXTENSIONS
         assert not unhandled, f"{plural} CRD uses schema extensions {unhandled} that k8s_to_jsonschema does not handle"
         out[kind] = K8sValidator(k8s_to_jsonschema(schema), format_checker=FORMATS)
     return out
-
-
-HANDLED_EXTENSIONS = {"x-kubernetes-int-or-string", "x-kubernetes-preserve-unknown-fields", "x-kubernetes-list-type",
-                      "x-kubernetes-list-map-keys", "x-kubernetes-map-type", "x-kubernetes-validations"}
-
-
-def _extensions(node: Any) -> set[str]:
-    if isinstance(node, dict):
-        return {k for k in node if k.startswith("x-kubernetes-")}.union(*map(_extensions, node.values()))
-    if isinstance(node, list):
-        return set().union(*map(_extensions, node))
-    return set()
 
 
 def test_schema_extension_handling(crd_validators: dict[str, Any]) -> None:
@@ -315,8 +152,9 @@ def test_schema_extension_handling(crd_validators: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("directory", [_rel(d) for d in KUSTOMIZE_DIRS])
-def test_kuberay_objects_match_crds(directory: str, rendered: dict[str, list[dict[str, Any]]],
-                                    crd_validators: dict[str, Any]) -> None:
+def test_kuberay_objects_match_crds(
+    directory: str, rendered: dict[str, list[dict[str, Any]]], crd_validators: dict[str, Any]
+) -> None:
     objs = _kuberay(rendered[directory])
     if directory != "k8s/base/monitoring":
         assert objs, f"{directory} renders no KubeRay object"
@@ -324,7 +162,8 @@ def test_kuberay_objects_match_crds(directory: str, rendered: dict[str, list[dic
         assert obj["apiVersion"] == "ray.io/v1", obj["apiVersion"]
         errors = sorted(crd_validators[obj["kind"]].iter_errors(obj), key=lambda e: list(e.absolute_path))
         assert not errors, f"{directory}: {obj['kind']}/{obj['metadata']['name']}:\n" + "\n".join(
-            f"  {'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message[:300]}" for e in errors)
+            f"  {'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message[:300]}" for e in errors
+        )
 
 
 # ------------------------------------------------------------------------------- KubeRay rules not in the CRD
@@ -342,8 +181,9 @@ def _quantity(q: Any) -> float:
 def _groups(cluster: dict[str, Any]) -> list[dict[str, Any]]:
     """(name, CPU, GPU, max pods) per group as Ray sees it: container limits, rayStartParams num-cpus/num-gpus."""
     out = []
-    workers = [(g["groupName"], g, g.get("maxReplicas", g.get("replicas", 1)))
-               for g in cluster.get("workerGroupSpecs", [])]
+    workers = [
+        (g["groupName"], g, g.get("maxReplicas", g.get("replicas", 1))) for g in cluster.get("workerGroupSpecs", [])
+    ]
     for name, spec, max_pods in [("head", cluster["headGroupSpec"], 1), *workers]:
         limits = spec["template"]["spec"]["containers"][0].get("resources", {}).get("limits", {})
         params = spec.get("rayStartParams", {})
@@ -356,8 +196,9 @@ def _groups(cluster: dict[str, Any]) -> list[dict[str, Any]]:
 def _fits(groups: list[dict[str, Any]], cpu: float, gpu: float, count: int, what: str) -> None:
     fitting = [g for g in groups if g["cpu"] >= cpu and g["gpu"] >= gpu]
     assert fitting, f"{what}: a bundle of {cpu} CPU + {gpu} GPU fits no group of {groups}"
-    capacity = sum(g["max"] * min(g["cpu"] // cpu if cpu else count, g["gpu"] // gpu if gpu else count)
-                   for g in fitting)
+    capacity = sum(
+        g["max"] * min(g["cpu"] // cpu if cpu else count, g["gpu"] // gpu if gpu else count) for g in fitting
+    )
     assert capacity >= count, f"{what}: {count} bundles of {cpu} CPU + {gpu} GPU exceed the groups' maxima {groups}"
 
 
@@ -380,7 +221,7 @@ def test_kuberay_operator_rules(rendered: dict[str, list[dict[str, Any]]]) -> No
                 pods = [cluster["headGroupSpec"]["template"]] + [g["template"] for g in groups]
                 for pod in pods:
                     c = pod["spec"]["containers"][0]
-                    assert IMAGE_TAG.fullmatch(_split_image(c["image"])[1] or ""), f"{where}: image {c['image']}"
+                    assert IMAGE_TAG.fullmatch(split_image(c["image"])[1] or ""), f"{where}: image {c['image']}"
                     assert pod["spec"].get("serviceAccountName") == "gansvc", f"{where}: serviceAccountName"
                     refs = [e.get("configMapRef", e.get("secretRef")) for e in c.get("envFrom", [])]
                     assert {"name": "gansvc-env"} in refs and {"name": "gansvc-s3", "optional": True} in refs, where
@@ -391,12 +232,19 @@ def test_kuberay_operator_rules(rendered: dict[str, list[dict[str, Any]]]) -> No
             if obj["kind"] == "RayJob":
                 spec = obj["spec"]
                 assert ("clusterSelector" in spec) != ("rayClusterSpec" in spec), f"{where}: exactly one of them"
-                assert spec.get("submissionMode", "K8sJobMode") in {"K8sJobMode", "HTTPMode", "InteractiveMode",
-                                                                    "SidecarMode"}, where
+                assert spec.get("submissionMode", "K8sJobMode") in {
+                    "K8sJobMode",
+                    "HTTPMode",
+                    "InteractiveMode",
+                    "SidecarMode",
+                }, where
                 assert spec["entrypoint"].startswith("python -m gansvc."), f"{where}: {spec['entrypoint']}"
             if obj["kind"] == "RayService":
                 assert obj["spec"].get("upgradeStrategy", {}).get("type", "NewCluster") in {
-                    "NewCluster", "NewClusterWithIncrementalUpgrade", "None"}, where
+                    "NewCluster",
+                    "NewClusterWithIncrementalUpgrade",
+                    "None",
+                }, where
 
 
 def test_service_names_do_not_collide(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -412,38 +260,6 @@ def _entrypoint(cmd: str) -> tuple[str, list[str]]:
     argv = shlex.split(cmd)
     assert argv[:2] == ["python", "-m"] and argv[2].startswith("gansvc."), cmd
     return argv[2], argv[3:]
-
-
-class _Parsed(Exception):
-    pass
-
-
-@contextlib.contextmanager
-def _as_main(module: str, argv: list[str]) -> Iterator[None]:
-    assert importlib.util.find_spec(module) is not None, f"python -m {module}: no such module"
-    with mock.patch.object(sys, "argv", [module, *argv]), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # runpy: "found in sys.modules" for already-imported modules
-        yield
-
-
-def parse_only(module: str, argv: list[str]) -> argparse.Namespace:
-    """Run `python -m module argv` in-process up to and including its argparse parsing, then stop."""
-    real = argparse.ArgumentParser.parse_args
-
-    def parse_then_stop(self: argparse.ArgumentParser, args: Any = None, namespace: Any = None) -> Any:
-        raise _Parsed(real(self, args, namespace))
-
-    out = io.StringIO()
-    with _as_main(module, argv), mock.patch.object(argparse.ArgumentParser, "parse_args", parse_then_stop), \
-            contextlib.redirect_stderr(out):
-        try:
-            runpy.run_module(module, run_name="__main__", alter_sys=True)
-        except _Parsed as parsed:
-            return parsed.args[0]
-        except SystemExit as err:
-            raise AssertionError(f"python -m {module} {shlex.join(argv)}: arguments rejected ({err.code}):\n"
-                                 f"{out.getvalue()}") from None
-    raise AssertionError(f"python -m {module} parsed no arguments")
 
 
 def _job_asks(cmd: str) -> tuple[float, float, int]:
@@ -492,9 +308,13 @@ def test_podmonitors_scrape_declared_ports(rendered: dict[str, list[dict[str, An
         for obj in _kuberay(rendered[directory]):
             for cluster in _cluster_specs(obj):
                 for node_type, spec in [("head", cluster["headGroupSpec"])] + [
-                        ("worker", g) for g in cluster.get("workerGroupSpecs", [])]:
-                    labels = {**spec["template"].get("metadata", {}).get("labels", {}),
-                              "ray.io/is-ray-node": "yes", "ray.io/node-type": node_type}
+                    ("worker", g) for g in cluster.get("workerGroupSpecs", [])
+                ]:
+                    labels = {
+                        **spec["template"].get("metadata", {}).get("labels", {}),
+                        "ray.io/is-ray-node": "yes",
+                        "ray.io/node-type": node_type,
+                    }
                     ports = {p["name"] for p in spec["template"]["spec"]["containers"][0].get("ports", [])}
                     pods.append((labels, ports, f"{directory} {obj['metadata']['name']} {node_type}"))
     assert any(p[1] and "metrics" in p[1] for p in pods)
@@ -509,6 +329,7 @@ def test_podmonitors_scrape_declared_ports(rendered: dict[str, list[dict[str, An
 
 
 # ------------------------------------------------------------------------------------------------ Serve config
+
 
 def _serve_configs(rendered: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
     out = {}
@@ -558,17 +379,24 @@ def test_serve_config_reuses_serve_gansvc_yaml(rendered: dict[str, list[dict[str
         for mine, theirs in ((ingress[0], ref_ingress[0]),):
             assert _without(mine, {"args"}) == _without(theirs, {"args"}), f"{directory}: front door differs"
             assert _without(mine["args"], {"expect_models"}) == _without(theirs["args"], {"expect_models"}), (
-                f"{directory}: front door args differ from serve/gansvc.yaml: update the RayService")
+                f"{directory}: front door args differ from serve/gansvc.yaml: update the RayService"
+            )
             assert set(mine["args"]["expect_models"]) <= {a["name"] for a in apps}, directory
         for app in (a for a in apps if "model" in a["args"]):
-            twins = [r for r in ref_models if r["import_path"] == app["import_path"]
-                     and _route_shape(r) == _route_shape(app)
-                     and set(r["args"]) - model_keys == set(app["args"]) - model_keys
-                     and _without(r["args"], model_keys) == _without(app["args"], model_keys)
-                     and _without(r["args"].get("autoscaling", {}), {"max_replicas"})
-                     == _without(app["args"].get("autoscaling", {}), {"max_replicas"})]
-            assert twins, (f"{directory}: application {app['name']} matches no model application of "
-                           "serve/gansvc.yaml (same import path, route, arguments): update the RayService")
+            twins = [
+                r
+                for r in ref_models
+                if r["import_path"] == app["import_path"]
+                and _route_shape(r) == _route_shape(app)
+                and set(r["args"]) - model_keys == set(app["args"]) - model_keys
+                and _without(r["args"], model_keys) == _without(app["args"], model_keys)
+                and _without(r["args"].get("autoscaling", {}), {"max_replicas"})
+                == _without(app["args"].get("autoscaling", {}), {"max_replicas"})
+            ]
+            assert twins, (
+                f"{directory}: application {app['name']} matches no model application of "
+                "serve/gansvc.yaml (same import path, route, arguments): update the RayService"
+            )
 
 
 def test_cpu_serve_config_differs_only_in_devices(rendered: dict[str, list[dict[str, Any]]]) -> None:
@@ -586,6 +414,7 @@ def test_cpu_serve_config_differs_only_in_devices(rendered: dict[str, list[dict[
 
 # -------------------------------------------------------------------------------------------- entry points
 
+
 @pytest.fixture(scope="module")
 def manifest_datasets(stack: Any, rendered: dict[str, list[dict[str, Any]]]) -> list[str]:
     """The buckets and datasets the RayJobs name, written to the session's S3 server (synthetic, same layouts)."""
@@ -595,10 +424,20 @@ def manifest_datasets(stack: Any, rendered: dict[str, list[dict[str, Any]]]) -> 
     from gansvc.data.ingest import put
     from gansvc.data.synth import synth
 
-    uris = sorted({u for objs in rendered.values() for job in _kuberay(objs, "RayJob")
-                   for u in re.findall(r"--dataset (s3://\S+)", job["spec"]["entrypoint"])})
-    buckets = {storage.parse_uri(u).bucket for objs in rendered.values() for job in _kuberay(objs, "RayJob")
-               for u in re.findall(r"(s3://[^\s/]+)", job["spec"]["entrypoint"])}
+    uris = sorted(
+        {
+            u
+            for objs in rendered.values()
+            for job in _kuberay(objs, "RayJob")
+            for u in re.findall(r"--dataset (s3://\S+)", job["spec"]["entrypoint"])
+        }
+    )
+    buckets = {
+        storage.parse_uri(u).bucket
+        for objs in rendered.values()
+        for job in _kuberay(objs, "RayJob")
+        for u in re.findall(r"(s3://[^\s/]+)", job["spec"]["entrypoint"])
+    }
     for bucket in sorted(buckets):
         try:
             storage.s3_client().create_bucket(Bucket=bucket)
@@ -617,12 +456,19 @@ def manifest_datasets(stack: Any, rendered: dict[str, list[dict[str, Any]]]) -> 
 
 
 def _rayjob_commands(rendered: dict[str, list[dict[str, Any]]]) -> list[tuple[str, str]]:
-    return [(f"{d}: {job['metadata']['name']}", job["spec"]["entrypoint"])
-            for d, objs in rendered.items() for job in _kuberay(objs, "RayJob")]
+    return [
+        (f"{d}: {job['metadata']['name']}", job["spec"]["entrypoint"])
+        for d, objs in rendered.items()
+        for job in _kuberay(objs, "RayJob")
+    ]
 
 
-def test_rayjob_entrypoints_dry_run(rendered: dict[str, list[dict[str, Any]]], manifest_datasets: list[str],
-                                    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_rayjob_entrypoints_dry_run(
+    rendered: dict[str, list[dict[str, Any]]],
+    manifest_datasets: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """Each distinct RayJob command, exactly as written, with --dry-run: config, dataset, storage, network build."""
     assert manifest_datasets
     monkeypatch.chdir(REPO)  # the image's working directory holds tune/ as the repository does
@@ -631,7 +477,7 @@ def test_rayjob_entrypoints_dry_run(rendered: dict[str, list[dict[str, Any]]], m
         seen.setdefault(cmd, where)
     for cmd, where in seen.items():
         module, argv = _entrypoint(cmd)
-        with _as_main(module, [*argv, "--dry-run"]), pytest.raises(SystemExit) as exit_info:
+        with as_main(module, [*argv, "--dry-run"]), pytest.raises(SystemExit) as exit_info:
             runpy.run_module(module, run_name="__main__", alter_sys=True)
         out = capsys.readouterr()
         assert exit_info.value.code == 0, f"{where}: {cmd} --dry-run failed:\n{out.out[-3000:]}\n{out.err[-3000:]}"
@@ -662,6 +508,7 @@ def test_documented_commands_parse() -> None:
 
 # ----------------------------------------------------------------------------------- cluster launcher config
 
+
 def test_aws_yaml_validates_against_ray_schema() -> None:
     import ray.autoscaler
     from ray.autoscaler._private.util import prepare_config, validate_config
@@ -690,9 +537,9 @@ def test_aws_yaml_validates_against_ray_schema() -> None:
         assert done.returncode == 0, f"setup command fails on the pinned environment: {cmd}\n{done.stderr[-2000:]}"
     text = (CLUSTER / "aws.yaml").read_text()
     assert not re.search(r"AWS_(SECRET_)?ACCESS_KEY", text), "no keys in the cluster config"
-    assert "--metrics-export-port=8080" in " ".join(config["head_start_ray_commands"] +
-                                                     config["worker_start_ray_commands"])
-
+    assert "--metrics-export-port=8080" in " ".join(
+        config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+    )
 
 
 # ------------------------------------------------------------------------------------- access (issue 13, point 10)
@@ -717,7 +564,7 @@ def test_ray_token_auth_is_on_in_every_kuberay_cluster(rendered: dict[str, list[
                 assert auth.get("mode") == "token", f"{where}: authOptions.mode must be token"
                 assert auth.get("secretName") == RAY_TOKEN_SECRET, f"{where}: the token comes from {RAY_TOKEN_SECRET}"
                 assert not auth.get("enableK8sTokenAuth"), f"{where}: one mechanism (the Secret's token)"
-                for container in _containers(spec):
+                for container in containers(spec):
                     env = _env_of(container)
                     assert env.get("RAY_AUTH_MODE", "token") == "token", f"{where}: {container['name']} disables auth"
                     assert "RAY_AUTH_TOKEN" not in env, f"{where}: {container['name']}: the token only from the Secret"
@@ -748,6 +595,7 @@ def test_cluster_readme_documents_access() -> None:
     for needle in ("## Access", "RAY_AUTH_MODE=token", RAY_TOKEN_SECRET, "RAY_AUTH_TOKEN_PATH", "0.0.0.0", "8080"):
         assert needle in text, needle
 
+
 def test_dockerfile() -> None:
     text = (CLUSTER / "Dockerfile").read_text()
     args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, flags=re.M))
@@ -765,6 +613,7 @@ def test_dockerfile() -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- versions
+
 
 def _text_files() -> list[Path]:
     return sorted(p for root in (CLUSTER, K8S) for p in root.rglob("*") if p.is_file())
@@ -789,34 +638,33 @@ def test_versions_match_the_pins(rendered: dict[str, list[dict[str, Any]]]) -> N
             assert IMAGE_TAG.fullmatch(m.group(1)), f"{_rel(path)}: newTag {m.group(1)}"
         for m in re.finditer(r"__version__ == '([^']+)'", text):  # the launcher's setup check of the image
             assert m.group(1) in (RAY_VERSION, "${RAY_VERSION}"), f"{_rel(path)}: {m.group(0)}"
-        for m in re.finditer(r"([A-Za-z][\w-]*)(?:\[[^\]]*\])?==([\w.]+)", text):  # name==version: pyproject's pin
-            assert PINS.get(m.group(1).lower()) == m.group(2), f"{_rel(path)}: {m.group(0)} is not pyproject's pin"
+        for m in re.finditer(r"([A-Za-z][\w-]*)(?:\[[^\]]*\])?==([\w.]+)", text):  # name==version: the pin
+            assert PINS.get(m.group(1).lower()) == m.group(2), f"{_rel(path)}: {m.group(0)} is not the pinned version"
         for m in re.finditer(r"(?<![\w.=])\d+\.\d+\.\d+(?![\w.])", text):  # any other x.y.z: Ray's or gansvc's
             assert m.group(0) in (RAY_VERSION, GANSVC_VERSION), (
-                f"{_rel(path)}: version {m.group(0)} is neither Ray's pin {RAY_VERSION} nor gansvc's {GANSVC_VERSION}")
+                f"{_rel(path)}: version {m.group(0)} is neither Ray's pin {RAY_VERSION} nor gansvc's {GANSVC_VERSION}"
+            )
         for m in re.finditer(r"\bpy3(\d+)\b", text):
             assert f"py3{m.group(1)}" == PY_TAG, f"{_rel(path)}: {m.group(0)}"
     assert checked >= 10
     for objs in rendered.values():
-        for c in (c for o in objs for c in _containers(o)):
-            assert IMAGE_TAG.fullmatch(_split_image(c["image"])[1] or ""), c["image"]
+        for c in (c for o in objs for c in containers(o)):
+            assert IMAGE_TAG.fullmatch(split_image(c["image"])[1] or ""), c["image"]
 
 
 # ---------------------------------------------------------------------------------- parity with real kustomize
 
-def _kustomize_cmd() -> list[str] | None:
-    if shutil.which("kustomize"):
-        return ["kustomize", "build"]
-    if shutil.which("kubectl"):
-        return ["kubectl", "kustomize"]
-    return None
 
-
-@pytest.mark.skipif(_kustomize_cmd() is None, reason="neither kustomize nor kubectl on PATH")
+@pytest.mark.skipif(kustomize_cmd() is None, reason="neither kustomize nor kubectl on PATH")
 @pytest.mark.parametrize("directory", [_rel(d) for d in KUSTOMIZE_DIRS])
 def test_renderer_matches_kustomize(directory: str, rendered: dict[str, list[dict[str, Any]]]) -> None:
-    out = subprocess.run([*_kustomize_cmd(), str(REPO / directory)], capture_output=True, text=True,  # type: ignore
-                         check=True, timeout=60).stdout
+    out = subprocess.run(
+        [*kustomize_cmd(), str(REPO / directory)],
+        capture_output=True,
+        text=True,  # type: ignore
+        check=True,
+        timeout=60,
+    ).stdout
     theirs = sorted((d for d in yaml.safe_load_all(out) if d), key=lambda o: (o["kind"], o["metadata"]["name"]))
     mine = sorted(rendered[directory], key=lambda o: (o["kind"], o["metadata"]["name"]))
     assert mine == theirs

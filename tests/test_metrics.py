@@ -14,9 +14,23 @@ from torch import nn
 
 from gansvc import storage
 from gansvc.data.pipeline import DataConfig
-from gansvc.metrics import (TORCHVISION_EXTRACTOR, WEIGHTS_FILE, FeatureExtractor, FeatureStats, ISStats,
-                            describe_metrics, evaluate, frechet_distance, inception_score, kernel_inception_distance,
-                            load_inception, metric_mode, mmd2_unbiased, reference_stats, sliced_wasserstein_distance)
+from gansvc.metrics import (
+    TORCHVISION_EXTRACTOR,
+    WEIGHTS_FILE,
+    FeatureExtractor,
+    FeatureStats,
+    ISStats,
+    describe_metrics,
+    evaluate,
+    frechet_distance,
+    inception_score,
+    kernel_inception_distance,
+    load_inception,
+    metric_mode,
+    mmd2_unbiased,
+    reference_stats,
+    sliced_wasserstein_distance,
+)
 
 # ------------------------------------------------------------------------------------------------------------ math
 
@@ -145,8 +159,12 @@ def test_swd_zero_for_same_set_and_larger_for_different() -> None:
 
 
 def test_metric_directions() -> None:
-    assert {k: metric_mode(k) for k in ("fid", "kid", "is", "swd")} == {"fid": "min", "kid": "min", "is": "max",
-                                                                        "swd": "min"}
+    assert {k: metric_mode(k) for k in ("fid", "kid", "is", "swd")} == {
+        "fid": "min",
+        "kid": "min",
+        "is": "max",
+        "swd": "min",
+    }
     assert set(describe_metrics()) >= {"fid", "kid", "kid_std", "is", "is_std", "swd"}
 
 
@@ -164,8 +182,7 @@ def inception_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_load_inception_without_weights_says_where_to_put_them(tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_load_inception_without_weights_says_where_to_put_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     net, reason = load_inception(None, extractor=TORCHVISION_EXTRACTOR)
     assert net is None and WEIGHTS_FILE in reason and "metrics.inception" in reason
@@ -177,8 +194,9 @@ def test_load_inception_without_weights_says_where_to_put_them(tmp_path: Path,
     assert net is None and "not torchvision's inception_v3" in reason
 
 
-def test_load_inception_from_file_and_torch_cache(inception_weights: Path, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_load_inception_from_file_and_torch_cache(
+    inception_weights: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     net, message = load_inception(str(inception_weights), extractor=TORCHVISION_EXTRACTOR)
     assert net is not None and str(inception_weights) in message and isinstance(net, FeatureExtractor)
     gray = torch.rand(2, 1, 16, 16) * 2 - 1
@@ -290,7 +308,7 @@ def test_evaluate_streams_and_reports_per_task(shapes_uri: str, tmp_path: Path) 
     def replay_real(n: int) -> torch.Tensor:  # a "perfect generator": the real images, in order
         asked.append(n)
         start = sum(asked[:-1]) % 30
-        return ref.swd_tensor()[start:start + n]
+        return ref.swd_tensor()[start : start + n]
 
     def noise(n: int) -> torch.Tensor:
         return torch.rand(n, 3, 16, 16, generator=gen) * 2 - 1
@@ -307,12 +325,12 @@ def test_evaluate_streams_and_reports_per_task(shapes_uri: str, tmp_path: Path) 
 
     translated = evaluate(noise, ref, tiny, n_samples=10, batch_size=4, task="translate", kid_subsets=5)
     assert set(translated) == {"fid", "kid", "kid_std", "swd"}
-    gray_small = evaluate(lambda n: torch.rand(n, 1, 12, 12) * 2 - 1, ref, None, n_samples=6, batch_size=4,
-                          task="generate")
+    gray_small = evaluate(
+        lambda n: torch.rand(n, 1, 12, 12) * 2 - 1, ref, None, n_samples=6, batch_size=4, task="generate"
+    )
     assert set(gray_small) == {"swd"} and gray_small["swd"] > 0  # resized and channel-expanded to the reference
     with pytest.raises(ValueError, match="computed with feature extractor"):
         evaluate(noise, ref, TinyExtractor(id="other"), n_samples=4, batch_size=4, task="generate")
-
 
 
 # ------------------------------------------------------------------ the FID extractor's weights: fetch, pin, offline
@@ -341,7 +359,7 @@ def weights_server(fid_weights_file: Path):  # noqa: ANN201
         def log_message(self, *args: object) -> None:
             pass
 
-        def do_GET(self) -> None:  # noqa: N802 - the http.server API
+        def do_GET(self) -> None:
             hits.append(self.path)
             if self.path != "/w.pth":
                 self.send_error(404)
@@ -362,8 +380,12 @@ def weights_server(fid_weights_file: Path):  # noqa: ANN201
         thread.join(5)
 
 
-def test_fid_weights_fetched_into_torch_hub_cache_then_cached(weights_server, fid_weights_file: Path,  # noqa: ANN001
-                                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fid_weights_fetched_into_torch_hub_cache_then_cached(
+    weights_server,
+    fid_weights_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from gansvc.metrics import FID_EXTRACTOR, FID_WEIGHTS_FILE
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
@@ -381,8 +403,11 @@ def test_fid_weights_fetched_into_torch_hub_cache_then_cached(weights_server, fi
     assert again is not None and hits == ["/w.pth"], "a verified cache file is used without any request"
 
 
-def test_fid_weights_hash_mismatch_is_refused(weights_server, tmp_path: Path,  # noqa: ANN001
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fid_weights_hash_mismatch_is_refused(
+    weights_server,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from gansvc.metrics import FID_EXTRACTOR, FID_WEIGHTS_FILE, FID_WEIGHTS_SHA256, FID_WEIGHTS_URL
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
@@ -395,7 +420,8 @@ def test_fid_weights_hash_mismatch_is_refused(weights_server, tmp_path: Path,  #
 
 
 def test_fid_weights_offline_from_metrics_inception_and_no_weights_message(
-        fid_weights_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fid_weights_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from gansvc.metrics import FID_EXTRACTOR, FID_WEIGHTS_FILE, FID_WEIGHTS_SHA256, FID_WEIGHTS_URL
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
@@ -405,8 +431,13 @@ def test_fid_weights_offline_from_metrics_inception_and_no_weights_message(
     assert net.protocol["weights_are_published"] is False
     none, reason = load_inception(None, extractor=FID_EXTRACTOR, url=dead)
     assert none is None and "could not fetch" in reason
-    for must in (FID_WEIGHTS_URL, FID_WEIGHTS_SHA256, "metrics.inception", "SWD",
-                 str(tmp_path / "torch" / "hub" / "checkpoints")):
+    for must in (
+        FID_WEIGHTS_URL,
+        FID_WEIGHTS_SHA256,
+        "metrics.inception",
+        "SWD",
+        str(tmp_path / "torch" / "hub" / "checkpoints"),
+    ):
         assert must in reason, must
     off, reason = load_inception(None, extractor=FID_EXTRACTOR, download=False)
     assert off is None and "downloads are off" in reason and FID_WEIGHTS_FILE in reason
@@ -428,13 +459,28 @@ def test_protocol_recorded_with_results_and_shown_by_the_registry(shapes_uri: st
     cfg = DataConfig(uri=shapes_uri, cache_dir=str(tmp_path / "cache"))
     tiny = TinyExtractor()
     ref = reference_stats(cfg, tiny, max_samples=30, stream_key="image", quiet=True)
-    results, protocol = evaluate_with_protocol(lambda n: torch.rand(n, 3, 16, 16) * 2 - 1, ref, tiny, n_samples=12,
-                                               batch_size=5, task="generate", kid_subsets=4, kid_subset_size=50)
+    results, protocol = evaluate_with_protocol(
+        lambda n: torch.rand(n, 3, 16, 16) * 2 - 1,
+        ref,
+        tiny,
+        n_samples=12,
+        batch_size=5,
+        task="generate",
+        kid_subsets=4,
+        kid_subset_size=50,
+    )
     assert set(results) == {"fid", "kid", "kid_std", "is", "is_std", "swd"}
     assert protocol["extractor"] == tiny.id and protocol["n_generated"] == 12 and protocol["n_real"] == 30
     assert protocol["reference"]["split"] == "train" and protocol["reference"]["stream"] == "image"
-    assert protocol["kid"] == {**protocol["kid"], "subsets": 4, "subset_size": 12, "subset_size_asked": 50,
-                               "n_real_features": 30, "n_generated_features": 12, "seed": 2020}
+    assert protocol["kid"] == {
+        **protocol["kid"],
+        "subsets": 4,
+        "subset_size": 12,
+        "subset_size_asked": 50,
+        "n_real_features": 30,
+        "n_generated_features": 12,
+        "seed": 2020,
+    }
     assert protocol["is"]["splits"] == 10 and protocol["is"]["shuffle_seed"] == 2020
 
     # training's best/meta.json carries it ("protocol"); promote copies it; registry show prints it
@@ -446,13 +492,20 @@ def test_protocol_recorded_with_results_and_shown_by_the_registry(shapes_uri: st
     data = DataSpec("single", 16, 16, 3, {})
     buf = __import__("io").BytesIO()
     torch.save(inference_payload(spec, fam, data, spec.build(fam, data), {"step": 5}), buf)
-    write_best(str(run), buf.getvalue(), {"step": 5, "metric": "kid", "value": results["kid"], "metrics": results,
-                                          "protocol": protocol})
+    write_best(
+        str(run),
+        buf.getvalue(),
+        {"step": 5, "metric": "kid", "value": results["kid"], "metrics": results, "protocol": protocol},
+    )
     reg = str(tmp_path / "registry")
     entry = promote(str(run), "with-protocol", root=reg)
     assert entry["metric_protocol"] == protocol and get_entry("with-protocol", reg)["metric_protocol"] == protocol
-    shown = subprocess.run([sys.executable, "-m", "gansvc.registry", "--registry", reg, "show", "with-protocol"],
-                           capture_output=True, text=True, timeout=120)
+    shown = subprocess.run(
+        [sys.executable, "-m", "gansvc.registry", "--registry", reg, "show", "with-protocol"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert shown.returncode == 0 and json.loads(shown.stdout)["metric_protocol"]["kid"]["seed"] == 2020
 
     from gansvc.serve.schemas import ModelInfo  # what GET /v1/models returns per model

@@ -6,9 +6,18 @@ import pytest
 import torch
 from torch import nn
 
-from gansvc.nn.adversarial import critic_slices
-from gansvc.nn.dcgan_blocks import (DiscArch, Discriminator, GenArch, Generator, clip_weights_, kernel_schedule,
-                                    one_hot_labels, resolution_steps, upsample_layers)
+from gansvc.families.adversarial import critic_slices
+from gansvc.nn.dcgan_blocks import (
+    DiscArch,
+    Discriminator,
+    GenArch,
+    Generator,
+    clip_weights_,
+    kernel_schedule,
+    one_hot_labels,
+    resolution_steps,
+    upsample_layers,
+)
 from gansvc.nn.ema import ema_copy, ema_update
 from gansvc.nn.noise import InstanceNoise, annealed_std, set_instance_noise
 
@@ -169,9 +178,36 @@ def test_the_report_generator_keeps_its_transposed_layout() -> None:
     g = Generator(GenArch(size=16, channels=3, latent_dim=128, filters=32))
     shapes = {k: tuple(v.shape) for k, v in g.state_dict().items() if not k.endswith("num_batches_tracked")}
     assert shapes == {
-        "fc.weight": (2048, 128), "fc_norm.weight": (128,), "fc_norm.bias": (128,), "fc_norm.running_mean": (128,),
-        "fc_norm.running_var": (128,), "blocks.0.weight": (128, 64, 5, 5), "blocks.1.weight": (64,),
-        "blocks.1.bias": (64,), "blocks.1.running_mean": (64,), "blocks.1.running_var": (64,),
-        "blocks.3.weight": (64, 32, 5, 5), "blocks.4.weight": (32,), "blocks.4.bias": (32,),
-        "blocks.4.running_mean": (32,), "blocks.4.running_var": (32,), "out.weight": (3, 32, 5, 5), "out.bias": (3,)}
+        "fc.weight": (2048, 128),
+        "fc_norm.weight": (128,),
+        "fc_norm.bias": (128,),
+        "fc_norm.running_mean": (128,),
+        "fc_norm.running_var": (128,),
+        "blocks.0.weight": (128, 64, 5, 5),
+        "blocks.1.weight": (64,),
+        "blocks.1.bias": (64,),
+        "blocks.1.running_mean": (64,),
+        "blocks.1.running_var": (64,),
+        "blocks.3.weight": (64, 32, 5, 5),
+        "blocks.4.weight": (32,),
+        "blocks.4.bias": (32,),
+        "blocks.4.running_mean": (32,),
+        "blocks.4.running_var": (32,),
+        "out.weight": (3, 32, 5, 5),
+        "out.bias": (3,),
+    }
     assert all(isinstance(g.blocks[i], nn.ConvTranspose2d) for i in (0, 3))
+
+
+def test_unwrap_has_one_definition() -> None:
+    """issue 16 #5: `unwrap` (families) and `plain_module` (nn) were the same function; one is left, in nn."""
+    import gansvc.nn.ema as ema
+    from gansvc.families import base
+    from gansvc.nn.wrappers import unwrap
+
+    assert base.unwrap is unwrap and not hasattr(ema, "plain_module")
+    net = nn.Linear(2, 2)
+    wrapped = nn.Module()
+    wrapped.module = nn.Module()  # type: ignore[assignment]
+    wrapped.module._orig_mod = net  # type: ignore[assignment]
+    assert unwrap(wrapped) is net and unwrap(net) is net  # nested DDP (.module) / torch.compile (._orig_mod)

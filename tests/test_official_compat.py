@@ -21,8 +21,15 @@ from gansvc.data.spec import DataSpec
 from gansvc.families import ugatit as ugatit_family
 from gansvc.nn.patchgan import NLayerDiscriminator, patchgan_arch_from_state_dict
 from gansvc.nn.resnet import ResnetGenerator, resnet_arch_from_state_dict, strip_instance_norm_stats
-from gansvc.nn.ugatit import (UgatitDiscriminator, UgatitGenerator, ugatit_arch_from_state_dict,
-                              ugatit_d_arch_from_state_dict, ugatit_d_fits, ugatit_d_min_side, ugatit_d_output_size)
+from gansvc.nn.ugatit import (
+    UgatitDiscriminator,
+    UgatitGenerator,
+    ugatit_arch_from_state_dict,
+    ugatit_d_arch_from_state_dict,
+    ugatit_d_fits,
+    ugatit_d_min_side,
+    ugatit_d_output_size,
+)
 
 Shapes = dict[str, tuple[int, ...]]
 
@@ -32,14 +39,18 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # --- expected layouts, from the official code -------------------------------------------------------------------------
 
+
 def official_cyclegan_g(in_nc: int, out_nc: int, ngf: int, n_blocks: int) -> Shapes:
     """pytorch-CycleGAN-and-pix2pix ResnetGenerator(norm='instance', use_dropout=False): Sequential `model` =
     [pad, conv7, IN, relu] + 2 x [conv3/2, IN, relu] + n x ResnetBlock + 2 x [convT3/2, IN, relu] + [pad, conv7, tanh];
     convs have biases (use_bias because norm is InstanceNorm); IN has no parameters."""
     s: Shapes = {
-        "model.1.weight": (ngf, in_nc, 7, 7), "model.1.bias": (ngf,),
-        "model.4.weight": (2 * ngf, ngf, 3, 3), "model.4.bias": (2 * ngf,),
-        "model.7.weight": (4 * ngf, 2 * ngf, 3, 3), "model.7.bias": (4 * ngf,),
+        "model.1.weight": (ngf, in_nc, 7, 7),
+        "model.1.bias": (ngf,),
+        "model.4.weight": (2 * ngf, ngf, 3, 3),
+        "model.4.bias": (2 * ngf,),
+        "model.7.weight": (4 * ngf, 2 * ngf, 3, 3),
+        "model.7.bias": (4 * ngf,),
     }
     for i in range(n_blocks):  # ResnetBlock.conv_block = [pad, conv, IN, relu, pad, conv, IN]
         for j in (1, 5):
@@ -68,11 +79,16 @@ def cyclegan_g_norm_layers(ngf: int, n_blocks: int) -> dict[str, int]:
 
 # NLayerDiscriminator(3, ndf=8, n_layers=3, norm=instance), written out: convs at 0, 2, 5, 8, 11
 PATCHGAN_3_NDF8: Shapes = {
-    "model.0.weight": (8, 3, 4, 4), "model.0.bias": (8,),
-    "model.2.weight": (16, 8, 4, 4), "model.2.bias": (16,),
-    "model.5.weight": (32, 16, 4, 4), "model.5.bias": (32,),
-    "model.8.weight": (64, 32, 4, 4), "model.8.bias": (64,),
-    "model.11.weight": (1, 64, 4, 4), "model.11.bias": (1,),
+    "model.0.weight": (8, 3, 4, 4),
+    "model.0.bias": (8,),
+    "model.2.weight": (16, 8, 4, 4),
+    "model.2.bias": (16,),
+    "model.5.weight": (32, 16, 4, 4),
+    "model.5.bias": (32,),
+    "model.8.weight": (64, 32, 4, 4),
+    "model.8.bias": (64,),
+    "model.11.weight": (1, 64, 4, 4),
+    "model.11.bias": (1,),
 }
 
 
@@ -85,15 +101,22 @@ def official_ugatit_g(in_nc: int, out_nc: int, ngf: int, n_blocks: int, img_size
         "DownBlock.1.weight": (ngf, in_nc, 7, 7),
         "DownBlock.5.weight": (2 * ngf, ngf, 3, 3),
         "DownBlock.9.weight": (d, 2 * ngf, 3, 3),
-        "gap_fc.weight": (1, d), "gmp_fc.weight": (1, d),
-        "conv1x1.weight": (d, 2 * d, 1, 1), "conv1x1.bias": (d,),
-        "FC.0.weight": (d, d if light else (img_size // 4) ** 2 * d), "FC.2.weight": (d, d),
-        "gamma.weight": (d, d), "beta.weight": (d, d),
+        "gap_fc.weight": (1, d),
+        "gmp_fc.weight": (1, d),
+        "conv1x1.weight": (d, 2 * d, 1, 1),
+        "conv1x1.bias": (d,),
+        "FC.0.weight": (d, d if light else (img_size // 4) ** 2 * d),
+        "FC.2.weight": (d, d),
+        "gamma.weight": (d, d),
+        "beta.weight": (d, d),
         "UpBlock2.2.weight": (2 * ngf, d, 3, 3),
-        "UpBlock2.3.rho": (1, 2 * ngf, 1, 1), "UpBlock2.3.gamma": (1, 2 * ngf, 1, 1),
+        "UpBlock2.3.rho": (1, 2 * ngf, 1, 1),
+        "UpBlock2.3.gamma": (1, 2 * ngf, 1, 1),
         "UpBlock2.3.beta": (1, 2 * ngf, 1, 1),
         "UpBlock2.7.weight": (ngf, 2 * ngf, 3, 3),
-        "UpBlock2.8.rho": (1, ngf, 1, 1), "UpBlock2.8.gamma": (1, ngf, 1, 1), "UpBlock2.8.beta": (1, ngf, 1, 1),
+        "UpBlock2.8.rho": (1, ngf, 1, 1),
+        "UpBlock2.8.gamma": (1, ngf, 1, 1),
+        "UpBlock2.8.beta": (1, ngf, 1, 1),
         "UpBlock2.11.weight": (out_nc, ngf, 7, 7),
     }
     for i in range(n_blocks):
@@ -152,6 +175,7 @@ def layout(module: torch.nn.Module) -> Shapes:
 
 # --- functional versions of the official forward passes ---------------------------------------------------------------
 
+
 def _rpad(x: Tensor, p: int) -> Tensor:
     return F.pad(x, (p, p, p, p), mode="reflect")
 
@@ -166,16 +190,22 @@ def ref_cyclegan_g(sd: dict[str, Tensor], x: Tensor, n_blocks: int) -> Tensor:
         r = F.relu(IN(F.conv2d(_rpad(h, 1), sd[p + "1.weight"], sd[p + "1.bias"])))
         h = h + IN(F.conv2d(_rpad(r, 1), sd[p + "5.weight"], sd[p + "5.bias"]))
     for i in (10 + n_blocks, 13 + n_blocks):
-        h = F.relu(IN(F.conv_transpose2d(h, sd[f"model.{i}.weight"], sd[f"model.{i}.bias"], stride=2, padding=1,
-                                         output_padding=1)))
+        h = F.relu(
+            IN(
+                F.conv_transpose2d(
+                    h, sd[f"model.{i}.weight"], sd[f"model.{i}.bias"], stride=2, padding=1, output_padding=1
+                )
+            )
+        )
     return torch.tanh(F.conv2d(_rpad(h, 3), sd[f"model.{17 + n_blocks}.weight"], sd[f"model.{17 + n_blocks}.bias"]))
 
 
 def ref_patchgan(sd: dict[str, Tensor], x: Tensor) -> Tensor:
     h = F.leaky_relu(F.conv2d(x, sd["model.0.weight"], sd["model.0.bias"], stride=2, padding=1), 0.2)
     for i, stride in ((2, 2), (5, 2), (8, 1)):
-        h = F.leaky_relu(F.instance_norm(F.conv2d(h, sd[f"model.{i}.weight"], sd[f"model.{i}.bias"], stride=stride,
-                                                  padding=1)), 0.2)
+        h = F.leaky_relu(
+            F.instance_norm(F.conv2d(h, sd[f"model.{i}.weight"], sd[f"model.{i}.bias"], stride=stride, padding=1)), 0.2
+        )
     return F.conv2d(h, sd["model.11.weight"], sd["model.11.bias"], padding=1)
 
 
@@ -238,14 +268,21 @@ def ref_ugatit_d(sd: dict[str, Tensor], x: Tensor, n_layers: int) -> tuple[Tenso
 
 # --- CycleGAN ---------------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(("ngf", "n_blocks"), [(8, 2), (4, 9)])
 def test_cyclegan_generator_layout_load_and_forward(ngf: int, n_blocks: int) -> None:
     expected = official_cyclegan_g(3, 3, ngf, n_blocks)
     net = ResnetGenerator(3, 3, ngf, n_blocks)
     assert layout(net) == expected
     if n_blocks == 9:  # the key names of the published 9-block checkpoints (e.g. horse2zebra latest_net_G_A.pth)
-        assert {"model.10.conv_block.1.weight", "model.18.conv_block.5.bias", "model.19.weight", "model.22.weight",
-                "model.26.weight", "model.26.bias"} <= set(expected)
+        assert {
+            "model.10.conv_block.1.weight",
+            "model.18.conv_block.5.bias",
+            "model.19.weight",
+            "model.22.weight",
+            "model.26.weight",
+            "model.26.bias",
+        } <= set(expected)
     sd = random_state(expected, seed=n_blocks)
     net.load_state_dict(sd, strict=True)
     x = torch.rand(2, 3, 20, 28) * 2 - 1
@@ -290,6 +327,7 @@ def test_patchgan_layout_load_and_forward() -> None:
 
 # --- U-GAT-IT ---------------------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("light", [True, False])
 def test_ugatit_generator_layout_and_load(light: bool) -> None:
     expected = official_ugatit_g(3, 3, 4, 2, 16, light)
@@ -326,18 +364,38 @@ def test_ugatit_checkpoint_arch_inference_and_loading_into_the_family() -> None:
     """A whole UGATIT-pytorch `params` dict (as UGATIT.save writes it) -> arch -> family nets, loaded strictly."""
     g = official_ugatit_g(3, 3, 4, 3, 16, light=False)
     d_global, d_local = official_ugatit_d(3, 4, 4), official_ugatit_d(3, 4, 3)
-    params = {"genA2B": random_state(g, 1), "genB2A": random_state(g, 2),
-              "disGA": random_state(d_global, 3), "disGB": random_state(d_global, 4),
-              "disLA": random_state(d_local, 5), "disLB": random_state(d_local, 6)}
+    params = {
+        "genA2B": random_state(g, 1),
+        "genB2A": random_state(g, 2),
+        "disGA": random_state(d_global, 3),
+        "disGB": random_state(d_global, 4),
+        "disLA": random_state(d_local, 5),
+        "disLB": random_state(d_local, 6),
+    }
     arch = ugatit_arch_from_state_dict(params)
-    assert asdict(arch) == {"in_channels": 3, "out_channels": 3, "ngf": 4, "n_blocks": 3, "light": False,
-                            "img_size": 16, "n_dis_global": 4, "n_dis_local": 3}
+    assert asdict(arch) == {
+        "in_channels": 3,
+        "out_channels": 3,
+        "ngf": 4,
+        "n_blocks": 3,
+        "light": False,
+        "img_size": 16,
+        "n_dis_global": 4,
+        "n_dis_local": 3,
+    }
     light = ugatit_arch_from_state_dict(random_state(official_ugatit_g(3, 3, 8, 4, 256, light=True)))
     assert (light.light, light.ngf, light.n_blocks, light.img_size) == (True, 8, 4, None)
 
-    cfg = ugatit_family.SPEC.make_config(overrides={"ngf": arch.ngf, "ndf": 4, "n_blocks": arch.n_blocks,
-                                                    "light": arch.light, "n_dis_global": arch.n_dis_global,
-                                                    "n_dis_local": arch.n_dis_local})
+    cfg = ugatit_family.SPEC.make_config(
+        overrides={
+            "ngf": arch.ngf,
+            "ndf": 4,
+            "n_blocks": arch.n_blocks,
+            "light": arch.light,
+            "n_dis_global": arch.n_dis_global,
+            "n_dis_local": arch.n_dis_local,
+        }
+    )
     state = ugatit_family.SPEC.build(cfg, DataSpec("unpaired", arch.img_size, arch.img_size, 3))
     for name, sd in params.items():
         state.nets[name].load_state_dict(sd, strict=True)

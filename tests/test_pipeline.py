@@ -207,7 +207,7 @@ def test_close_stops_and_joins_the_warm_up_threads(shapes_uri: str, tmp_path: Pa
 def _dataset_with_a_bad_batch(root: Path, n: int = 6, batch_size: int = 2, bad_batch: int = 2) -> str:
     """A local dataset of n flat images whose files in batch `bad_batch` of epoch 0 (seed 0) are not images."""
     files = [f"train/{i}.png" for i in range(n)]
-    bad = {files[i] for i in shard_positions(n, 0, 0, 0, 1)[bad_batch * batch_size:(bad_batch + 1) * batch_size]}
+    bad = {files[i] for i in shard_positions(n, 0, 0, 0, 1)[bad_batch * batch_size : (bad_batch + 1) * batch_size]}
     for rel in files:
         buf = io.BytesIO()
         Image.new("RGB", (8, 8), (100, 100, 100)).save(buf, "PNG")

@@ -58,15 +58,17 @@ def test_missing_default_dataset_names_the_get_command(storage: Path, capsys: py
     assert "Traceback" not in err and "resolved config" not in out  # stopped before anything
 
 
-def test_no_storage_and_no_dataset_says_both_ways(monkeypatch: pytest.MonkeyPatch,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_no_storage_and_no_dataset_says_both_ways(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.delenv("GANSVC_STORAGE", raising=False)
     code, _, err = _dry(["cyclegan"], capsys)
     assert code == 2 and "--dataset" in err and "GANSVC_STORAGE" in err and "data get horse2zebra" in err, err
 
 
-def test_cyclegan_with_no_flags_is_the_official_schedule(storage: Path, synth_put: Callable[..., str],
-                                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_cyclegan_with_no_flags_is_the_official_schedule(
+    storage: Path, synth_put: Callable[..., str], capsys: pytest.CaptureFixture[str]
+) -> None:
     """Batch 1, 200 epochs, lr constant for 100 epochs then decaying over 100 (Zhu et al. 2017), in steps of THIS
     dataset; a preset never upsamples 32 px images to its 256 px and says so."""
     _put_default(storage, "cyclegan", synth_put, count=40)
@@ -80,8 +82,9 @@ def test_cyclegan_with_no_flags_is_the_official_schedule(storage: Path, synth_pu
     assert f"decay_start: {100 * spe}" in out  # in the resolved config, not only in the summary
 
 
-def test_report_preset_and_user_values(storage: Path, synth_put: Callable[..., str],
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_preset_and_user_values(
+    storage: Path, synth_put: Callable[..., str], capsys: pytest.CaptureFixture[str]
+) -> None:
     _put_default(storage, "cyclegan", synth_put, count=40)
     code, out, err = _dry(["cyclegan", "--preset", "report"], capsys)
     assert code == 0, err
@@ -99,8 +102,9 @@ def test_report_preset_and_user_values(storage: Path, synth_put: Callable[..., s
     assert "decay_start: 5\n" in out and "flip: false" in out
 
 
-def test_preset_batch_larger_than_the_data_is_fitted_with_a_note(storage: Path, synth_put: Callable[..., str],
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_preset_batch_larger_than_the_data_is_fitted_with_a_note(
+    storage: Path, synth_put: Callable[..., str], capsys: pytest.CaptureFixture[str]
+) -> None:
     _put_default(storage, "dcgan", synth_put, count=40)
     code, out, err = _dry(["dcgan"], capsys)
     assert code == 0, err
@@ -114,8 +118,9 @@ def test_unknown_preset_lists_run_presets(storage: Path, capsys: pytest.CaptureF
     assert code == 2 and "default" in err and "report" in err and "smoke" in err, err
 
 
-def test_resolved_config_names_the_preset_and_what_a_cpu_run_uses(storage: Path, synth_put: Callable[..., str],
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_resolved_config_names_the_preset_and_what_a_cpu_run_uses(
+    storage: Path, synth_put: Callable[..., str], capsys: pytest.CaptureFixture[str]
+) -> None:
     """The printed config says `preset: smoke` (not null), and on CPU no GPU and none of the CUDA-only switches
     (issue 16.10); with a GPU asked for, the GPU defaults; a value the user gives is kept either way."""
     dest = _put_default(storage, "dcgan", synth_put, count=40)

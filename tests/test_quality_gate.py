@@ -47,8 +47,7 @@ TOLERANCE = 0.0
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_dcgan_defaults_score_at_least_as_well_as_a_textbook_dcgan_on_real_digits(
-        ray_stack, tmp_path: Path) -> None:  # noqa: ANN001
+def test_dcgan_defaults_score_at_least_as_well_as_a_textbook_dcgan_on_real_digits(ray_stack, tmp_path: Path) -> None:  # noqa: ANN001
     t0 = time.perf_counter()
     env = {**os.environ, "RAY_ADDRESS": ray_stack.ray_address}
     scorer = digits.train_scorer()
@@ -56,11 +55,13 @@ def test_dcgan_defaults_score_at_least_as_well_as_a_textbook_dcgan_on_real_digit
     real = score(scorer, real_images, 0.0)
     dataset = put_digits(tmp_path, env)
     ours, theirs = run_seed(scorer, dataset, tmp_path, STEPS, SEED, env)
-    print(f"\nquality gate: sklearn digits 16x16, {STEPS} steps, batch 64, seed {SEED}; scorer held-out accuracy "
-          f"{scorer.held_out_accuracy:.3f}\n  {real.line('real digits (reference)')}\n"
-          f"  {ours.line('gansvc dcgan defaults')}\n  {theirs.line('textbook DCGAN')}\n"
-          f"  gate: IS >= {MIN_IS}, coverage >= {MIN_COVERAGE}, IS >= textbook - {TOLERANCE}; "
-          f"total {time.perf_counter() - t0:.0f} s")
+    print(
+        f"\nquality gate: sklearn digits 16x16, {STEPS} steps, batch 64, seed {SEED}; scorer held-out accuracy "
+        f"{scorer.held_out_accuracy:.3f}\n  {real.line('real digits (reference)')}\n"
+        f"  {ours.line('gansvc dcgan defaults')}\n  {theirs.line('textbook DCGAN')}\n"
+        f"  gate: IS >= {MIN_IS}, coverage >= {MIN_COVERAGE}, IS >= textbook - {TOLERANCE}; "
+        f"total {time.perf_counter() - t0:.0f} s"
+    )
     assert scorer.held_out_accuracy > 0.9, "the scorer itself must recognise real digits"
     assert real.inception_score > ours.inception_score, "generated digits cannot beat the real ones' score"
     assert ours.inception_score >= MIN_IS and ours.coverage >= MIN_COVERAGE, "dcgan defaults lost sample quality"

@@ -49,8 +49,9 @@ def test_promote_latest_best_and_by_metric(tmp_path: Path) -> None:
     # the run's evaluated best wins when there is one
     (run / "best").mkdir()
     (run / "best" / MODEL_FILE).write_bytes((run / "checkpoint-00000010" / MODEL_FILE).read_bytes())
-    (run / "best" / META_FILE).write_text(json.dumps({"step": 10, "metric": "swd", "value": 1.0,
-                                                      "metrics": {"swd": 1.0}}))
+    (run / "best" / META_FILE).write_text(
+        json.dumps({"step": 10, "metric": "swd", "value": 1.0, "metrics": {"swd": 1.0}})
+    )
     best = promote(str(run), "best", root=reg)
     assert best["step"] == 10 and best["source"].endswith("best/model.pt")
     assert [e["name"] for e in list_entries(reg)] == ["best", "by-swd", "latest"]
@@ -103,8 +104,10 @@ def _cli(module: str, *args: str) -> subprocess.CompletedProcess[str]:
 def _clis(*commands: tuple[str, ...]) -> list[subprocess.CompletedProcess[str]]:
     """`_cli(*command)` for each command, run at the same time (independent processes that only read the registry:
     most of each one's time is its interpreter start and imports, which overlap)."""
-    procs = [subprocess.Popen([sys.executable, "-m", *cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for cmd in commands]
+    procs = [
+        subprocess.Popen([sys.executable, "-m", *cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for cmd in commands
+    ]
     results = []
     for cmd, proc in zip(commands, procs, strict=True):
         try:
@@ -124,10 +127,12 @@ def test_cli_generate_is_seeded_and_checks_labels(tmp_path: Path) -> None:
     generate = ("gansvc.generate", "--model", "acgan-m", "--registry", reg)
     seeded = ("--n", "3", "--seed", "5", "--labels", "shape=circle", "--grid")
     listed, shown, *made, bad_value, bad_name = _clis(
-        ("gansvc.registry", "list", "--registry", reg), ("gansvc.registry", "--registry", reg, "show", "acgan-m"),
+        ("gansvc.registry", "list", "--registry", reg),
+        ("gansvc.registry", "--registry", reg, "show", "acgan-m"),
         *[(*generate, *seeded, str(out)) for out in (out1, out2)],
         (*generate, "--labels", "shape=hexagon", str(tmp_path / "o3")),
-        (*generate, "--labels", "size=big", str(tmp_path / "o4")))
+        (*generate, "--labels", "size=big", str(tmp_path / "o4")),
+    )
     assert listed.returncode == 0 and "acgan-m" in listed.stdout and "16x16x3" in listed.stdout
     shown = json.loads(shown.stdout)
     assert shown["data_spec"]["attributes"] == {"shape": ["circle", "square"], "color": ["blue", "red"]}
@@ -152,7 +157,7 @@ BAD_NAMES = ["../../runs/r1/x", "..", ".hidden", "a/b", "a\\b", "Upper", "", "x\
 def test_every_registry_entry_point_refuses_bad_names(tmp_path: Path, bad: str) -> None:
     """A name is a storage key: every function a name enters by checks it against NAME_RULE before any I/O."""
     from gansvc import registry
-    from gansvc.importers import import_checkpoint
+    from gansvc.registry import import_checkpoint
 
     reg = str(tmp_path / "registry")
     run = _run(tmp_path)
@@ -221,3 +226,54 @@ def test_promote_skips_a_torn_best_and_a_damaged_latest(tmp_path: Path, capsys: 
     (run / "checkpoint-00000030" / META_FILE).write_text(json.dumps(meta))
     entry = promote(str(run), "after-damage", root=reg)
     assert entry["step"] == 20 and "damaged" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------- start-up time (issue 16)
+
+LIGHT_SCRIPT = """
+import json, sys
+import gansvc.registry as r
+codes = [r.main(["list", "--registry", sys.argv[1]]), r.main(["show", "nope", "--registry", sys.argv[1]])]
+try:
+    r.main(["list", "--help"])
+except SystemExit:
+    pass
+print(json.dumps({"codes": codes, "heavy": sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "ray"))}))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_registry_listing_commands_do_not_import_torch(tmp_path: Path) -> None:
+    """issue 16 #10: `python -m gansvc.registry list` took 3-4 s because the module imported checkpoint -> families ->
+    torch. Importing the registry and running list / show / --help in a fresh interpreter imports neither torch nor
+    Ray (the model-loading paths import them inside their functions)."""
+    out = subprocess.run(
+        [sys.executable, "-c", LIGHT_SCRIPT, str(tmp_path / "empty-registry")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["codes"] == [0, 2]  # an empty listing; an unknown name is an error, as before
+    assert result["heavy"] == [], f"the listing commands imported {result['heavy'][:5]}"
+
+
+def test_import_formats_come_from_the_family_declarations() -> None:
+    """The registry's import command lists and accepts the formats the families declare (FamilySpec.importers), with
+    the --b2a help each declares; registry.py names no format."""
+    from gansvc.families import import_formats
+    from gansvc.registry import _import_formats
+
+    declared = {fmt: (spec.name, imp.b2a) for fmt, (spec, imp) in import_formats().items()}
+    assert declared == {
+        "cyclegan-official": ("cyclegan", "the B->A generator file (G_B)"),
+        "ugatit-pytorch": ("ugatit", None),
+    }
+    assert _import_formats() == {fmt: b2a for fmt, (_, b2a) in declared.items()}
+    out = subprocess.run(
+        [sys.executable, "-m", "gansvc.registry", "import", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert "{cyclegan-official,ugatit-pytorch}" in out.stdout and "cyclegan-official: the B->A generator" in out.stdout
+    source = (Path(__file__).resolve().parents[1] / "gansvc" / "registry.py").read_text()
+    assert "cyclegan" not in source and "ugatit" not in source

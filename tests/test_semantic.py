@@ -37,8 +37,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def datasets(stack, synth_put) -> dict[str, str]:  # noqa: ANN001
     root = f"s3://{stack.bucket}/semantic-data"
-    uris = {"shapes-seg": f"{root}/shapes-seg", "stripes-masks": f"{root}/stripes-masks",
-            "stripes": f"{root}/stripes"}
+    uris = {"shapes-seg": f"{root}/shapes-seg", "stripes-masks": f"{root}/stripes-masks", "stripes": f"{root}/stripes"}
     synth_put("shapes-seg", uris["shapes-seg"], count=64, size=16, seed=0, test_count=16)
     synth_put("stripes", uris["stripes-masks"], count=16, size=16, seed=0, test_count=4, masks=True)
     synth_put("stripes", uris["stripes"], count=8, size=16, seed=0, test_count=2)
@@ -59,6 +58,7 @@ def _mask(h: int = 16, w: int = 20, k: int = 3) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------------- metrics, losses
+
 
 def test_mean_iou_against_a_hand_computation() -> None:
     target = torch.tensor([[0, 0, 1, 1], [2, 2, 255, 1]])
@@ -113,6 +113,7 @@ def test_semantic_terms_use_the_frozen_network_in_both_directions() -> None:
 
 # ---------------------------------------------------------------------------------------------------------- U-Net
 
+
 @pytest.mark.parametrize("size", [(20, 28), (28, 20), (12, 36)])
 def test_unet_generators_keep_any_multiple_of_four_size_both_directions(size: tuple[int, int]) -> None:
     h, w = size
@@ -130,6 +131,7 @@ def test_unet_generators_keep_any_multiple_of_four_size_both_directions(size: tu
 
 
 # ----------------------------------------------------------------------------------------------- masks at put
+
 
 def test_put_masks_valid_and_invalid(tmp_path: Path, s3_prefix: str) -> None:
     src = tmp_path / "src"
@@ -168,7 +170,9 @@ def test_put_masks_valid_and_invalid(tmp_path: Path, s3_prefix: str) -> None:
     assert "no image for this mask" in reasons["train_masks/noimage.png"]
     assert storage.exists(f"{s3_prefix}/{m.object_rel('classes.txt')}")
     assert storage.exists(f"{s3_prefix}/{m.object_rel('train_masks/photo.png')}")
-    assert not storage.exists(f"{s3_prefix}/{m.object_rel('train_masks/noimage.png')}"), "skipped files are not uploaded"
+    assert not storage.exists(f"{s3_prefix}/{m.object_rel('train_masks/noimage.png')}"), (
+        "skipped files are not uploaded"
+    )
     # without classes.txt: K = max value + 1, and a P mask's palette indices are its classes
     (src / "classes.txt").unlink()
     assert put(str(src), f"{s3_prefix}-k", quiet=True).manifest.num_classes == 8  # range.png's 7 is valid now
@@ -195,6 +199,7 @@ def test_put_masks_valid_and_invalid(tmp_path: Path, s3_prefix: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------------------- pipeline
+
 
 def test_pipeline_masks_follow_the_image_geometry(tmp_path: Path, s3_prefix: str) -> None:
     """Images whose grey level encodes the class (class * 80) in large blocks: after crop and flip the mask must be the
@@ -245,6 +250,7 @@ def test_unpaired_masks_and_random_flips_agree(datasets: dict[str, str]) -> None
 
 
 # -------------------------------------------------------------------------------------------------------- families
+
 
 def test_segmenter_learns_shapes_seg(datasets: dict[str, str]) -> None:
     ds = ImageDataset(DataConfig(uri=datasets["shapes-seg"], cache_dir=""))
@@ -300,14 +306,20 @@ def test_semantic_cyclegan_step_with_a_trained_segmenter_checkpoint(s3_prefix: s
     sem_a, sem_b = semcg.segmenters(state)
     assert sem_a is sem_b and torch.equal(sem_a.net.net.classifier.weight, weight), "the checkpoint's weights"
     before = {k: v.clone() for k, v in sem_a.net.state_dict().items()}
-    batch = {"A": torch.rand(2, 3, 16, 16) * 2 - 1, "B": torch.rand(2, 3, 16, 16) * 2 - 1,
-             "A_mask": torch.randint(0, 3, (2, 16, 16))}
+    batch = {
+        "A": torch.rand(2, 3, 16, 16) * 2 - 1,
+        "B": torch.rand(2, 3, 16, 16) * 2 - 1,
+        "A_mask": torch.randint(0, 3, (2, 16, 16)),
+    }
     out = SEMCG.train_step(state, batch, 0, cfg)
     assert {"sem_A", "sem_B", "cycle_A", "G_A", "D_A"} <= set(out) and all(math.isfinite(v) for v in out.values())
     assert out["sem_A"] > 0 and out["G"] > 10 * (out["cycle_A"] + out["cycle_B"])
     assert all(torch.equal(v, before[k]) for k, v in sem_a.net.state_dict().items()), "frozen: BN stats too"
     scores = SEMCG.evaluate(state, [batch], cfg)
     assert set(scores) == {"fcn_miou", "fcn_pixel_acc", "fcn_miou_real"} and 0 <= scores["fcn_miou"] <= 1
+    assert set(scores) == set(SEMCG.extra_metrics), (
+        "every metric evaluate returns is declared (FamilySpec.extra_metrics)"
+    )
     assert SEMCG.evaluate(state, [{k: v for k, v in batch.items() if k != "A_mask"}], cfg) == {}
     # the same weights as a plain state dict of the architecture (torchvision-style keys), and a second network for B
     plain = f"{s3_prefix}/plain.pt"
@@ -323,14 +335,16 @@ def test_semantic_cyclegan_step_with_a_trained_segmenter_checkpoint(s3_prefix: s
     with pytest.raises(ValueError, match="not a segmenter"):
         cyc = FAMILIES["cyclegan"]
         buf = io.BytesIO()
-        torch.save(inference_payload(cyc, cyc.make_config("smoke"), data, cyc.build(cyc.make_config("smoke"), data)),
-                   buf)
+        torch.save(
+            inference_payload(cyc, cyc.make_config("smoke"), data, cyc.build(cyc.make_config("smoke"), data)), buf
+        )
         storage.write_bytes(f"{s3_prefix}/cyc/{MODEL_FILE}", buf.getvalue())
         SEMCG.build(SEMCG.make_config("smoke", {"segmenter": f"{s3_prefix}/cyc"}), data)
 
 
-def test_missing_segmenter_weights_stop_the_run_at_start(datasets: dict[str, str], s3_prefix: str,
-                                                          capsys: pytest.CaptureFixture) -> None:
+def test_missing_segmenter_weights_stop_the_run_at_start(
+    datasets: dict[str, str], s3_prefix: str, capsys: pytest.CaptureFixture
+) -> None:
     data = DataSpec("unpaired", 64, 64, 3)
     for cfg in (SEMCG.make_config(), SEMCG.make_config("report")):
         with pytest.raises(ValueError) as err:
@@ -339,8 +353,22 @@ def test_missing_segmenter_weights_stop_the_run_at_start(datasets: dict[str, str
         assert "python -m gansvc.train segmenter" in str(err.value) and "--set model.segmenter=s3://" in str(err.value)
     with pytest.raises(ValueError, match="cannot read the segmenter weights"):
         SEMCG.build(SEMCG.make_config(overrides={"segmenter": f"{s3_prefix}/nothing"}), data)
-    code = train_main(["semantic-cyclegan", "--dataset", datasets["stripes"], "--storage", s3_prefix, "--name", "x",
-                       "--max-steps", "2", "--batch-size", "1", "--dry-run"])
+    code = train_main(
+        [
+            "semantic-cyclegan",
+            "--dataset",
+            datasets["stripes"],
+            "--storage",
+            s3_prefix,
+            "--name",
+            "x",
+            "--max-steps",
+            "2",
+            "--batch-size",
+            "1",
+            "--dry-run",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and "Traceback" not in err
     assert "model.segmenter is not set" in err and "python -m gansvc.train segmenter" in err
@@ -349,13 +377,31 @@ def test_missing_segmenter_weights_stop_the_run_at_start(datasets: dict[str, str
 
 # ------------------------------------------------------------------------------------------------------- the loop
 
+
 @pytest.mark.slow
-def test_both_families_train_and_evaluate_through_the_loop(ray_stack, datasets: dict[str, str],  # noqa: ANN001
-                                                           s3_prefix: str) -> None:
+def test_both_families_train_and_evaluate_through_the_loop(
+    ray_stack,
+    datasets: dict[str, str],
+    s3_prefix: str,
+) -> None:
     """segmenter (2 DDP workers) on stripes with masks: mIoU picks its best checkpoint; semantic-cyclegan then uses
     that run's checkpoint as its frozen segmenter and reports the FCN score."""
-    common = ["--dataset", datasets["stripes-masks"], "--storage", s3_prefix, "--preset", "smoke", "--batch-size", "2",
-              "--checkpoint-every", "2", "--eval-every", "2", "--log-every", "1"]
+    common = [
+        "--dataset",
+        datasets["stripes-masks"],
+        "--storage",
+        s3_prefix,
+        "--preset",
+        "smoke",
+        "--batch-size",
+        "2",
+        "--checkpoint-every",
+        "2",
+        "--eval-every",
+        "2",
+        "--log-every",
+        "1",
+    ]
     assert train_main(["segmenter", "--name", "seg", "--num-workers", "2", "--max-steps", "4", *common]) == 0
     objects = {o.rel for o in storage.list_objects(f"{s3_prefix}/seg")}
     assert {"checkpoint-00000004/model.pt", "samples/step-00000004.png", "best/meta.json"} <= objects
@@ -368,9 +414,55 @@ def test_both_families_train_and_evaluate_through_the_loop(ray_stack, datasets: 
     with Image.open(io.BytesIO(storage.read_bytes(f"{s3_prefix}/seg/samples/step-00000004.png"))) as grid:
         assert grid.size == (4 * 18 + 2, 6 * 18 + 2), "4 test images; rows A, prediction, truth, B, prediction, truth"
     seg_ckpt = f"{s3_prefix}/seg/checkpoint-00000004"
-    assert train_main(["semantic-cyclegan", "--name", "sem", "--max-steps", "2", *common,
-                       "--set", f"model.segmenter={seg_ckpt}", "--set", "metrics.samples=32"]) == 0
+    assert (
+        train_main(
+            [
+                "semantic-cyclegan",
+                "--name",
+                "sem",
+                "--max-steps",
+                "2",
+                *common,
+                "--set",
+                f"model.segmenter={seg_ckpt}",
+                "--set",
+                "metrics.samples=32",
+            ]
+        )
+        == 0
+    )
     meta = storage.read_json(f"{s3_prefix}/sem/checkpoint-00000002/meta.json")
     assert {"fcn_miou", "fcn_miou_real", "swd", "sem_A"} <= set(meta["metrics"])
     model = load_inference(f"{s3_prefix}/sem/checkpoint-00000002")
     assert model.config.segmenter == seg_ckpt and set(model.nets) == {"G_A", "G_B"}
+
+
+def test_the_fcn_metrics_are_declared_by_the_family_and_read_from_the_declaration() -> None:
+    """issue 16 #3: the fcn_* metrics are semantic-cyclegan's declaration, not entries of the shared metric table, and
+    what reads metric directions (Tune's mode, best-checkpoint selection) and the curves' quality panel reads them
+    from it."""
+    from gansvc.families import metric_mode
+    from gansvc.metrics import METRICS
+    from gansvc.train.evaluation import QUALITY_KEYS, is_train_term, quality_keys
+
+    assert not any(k.startswith("fcn_") for k in METRICS) and "fcn_miou" not in QUALITY_KEYS
+    assert {k: m.mode for k, m in SEMCG.extra_metrics.items()} == {
+        "fcn_miou": "max",
+        "fcn_pixel_acc": "max",
+        "fcn_miou_real": "max",
+    }
+    assert [metric_mode(k) for k in ("fcn_miou", "fcn_miou_real", "miou", "kid", "unknown")] == [
+        "max",
+        "max",
+        "max",
+        "min",
+        "min",
+    ]
+    keys = quality_keys(SEMCG)
+    assert keys == (*QUALITY_KEYS, "fcn_miou")  # curves.png draws fcn_miou with the quality metrics, as before
+    assert not is_train_term("fcn_miou", keys) and is_train_term("fcn_pixel_acc", keys) and is_train_term("sem_A", keys)
+    assert quality_keys(FAMILIES["cyclegan"]) == QUALITY_KEYS
+    assert SEMCG.selection_metric() is None and FAMILIES["segmenter"].selection_metric() == "miou"
+    assert [s.name for s in FAMILIES.values() if s.selection_metric() is not None] == [
+        s.name for s in FAMILIES.values() if s.task == "segment"
+    ]

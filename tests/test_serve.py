@@ -11,15 +11,13 @@ import base64
 import concurrent.futures as cf
 import io
 import re
-import select
-import socket
 import subprocess
 import sys
-import threading
 import time
-import uuid
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import numpy as np
 import pytest
@@ -28,50 +26,26 @@ import torch
 import yaml
 from PIL import Image
 
-from gansvc.checkpoint import inference_payload
-from gansvc.data.spec import DataSpec
-from gansvc.families import FAMILIES
 from gansvc.registry import register
 from gansvc.serve.uploads import ApiError, multipart_file
+from tests.support.serve import MAX_BYTES, PAIRS, Poller, deploy_config, front_door, serving, smoke_registry
+from tests.support.serve import chunked_post as _chunked_post
+from tests.support.serve import image as _image
+from tests.support.serve import model_app as _model_app
+from tests.support.serve import model_bytes as _model_bytes
+from tests.support.serve import png as _png
+from tests.support.serve import scrape as _scrape
+from tests.support.serve import value as _value
 
 # Every test runs with the stack's environment: Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER (keep 127.0.0.1) when it is
 # first imported, so nothing here imports Ray (gansvc.serve.app / .model) before the `stack` fixture has set it.
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("stack")]
 ROOT = Path(__file__).resolve().parents[1]
-ATTRS = DataSpec("single", 16, 16, 3, {"hair_color": ("blue", "red", "green"), "eye_color": ("brown", "blue")})
-PAIRS = DataSpec("unpaired", 32, 32, 3)
-MAX_BYTES = 64 * 1024
 MAX_PIXELS = 4 * PAIRS.height * PAIRS.width  # the default translate limit: 4 x the model's training pixels
 
 
-def _model_bytes(family: str, data: DataSpec, seed: int, extra: dict[str, Any] | None = None) -> bytes:
-    """A model file as training writes it, from freshly built smoke nets."""
-    spec = FAMILIES[family]
-    cfg = spec.make_config("smoke")
-    torch.manual_seed(seed)
-    buf = io.BytesIO()
-    torch.save(inference_payload(spec, cfg, data, spec.build(cfg, data), extra), buf)
-    return buf.getvalue()
-
-
-def _png(h: int, w: int, seed: int = 0, fmt: str = "PNG") -> bytes:
-    rng = np.random.default_rng(seed)
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(buf, fmt)
-    return buf.getvalue()
-
-
-def _image(data: bytes) -> Image.Image:
-    return Image.open(io.BytesIO(data))
-
-
-def _model_app(name: str, registry: str, **args: Any) -> dict[str, Any]:
-    return {"name": name, "route_prefix": None, "import_path": "gansvc.serve.app:build_app",
-            "args": {"model": name, "registry": registry, "num_cpus": 0.2, "max_batch_size": 16,
-                     "batch_wait_timeout_s": 0.05, "torch_threads": 1, **args}}
-
-
 # ------------------------------------------------------------------------------------------- no cluster needed
+
 
 def test_config_file_validates_and_builds() -> None:
     from gansvc.serve.app import build_app, check_config, deploy_config, load_config
@@ -116,14 +90,17 @@ def test_model_route_is_its_name_or_none() -> None:
     assert routes == {"gansvc": "/", first["name"]: model_route(first["name"]), "new-model": "/v1/models/new-model"}
     unrouted = {**config, "applications": [front, {**first, "route_prefix": None}]}  # two hops, kept as chosen
     assert all(a["route_prefix"] is None for a in deploy_config(unrouted, [first["name"], "x"])["applications"][1:])
-    assert deploy_config({**config, "applications": [front]}, ["y"])["applications"][1]["route_prefix"] == \
-        "/v1/models/y"  # no model entry to copy: one hop
+    assert (
+        deploy_config({**config, "applications": [front]}, ["y"])["applications"][1]["route_prefix"] == "/v1/models/y"
+    )  # no model entry to copy: one hop
 
 
 def test_serve_never_imports_training_or_ingestion() -> None:
-    check = ("import sys; import gansvc.serve.app, gansvc.serve.ingress, gansvc.serve.model, gansvc.serve.__main__; "
-             "print(sorted(m for m in sys.modules if m.startswith(('gansvc.train', 'gansvc.tune', "
-             "'gansvc.data.pipeline', 'gansvc.data.ingest'))))")
+    check = (
+        "import sys; import gansvc.serve.app, gansvc.serve.ingress, gansvc.serve.model, gansvc.serve.__main__; "
+        "print(sorted(m for m in sys.modules if m.startswith(('gansvc.train', 'gansvc.tune', "
+        "'gansvc.data.pipeline', 'gansvc.data.ingest'))))"
+    )
     out = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
 
@@ -143,8 +120,8 @@ def _rgba_png(h: int, w: int) -> tuple[bytes, bytes]:
     rgba = rng.integers(0, 256, (h, w, 4), dtype=np.uint8)
     rgba[:, : w // 2, :3] = 0  # black under full transparency: dropping alpha shows black, compositing shows white
     rgba[:, : w // 2, 3] = 0
-    rgba[: h // 2, w // 2:, 3] = 128  # half transparent
-    rgba[h // 2:, w // 2:, 3] = 255
+    rgba[: h // 2, w // 2 :, 3] = 128  # half transparent
+    rgba[h // 2 :, w // 2 :, 3] = 255
     a = rgba[..., 3:].astype(np.float64) / 255
     white = np.clip(np.round(rgba[..., :3] * a + 255 * (1 - a)), 0, 255).astype(np.uint8)
     out = []
@@ -178,9 +155,12 @@ def test_truncation_and_multipart_helpers() -> None:
     kept = z.abs() <= 0.5
     assert torch.equal(t[kept], z[kept]), "components inside the threshold are kept"
     png = _png(9, 9)
-    body = (b"--XyZ\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n--XyZ\r\n"
-            b"Content-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\nContent-Type: image/png\r\n\r\n"
-            + png + b"\r\n--XyZ--\r\n")
+    body = (
+        b'--XyZ\r\nContent-Disposition: form-data; name="note"\r\n\r\nhi\r\n--XyZ\r\n'
+        b'Content-Disposition: form-data; name="image"; filename="a.png"\r\nContent-Type: image/png\r\n\r\n'
+        + png
+        + b"\r\n--XyZ--\r\n"
+    )
     assert multipart_file(body, "multipart/form-data; boundary=XyZ") == png
     with pytest.raises(ApiError) as err:
         multipart_file(body.replace(b"image/png", b"text/html"), "multipart/form-data; boundary=XyZ")
@@ -188,6 +168,7 @@ def test_truncation_and_multipart_helpers() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ on Serve
+
 
 class Served:
     def __init__(self, url: str, dashboard: str, metrics_url: str, config_path: Path, registry: str) -> None:
@@ -198,47 +179,41 @@ class Served:
         return requests.post(f"{self.url}/v1/models/{name}/generate", json=body, timeout=120)
 
     def tr(self, data: bytes, name: str = "ugat", ctype: str = "image/png", **query: Any) -> requests.Response:
-        return requests.post(f"{self.url}/v1/models/{name}/translate", params=query, data=data,
-                             headers={"Content-Type": ctype}, timeout=120)
+        return requests.post(
+            f"{self.url}/v1/models/{name}/translate",
+            params=query,
+            data=data,
+            headers={"Content-Type": ctype},
+            timeout=120,
+        )
 
 
 @pytest.fixture(scope="module")
 def served(ray_stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from ray import serve
-
-    from gansvc.serve.__main__ import deploy, wait_running
     from gansvc.serve.app import check_config
 
-    registry = f"s3://{ray_stack.bucket}/t-serve-{uuid.uuid4().hex[:10]}/registry"
-    register("gen", _model_bytes("acgan", ATTRS, 0), "test", {"fid": 12.5}, root=registry)
-    register("ugat", _model_bytes("ugatit", PAIRS, 1), "test", {}, root=registry)
+    registry = smoke_registry(ray_stack, "t-serve", gen_metrics={"fid": 12.5})
     one_way = {"directions": ["a2b"]}
     register("cyc1", _model_bytes("cyclegan", PAIRS, 2, one_way), "test", {}, root=registry, extra=one_way)
-    port = ray_stack.ports.serve_http
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    config = {
-        "proxy_location": "HeadOnly", "http_options": {"host": "127.0.0.1", "port": port},
-        "applications": [
-            {"name": "gansvc", "route_prefix": "/", "import_path": "gansvc.serve.app:build_app",
-             "args": {"num_cpus": 0.1, "max_request_bytes": MAX_BYTES, "expect_models": ["gen", "ugat"]}},
-            _model_app("gen", registry), _model_app("ugat", registry)]}
+    config = deploy_config(
+        ray_stack,
+        [
+            front_door(max_request_bytes=MAX_BYTES, expect_models=["gen", "ugat"]),
+            _model_app("gen", registry),
+            _model_app("ugat", registry),
+        ],
+    )
     # the redeploy: cyc1 (a copy of the file's first model app) added, ugat replaced (a new revision), gen untouched
     path = tmp_path_factory.mktemp("serve") / "gansvc-test.yaml"
     apps = [config["applications"][0], _model_app("cyc1", registry), _model_app("ugat", registry, revision="2")]
     path.write_text(yaml.safe_dump({**config, "applications": apps}))
     check_config(config)
-    dashboard = ray_stack.dashboard_url
-    try:
-        deploy(dashboard, config)
-        wait_running(dashboard, ["gansvc", "gen", "ugat"], timeout=240)
-        url = f"http://127.0.0.1:{port}"
+    with serving(ray_stack, config) as url:
         deadline = time.monotonic() + 60
         while requests.get(f"{url}/readyz", timeout=30).status_code != 200:
             assert time.monotonic() < deadline, requests.get(f"{url}/readyz", timeout=30).text
             time.sleep(0.5)
-        yield Served(url, dashboard, ray_stack.metrics_url, path, registry)
-    finally:
-        serve.shutdown()
+        yield Served(url, ray_stack.dashboard_url, ray_stack.metrics_url, path, registry)
 
 
 def test_health_models_and_docs(served: Served) -> None:
@@ -256,8 +231,42 @@ def test_health_models_and_docs(served: Served) -> None:
     docs = requests.get(f"{served.url}/docs", timeout=30)
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
     paths = requests.get(f"{served.url}/openapi.json", timeout=30).json()["paths"]
-    assert {"/v1/models", "/v1/models/{name}/generate", "/v1/models/{name}/translate", "/healthz",
-            "/readyz"} <= set(paths)
+    assert {"/v1/models", "/v1/models/{name}/generate", "/v1/models/{name}/translate", "/healthz", "/readyz"} <= set(
+        paths
+    )
+
+
+class _Refs(HTMLParser):
+    """The URLs an HTML page makes a browser load: <script src>, <link href>, <img src> (and ReDoc's spec-url)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if value and (name, tag) in (("src", "script"), ("href", "link"), ("src", "img"), ("spec-url", "redoc")):
+                self.urls.append(value)
+
+
+def test_docs_pages_load_nothing_from_other_hosts(served: Served) -> None:
+    """/docs (Swagger UI) and /redoc work offline: every script, style and icon they load is served by the front door
+    itself (clusters are often offline; FastAPI's default pages load a CDN), with its content type."""
+    types = {".js": "text/javascript", ".css": "text/css", ".png": "image/png", ".json": "application/json"}
+    for page, needed in (("/docs", {".js", ".css", ".json"}), ("/redoc", {".js", ".json"})):
+        html = requests.get(f"{served.url}{page}", timeout=30)
+        assert html.status_code == 200 and html.headers["content-type"].startswith("text/html"), (page, html.text)
+        refs = _Refs()
+        refs.feed(html.text)
+        urls = refs.urls + re.findall(r"url: '([^']+)'", html.text)  # Swagger UI's OpenAPI document URL
+        assert {Path(u).suffix for u in urls} >= needed, (page, urls)
+        assert not re.findall(r"(?:https?:)?//[\w.-]+", " ".join(urls)), f"{page} loads from another host: {urls}"
+        assert not re.search(r"https?://(?!127\.0\.0\.1|localhost)", html.text), f"{page} names another host"
+        for url in urls:
+            asset = requests.get(urljoin(f"{served.url}{page}", url), timeout=30)
+            assert asset.status_code == 200 and asset.content, (page, url, asset.status_code)
+            assert asset.headers["content-type"].split(";")[0] == types[Path(url).suffix], (url, asset.headers)
+    assert requests.get(f"{served.url}/docs/assets/nope.js", timeout=30).json()["error"]["code"] == "not_found"
 
 
 def test_generate_is_seeded(served: Served) -> None:
@@ -277,8 +286,12 @@ def test_generate_is_seeded(served: Served) -> None:
     blue = served.gen(n=2, seed=5, labels={"hair_color": "blue", "eye_color": "brown"}, format="json").json()
     red = served.gen(n=2, seed=5, labels={"hair_color": "red", "eye_color": "brown"}, format="json").json()
     assert blue["images"] != red["images"], "labels condition the images"
-    per_image = served.gen(n=2, seed=5, format="json", labels=[{"hair_color": "blue", "eye_color": "brown"},
-                                                               {"hair_color": "red", "eye_color": "brown"}]).json()
+    per_image = served.gen(
+        n=2,
+        seed=5,
+        format="json",
+        labels=[{"hair_color": "blue", "eye_color": "brown"}, {"hair_color": "red", "eye_color": "brown"}],
+    ).json()
     assert per_image["images"] == [blue["images"][0], red["images"][1]]
     trunc = served.gen(n=1, seed=7, truncation=0.5)
     assert trunc.status_code == 200 and trunc.content != one.content
@@ -292,8 +305,9 @@ def test_translate_sizes_directions_heatmap(served: Served) -> None:
         assert r.status_code == 200 and r.headers["content-type"] == "image/png", r.text
         assert _image(r.content).size == (28, 20)
     assert a2b.content != b2a.content
-    form = requests.post(f"{served.url}/v1/models/ugat/translate", files={"image": ("x.png", png, "image/png")},
-                         timeout=120)
+    form = requests.post(
+        f"{served.url}/v1/models/ugat/translate", files={"image": ("x.png", png, "image/png")}, timeout=120
+    )
     assert form.status_code == 200 and form.content == a2b.content, "multipart and raw uploads agree"
     jpeg = served.tr(_png(33, 17, seed=2, fmt="JPEG"), ctype="image/jpeg", direction="b2a")
     assert jpeg.status_code == 200 and _image(jpeg.content).size == (17, 33)
@@ -308,7 +322,7 @@ def test_translate_sizes_directions_heatmap(served: Served) -> None:
 
 def _chunks(data: bytes) -> Any:
     for i in range(0, len(data), 8192):
-        yield data[i:i + 8192]
+        yield data[i : i + 8192]
 
 
 def test_bad_input_gets_clear_4xx(served: Served) -> None:
@@ -333,17 +347,38 @@ def test_bad_input_gets_clear_4xx(served: Served) -> None:
         (served.tr(_png(4, 40)), 400, "image_too_small", "at least 8"),
         (served.tr(big), 413, "image_too_large", f"limit is {MAX_PIXELS}"),
         (served.tr(noise), 413, "payload_too_large", str(MAX_BYTES)),
-        (requests.post(f"{served.url}/v1/models/ugat/translate", data=_chunks(noise),  # no Content-Length
-                       headers={"Content-Type": "image/png"}, timeout=60), 413, "payload_too_large", str(MAX_BYTES)),
+        (
+            requests.post(
+                f"{served.url}/v1/models/ugat/translate",
+                data=_chunks(noise),  # no Content-Length
+                headers={"Content-Type": "image/png"},
+                timeout=60,
+            ),
+            413,
+            "payload_too_large",
+            str(MAX_BYTES),
+        ),
         (served.tr(_png(16, 16), ctype="text/plain"), 415, "unsupported_media_type", "image/png"),
         (served.tr(b'{"path": "/etc/passwd"}', ctype="application/json"), 415, "unsupported_media_type", ""),
-        (requests.post(f"{served.url}/v1/models/ugat/translate", files={"path": (None, "/etc/passwd")}, timeout=30),
-         400, "invalid_multipart", "field named 'image'"),
+        (
+            requests.post(f"{served.url}/v1/models/ugat/translate", files={"path": (None, "/etc/passwd")}, timeout=30),
+            400,
+            "invalid_multipart",
+            "field named 'image'",
+        ),
         (served.tr(_png(16, 16), direction="c2d"), 422, "invalid_request", "direction"),
         (served.tr(_png(16, 16), heatmap="maybe"), 422, "invalid_request", "heatmap"),
-        (requests.post(f"{served.url}/v1/models/gen/generate", data=b'{"n": 1,', timeout=30,
-                       headers={"Content-Type": "application/json"}), 422, "invalid_request",
-         "the body is not valid JSON at character"),
+        (
+            requests.post(
+                f"{served.url}/v1/models/gen/generate",
+                data=b'{"n": 1,',
+                timeout=30,
+                headers={"Content-Type": "application/json"},
+            ),
+            422,
+            "invalid_request",
+            "the body is not valid JSON at character",
+        ),
     ]
     for i, (resp, status, code, text) in enumerate(cases):
         assert resp.status_code == status, (i, resp.status_code, resp.text)
@@ -356,6 +391,7 @@ def test_bad_input_gets_clear_4xx(served: Served) -> None:
 
 def _burst(served: Served, threads: int = 16, rounds: int = 2) -> tuple[list[int], list[int]]:
     """Concurrent generate (different n) and translate (two sizes) requests; returns their X-Batch-Size values."""
+
     def gen(i: int) -> tuple[int, list[str]]:
         r = served.gen(n=1 + i % 3, seed=100 + i, format="json")
         assert r.status_code == 200 and len(r.json()["images"]) == 1 + i % 3, r.text
@@ -384,21 +420,6 @@ def test_concurrent_requests_are_batched(served: Served) -> None:
     assert max(trs) > 1, f"16 concurrent translate requests never shared a batch: {trs}"
 
 
-def _scrape(url: str) -> str:
-    try:
-        return requests.get(url, timeout=10).text
-    except requests.RequestException:
-        return ""
-
-
-def _value(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 def test_metrics_are_exported_for_prometheus(served: Served) -> None:
     gens, _ = _burst(served, threads=8, rounds=1)
     served.gen("nope")
@@ -411,6 +432,7 @@ def test_metrics_are_exported_for_prometheus(served: Served) -> None:
         ("ray_gansvc_forward_seconds_count", (("model", "ugat"), ("task", "translate"))): 1,
         ("ray_gansvc_model_requests_total", (("model", "ugat"),)): 8,
     }
+
     def batched(text: str) -> bool:
         """The batch-size histogram saw batches above 1 (when the burst made some)."""
         single = _value(text, "ray_gansvc_batch_size_bucket", model="gen", le="1.0")
@@ -431,41 +453,39 @@ def test_metrics_are_exported_for_prometheus(served: Served) -> None:
 
 def test_models_added_and_replaced_by_redeploy_while_serving(served: Served) -> None:
     register("ugat", _model_bytes("ugatit", PAIRS, 9), "test", {}, root=served.registry)  # promoted again: v2
-    stop, polls = threading.Event(), {"gen": [], "ugat": []}
     png = _png(18, 26, seed=4)
-
-    def poll() -> None:
-        while not stop.is_set():
-            for name, call in (("gen", lambda: served.gen(n=1, seed=3)), ("ugat", lambda: served.tr(png))):
-                try:
-                    r = call()
-                    polls[name].append((r.status_code, r.headers.get("X-Replica"), r.headers.get("X-Model-Version")))
-                except requests.RequestException as err:
-                    polls[name].append((str(err), None, None))
-            time.sleep(0.05)
-
-    poller = threading.Thread(target=poll)
-    poller.start()
-    try:
+    with Poller({"gen": lambda: served.gen(n=1, seed=3), "ugat": lambda: served.tr(png)}) as poller:
+        polls = poller.polls
         time.sleep(0.5)
-        cli = subprocess.run([sys.executable, "-m", "gansvc.serve", "--config", str(served.config_path), "--models",
-                              "cyc1,ugat", "--detach", "--timeout", "240"], capture_output=True, text=True, timeout=300)
+        cli = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "gansvc.serve",
+                "--config",
+                str(served.config_path),
+                "--models",
+                "cyc1,ugat",
+                "--detach",
+                "--timeout",
+                "240",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert cli.returncode == 0, cli.stderr
         assert f"serves cyc1, ugat at {served.url}" in cli.stdout
         deadline = time.monotonic() + 60
-        while not (polls["ugat"] and polls["ugat"][-1][2] == "2" and "cyc1" in [
-                m["name"] for m in requests.get(f"{served.url}/v1/models", timeout=30).json()["models"]]):
+        while not (
+            polls["ugat"]
+            and polls["ugat"][-1][2] == "2"
+            and "cyc1" in [m["name"] for m in requests.get(f"{served.url}/v1/models", timeout=30).json()["models"]]
+        ):
             assert time.monotonic() < deadline, "the new model or the new version never became reachable"
             time.sleep(0.3)
         time.sleep(0.5)
-    finally:
-        stop.set()
-        poller.join()
-    for name in ("gen", "ugat"):
-        assert len(polls[name]) > 5 and all(p[0] == 200 for p in polls[name]), (name, polls[name])
-    assert len({p[1] for p in polls["gen"]}) == 1, f"gen's replica was restarted: {set(polls['gen'])}"
-    versions = [p[2] for p in polls["ugat"]]
-    assert versions[0] == "1" and versions[-1] == "2", versions  # old and new replicas overlap during the surge
+    poller.assert_served_throughout(kept="gen", replaced="ugat")
     ready = requests.get(f"{served.url}/readyz", timeout=30).json()
     assert ready["ready"] and set(ready["models"]) == {"gen", "ugat", "cyc1"}
     ok = served.tr(png, name="cyc1", direction="a2b")
@@ -477,45 +497,13 @@ def test_models_added_and_replaced_by_redeploy_while_serving(served: Served) -> 
     assert no_heat.status_code == 400 and no_heat.json()["error"]["code"] == "no_heatmap"
 
 
-def _chunked_post(url: str, path: str, ctype: str, total: int, chunk: int = 64 * 1024,
-                  pace_s: float = 0.002) -> tuple[int, int, bytes]:
-    """POST `total` bytes with Transfer-Encoding: chunked (no Content-Length), paced, reading the answer as soon as
-    there is one. Returns (status, bytes sent when the answer came, answer head)."""
-    host, port = url.removeprefix("http://").split(":")
-    sock = socket.create_connection((host, int(port)), timeout=60)
-    sent, answer = 0, b""
-    try:
-        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {ctype}\r\n"
-                     "Transfer-Encoding: chunked\r\n\r\n".encode())
-        piece = f"{chunk:x}\r\n".encode() + b"{" * chunk + b"\r\n"
-        deadline = time.monotonic() + 90
-        while sent < total and time.monotonic() < deadline:
-            if select.select([sock], [], [], 0)[0]:
-                break  # the server answered before the body ended
-            try:
-                sock.sendall(piece)
-            except OSError:  # the server answered and closed: read what it said
-                break
-            sent += chunk
-            time.sleep(pace_s)
-        else:
-            if sent >= total:
-                sock.sendall(b"0\r\n\r\n")
-        while b"\r\n\r\n" not in answer:
-            data = sock.recv(65536)
-            if not data:
-                break
-            answer += data
-    finally:
-        sock.close()
-    status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else 0
-    return status, sent, answer[:2000]
-
-
 def test_chunked_body_is_limited_while_read_on_every_route(served: Served) -> None:
     total = 400 * MAX_BYTES  # 25 MiB, paced: about 1.5 s or more to send whole
-    for path, ctype in (("/v1/models/gen/generate", "application/json"),
-                        ("/v1/models/ugat/translate", "image/png"), ("/healthz", "application/json")):
+    for path, ctype in (
+        ("/v1/models/gen/generate", "application/json"),
+        ("/v1/models/ugat/translate", "image/png"),
+        ("/healthz", "application/json"),
+    ):
         status, sent, answer = _chunked_post(served.url, path, ctype, total)
         assert status == 413 and b"payload_too_large" in answer, (path, status, answer)
         # the answer came while the body was still being sent: the server stopped reading at the limit (plus what
@@ -570,12 +558,20 @@ def test_transparent_upload_translates_as_composited_on_white(served: Served) ->
 
 
 def test_contract_strict_numbers_bounds_and_allow(served: Served) -> None:
-    for body, field in (({"n": 1, "seed": False}, "seed"), ({"n": 1, "seed": "7"}, "seed"), ({"n": True}, "n"),
-                        ({"n": "2"}, "n"), ({"n": 1, "truncation": True}, "truncation")):
+    for body, field in (
+        ({"n": 1, "seed": False}, "seed"),
+        ({"n": 1, "seed": "7"}, "seed"),
+        ({"n": True}, "n"),
+        ({"n": "2"}, "n"),
+        ({"n": 1, "truncation": True}, "truncation"),
+    ):
         r = served.gen(**body)
         assert r.status_code == 422 and field in r.json()["error"]["message"], (body, r.text)
-    for path, allow in (("/v1/models/gen/generate", "POST"), ("/v1/models/ugat/translate", "POST"),
-                        ("/v1/models", "GET")):
+    for path, allow in (
+        ("/v1/models/gen/generate", "POST"),
+        ("/v1/models/ugat/translate", "POST"),
+        ("/v1/models", "GET"),
+    ):
         r = requests.request("DELETE" if allow == "GET" else "GET", served.url + path, timeout=30)
         assert r.status_code == 405 and r.headers.get("Allow") == allow, (path, r.status_code, r.headers)
     doc = requests.get(f"{served.url}/openapi.json", timeout=30).json()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from gansvc.registry import register
-from tests.test_serve import ATTRS, PAIRS, _model_app, _model_bytes
+from tests.support.serve import deploy_config, front_door, model_app, serving, smoke_registry
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("stack")]
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
@@ -41,35 +39,38 @@ MAX_EXAMPLES = 400  # per operation in the fuzzing phase (5 operations), valid a
 
 @pytest.fixture(scope="module")
 def url(ray_stack: Any) -> Any:
-    from ray import serve
-
-    from gansvc.serve.__main__ import deploy, wait_running
-
-    registry = f"s3://{ray_stack.bucket}/t-cserve-{uuid.uuid4().hex[:10]}/registry"
-    register("gen", _model_bytes("acgan", ATTRS, 0), "test", {}, root=registry)
-    register("ugat", _model_bytes("ugatit", PAIRS, 1), "test", {}, root=registry)
-    port = ray_stack.ports.serve_http
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    config = {"proxy_location": "HeadOnly", "http_options": {"host": "127.0.0.1", "port": port},
-              "applications": [
-                  {"name": "gansvc", "route_prefix": "/", "import_path": "gansvc.serve.app:build_app",
-                   "args": {"num_cpus": 0.1, "max_request_bytes": 256 * 1024, "expect_models": ["gen", "ugat"]}},
-                  _model_app("gen", registry, max_n=8), _model_app("ugat", registry)]}
-    try:
-        deploy(ray_stack.dashboard_url, config)
-        wait_running(ray_stack.dashboard_url, ["gansvc", "gen", "ugat"], timeout=240)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        serve.shutdown()
+    registry = smoke_registry(ray_stack, "t-cserve")
+    with serving(
+        ray_stack,
+        deploy_config(
+            ray_stack,
+            [
+                front_door(max_request_bytes=256 * 1024, expect_models=["gen", "ugat"]),
+                model_app("gen", registry, max_n=8),
+                model_app("ugat", registry),
+            ],
+        ),
+    ) as base:
+        yield base
 
 
 def _config(path: Path) -> Path:
     """schemathesis.toml: the path parameter `name` set to a served model of the operation's task (random names only
     reach 404 unknown_model, which the fuzz would then test and nothing else)."""
-    path.write_text("\n".join([
-        "[[operations]]", 'include-path = "/v1/models/{name}/generate"', 'parameters = { "path.name" = "gen" }', "",
-        "[[operations]]", 'include-path = "/v1/models/{name}/translate"', 'parameters = { "path.name" = "ugat" }',
-        ""]))
+    path.write_text(
+        "\n".join(
+            [
+                "[[operations]]",
+                'include-path = "/v1/models/{name}/generate"',
+                'parameters = { "path.name" = "gen" }',
+                "",
+                "[[operations]]",
+                'include-path = "/v1/models/{name}/translate"',
+                'parameters = { "path.name" = "ugat" }',
+                "",
+            ]
+        )
+    )
     return path
 
 
@@ -77,20 +78,47 @@ def _config(path: Path) -> Path:
 def test_openapi_contract_fuzz(url: str, tmp_path: Path) -> None:
     assert requests.get(f"{url}/readyz", timeout=30).status_code == 200
     report = tmp_path / "requests.har"  # every request sent and its answer
-    cmd = [str(SCHEMATHESIS), "--no-color", "--config-file", str(_config(tmp_path / "schemathesis.toml")), "run",
-           f"{url}/openapi.json", "--checks", "all", "--exclude-checks", EXCLUDED_CHECKS, "--seed", "13",
-           "--max-examples", str(MAX_EXAMPLES), "--workers", "2", "--request-timeout", "60",
-           # no "coverage" phase: under CPython 3.11.7 its negative-case generator intermittently dies inside the
-           # interpreter (SystemError "AST constructor recursion depth mismatch", seen on a clean-clone CI run);
-           # the fuzzing phase still generates invalid inputs (--mode all) against the same checks
-           "--phases", "examples,fuzzing", "--mode", "all", "--report", "har", "--report-har-path", str(report),
-           "--warnings", "off"]
+    cmd = [
+        str(SCHEMATHESIS),
+        "--no-color",
+        "--config-file",
+        str(_config(tmp_path / "schemathesis.toml")),
+        "run",
+        f"{url}/openapi.json",
+        "--checks",
+        "all",
+        "--exclude-checks",
+        EXCLUDED_CHECKS,
+        "--seed",
+        "13",
+        "--max-examples",
+        str(MAX_EXAMPLES),
+        "--workers",
+        "2",
+        "--request-timeout",
+        "60",
+        # no "coverage" phase: under CPython 3.11.7 its negative-case generator intermittently dies inside the
+        # interpreter (SystemError "AST constructor recursion depth mismatch", seen on a clean-clone CI run);
+        # the fuzzing phase still generates invalid inputs (--mode all) against the same checks
+        "--phases",
+        "examples,fuzzing",
+        "--mode",
+        "all",
+        "--report",
+        "har",
+        "--report-har-path",
+        str(report),
+        "--warnings",
+        "off",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=400, cwd=tmp_path)
     entries = json.loads(report.read_text())["log"]["entries"] if report.exists() else []
     paths = Counter(urlsplit(e["request"]["url"]).path for e in entries)
     statuses = Counter(str(e["response"]["status"]) for e in entries)
-    print(f"\nschemathesis: {len(entries)} requests; by path {dict(paths.most_common(8))}; by status {dict(statuses)}"
-          f"\n{out.stdout[-2500:]}")
+    print(
+        f"\nschemathesis: {len(entries)} requests; by path {dict(paths.most_common(8))}; by status {dict(statuses)}"
+        f"\n{out.stdout[-2500:]}"
+    )
     assert out.returncode == 0, out.stdout[-8000:] + out.stderr[-2000:]
     served = paths["/v1/models/gen/generate"] + paths["/v1/models/ugat/translate"]
     assert served > 500, f"the fuzz reached the models {served} times only: {dict(paths)}"

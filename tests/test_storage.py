@@ -104,18 +104,29 @@ def test_unreachable_endpoint_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # ------------------------------------------------------------------------------ transient S3 errors (issue 13, 7a)
 
+
 def _client_error(code: str, status: int) -> Exception:
     """The exception botocore raises for an S3 error answer (an exception object, not a mock of S3)."""
     from botocore.exceptions import ClientError
 
-    return ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
-                       "GetObject")
+    return ClientError(
+        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "GetObject"
+    )
 
 
-@pytest.mark.parametrize(("code", "status", "transient"), [
-    ("InternalError", 500, True), ("SlowDown", 503, True), ("ServiceUnavailable", 503, True), ("Oops", 502, True),
-    ("NoSuchKey", 404, False), ("AccessDenied", 403, False), ("SignatureDoesNotMatch", 403, False),
-    ("NoSuchBucket", 404, False)])
+@pytest.mark.parametrize(
+    ("code", "status", "transient"),
+    [
+        ("InternalError", 500, True),
+        ("SlowDown", 503, True),
+        ("ServiceUnavailable", 503, True),
+        ("Oops", 502, True),
+        ("NoSuchKey", 404, False),
+        ("AccessDenied", 403, False),
+        ("SignatureDoesNotMatch", 403, False),
+        ("NoSuchBucket", 404, False),
+    ],
+)
 def test_transient_errors_are_told_apart(code: str, status: int, transient: bool) -> None:
     assert storage.is_transient(_client_error(code, status)) is transient
 
@@ -142,7 +153,6 @@ def own_s3() -> Iterator[Path]:
     """An S3 server of this module's own, to stop and start (the session one serves other tests)."""
     from gansvc import local
     from tests.conftest import free_port_base
-
     from tests.test_local import short_temp_dir
 
     state_dir = short_temp_dir("gss-")

@@ -25,8 +25,12 @@ from gansvc.train.__main__ import main as train_main
 @pytest.fixture(scope="module")
 def datasets(stack, synth_put) -> dict[str, str]:  # noqa: ANN001
     root = f"s3://{stack.bucket}/train-data"
-    uris = {"single": f"{root}/shapes", "unpaired": f"{root}/stripes", "other": f"{root}/shapes-1",
-            "half-test": f"{root}/stripes-testA-only"}
+    uris = {
+        "single": f"{root}/shapes",
+        "unpaired": f"{root}/stripes",
+        "other": f"{root}/shapes-1",
+        "half-test": f"{root}/stripes-testA-only",
+    }
     synth_put("shapes", uris["single"], count=64, size=16, seed=0, test_count=8)
     synth_put("shapes", uris["other"], count=64, size=16, seed=1, test_count=8)
     # with masks: the segmenter trains on them, the translation families ignore them
@@ -45,8 +49,20 @@ def _dataset_for(family: str, datasets: dict[str, str]) -> str:
 
 
 def _args(family: str, dataset: str, runs: str, name: str, *extra: str) -> list[str]:
-    return [family, "--dataset", dataset, "--storage", runs, "--name", name, "--preset", "smoke",
-            "--batch-size", "8", *extra]
+    return [
+        family,
+        "--dataset",
+        dataset,
+        "--storage",
+        runs,
+        "--name",
+        name,
+        "--preset",
+        "smoke",
+        "--batch-size",
+        "8",
+        *extra,
+    ]
 
 
 def _run_objects(runs: str, name: str) -> set[str]:
@@ -70,6 +86,7 @@ def _train_state(runs: str, name: str, step: int) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------- no Ray needed
 
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -81,8 +98,9 @@ def _train_state(runs: str, name: str, step: int) -> dict[str, Any]:
         (["--preset", "no-such-preset"], "no preset"),
     ],
 )
-def test_config_errors_name_the_field(datasets: dict[str, str], s3_prefix: str, capsys: pytest.CaptureFixture,
-                                      extra: list[str], message: str) -> None:
+def test_config_errors_name_the_field(
+    datasets: dict[str, str], s3_prefix: str, capsys: pytest.CaptureFixture, extra: list[str], message: str
+) -> None:
     code = train_main(_args("dcgan", datasets["single"], s3_prefix, "bad", "--max-steps", "5", *extra))
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
@@ -101,10 +119,22 @@ def test_dataset_errors(datasets: dict[str, str], s3_prefix: str, capsys: pytest
     assert "max_steps" in capsys.readouterr().err
 
 
-def test_dry_run_prints_resolved_config(datasets: dict[str, str], s3_prefix: str,
-                                        capsys: pytest.CaptureFixture) -> None:
-    code = train_main(_args("acgan", datasets["single"], s3_prefix, "dry", "--max-steps", "5", "--dry-run",
-                            "--set", "model.class_weight=2.5"))
+def test_dry_run_prints_resolved_config(
+    datasets: dict[str, str], s3_prefix: str, capsys: pytest.CaptureFixture
+) -> None:
+    code = train_main(
+        _args(
+            "acgan",
+            datasets["single"],
+            s3_prefix,
+            "dry",
+            "--max-steps",
+            "5",
+            "--dry-run",
+            "--set",
+            "model.class_weight=2.5",
+        )
+    )
     out = capsys.readouterr().out
     assert code == 0 and "dry run" in out
     resolved = yaml.safe_load(out.split("resolved config:\n", 1)[1].split("dry run")[0])
@@ -113,18 +143,28 @@ def test_dry_run_prints_resolved_config(datasets: dict[str, str], s3_prefix: str
     assert not _run_objects(s3_prefix, "dry"), "a dry run writes nothing"
 
 
-def test_config_file_and_flags(datasets: dict[str, str], s3_prefix: str, tmp_path: Path,
-                               capsys: pytest.CaptureFixture) -> None:
+def test_config_file_and_flags(
+    datasets: dict[str, str], s3_prefix: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     cfg = tmp_path / "exp.yaml"
-    cfg.write_text(yaml.safe_dump({"family": "wgan", "data": {"uri": datasets["single"]},
-                                   "loop": {"max_steps": 7, "batch_size": 4}, "model": {"n_critic": 2}}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "family": "wgan",
+                "data": {"uri": datasets["single"]},
+                "loop": {"max_steps": 7, "batch_size": 4},
+                "model": {"n_critic": 2},
+            }
+        )
+    )
     assert train_main(["--config", str(cfg), "--storage", s3_prefix, "--batch-size", "8", "--dry-run"]) == 0
     resolved = yaml.safe_load(capsys.readouterr().out.split("resolved config:\n", 1)[1].split("dry run")[0])
     assert resolved["loop"]["batch_size"] == 8 and resolved["model"]["n_critic"] == 2
 
 
-def test_incomplete_test_split_is_refused_before_start(datasets: dict[str, str], s3_prefix: str,
-                                                       capsys: pytest.CaptureFixture) -> None:
+def test_incomplete_test_split_is_refused_before_start(
+    datasets: dict[str, str], s3_prefix: str, capsys: pytest.CaptureFixture
+) -> None:
     """issue 13 #15b: the evaluation split is checked before start by the workers' own check (eval_dataset)."""
     code = train_main(_args("cyclegan", datasets["half-test"], s3_prefix, "half", "--max-steps", "5", "--dry-run"))
     err = capsys.readouterr().err
@@ -134,17 +174,20 @@ def test_incomplete_test_split_is_refused_before_start(datasets: dict[str, str],
 
 # ----------------------------------------------------------------------------------------------------- with Ray
 
+
 def test_deterministic_worker_error_is_not_retried(ray_stack, datasets: dict[str, str], s3_prefix: str) -> None:  # noqa: ANN001
     """issue 13 #15b: an error that repeats on every attempt (here: the dataset check, raised in the worker because
     this test skips the driver's preflight) stops the run at once instead of restarting the group max_failures
     times."""
     from ray.train import TrainingFailedError
 
-    from gansvc.train.__main__ import build_parser, config_from_args, fit
+    from gansvc.train.__main__ import build_parser, config_from_args
     from gansvc.train.failures import describe
+    from gansvc.train.run import fit
 
-    args = build_parser().parse_args(_args("cyclegan", datasets["half-test"], s3_prefix, "det", "--max-steps", "5",
-                                           "--max-failures", "2"))
+    args = build_parser().parse_args(
+        _args("cyclegan", datasets["half-test"], s3_prefix, "det", "--max-steps", "5", "--max-failures", "2")
+    )
     cfg = config_from_args(args).resolved()
     start = time.monotonic()
     with pytest.raises(TrainingFailedError) as info:
@@ -156,8 +199,12 @@ def test_deterministic_worker_error_is_not_retried(ray_stack, datasets: dict[str
     print(f"deterministic error stopped the run after {elapsed:.1f}s (one worker group start)")
 
 
-def test_resume_with_another_config_is_refused_unless_allowed(ray_stack, datasets: dict[str, str], s3_prefix: str,  # noqa: ANN001
-                                                              capsys: pytest.CaptureFixture) -> None:
+def test_resume_with_another_config_is_refused_unless_allowed(
+    ray_stack,
+    datasets: dict[str, str],
+    s3_prefix: str,
+    capsys: pytest.CaptureFixture,
+) -> None:
     """issue 13 #15: a resume may extend a run (loop length, cadence, workers) but not silently change what it
     trains; --allow-config-change continues it and records the change as a segment of its history."""
     first, other = datasets["single"], datasets["other"]
@@ -177,22 +224,30 @@ def test_resume_with_another_config_is_refused_unless_allowed(ray_stack, dataset
     stored = storage.read_json(f"{s3_prefix}/chg/gansvc-config.json")
     assert stored["data"]["uri"] == first and len(stored["history"]) == 1, "a refused resume writes nothing"
     # extending the run (more steps, another cadence, more workers) needs no flag
-    assert train_main(_args("dcgan", first, s3_prefix, "chg", "--max-steps", "4", "--checkpoint-every", "4",
-                            "--num-workers", "2")) == 0
+    assert (
+        train_main(
+            _args("dcgan", first, s3_prefix, "chg", "--max-steps", "4", "--checkpoint-every", "4", "--num-workers", "2")
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert train_main([*_args("dcgan", other, s3_prefix, "chg", "--max-steps", "6", *cadence),
-                       "--allow-config-change"]) == 0
+    assert (
+        train_main([*_args("dcgan", other, s3_prefix, "chg", "--max-steps", "6", *cadence), "--allow-config-change"])
+        == 0
+    )
     assert f"data.uri: '{first}' -> '{other}'" in capsys.readouterr().out
     stored = storage.read_json(f"{s3_prefix}/chg/gansvc-config.json")
     assert stored["data"]["uri"] == other
     history = stored["history"]
     assert [h["resume_step"] for h in history] == [0, 2, 4] and [h["allowed_by_flag"] for h in history] == [
-        False, False, True]
+        False,
+        False,
+        True,
+    ]
     assert history[1]["changed"]["loop.max_steps"] == [2, 4] and history[1]["changed"]["scaling.num_workers"] == [1, 2]
     assert history[2]["changed"]["data.uri"] == [first, other] and "time" in history[2]
     entry = promote(f"{s3_prefix}/chg/checkpoint-00000006", "chg-6", root=f"{s3_prefix}/registry")
     assert entry["dataset"] == other, "promote records the dataset the run trains on now"
-
 
 
 def test_job_submission_two_workers_resume_promote(ray_stack, datasets: dict[str, str], s3_prefix: str) -> None:  # noqa: ANN001
@@ -201,8 +256,10 @@ def test_job_submission_two_workers_resume_promote(ray_stack, datasets: dict[str
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     client = JobSubmissionClient(ray_stack.dashboard_url)
-    base = (f"python -m gansvc.train dcgan --dataset {datasets['single']} --storage {s3_prefix} --name job "
-            "--preset smoke --batch-size 8 --num-workers 2 --checkpoint-every 10 --eval-every 10 --log-every 5")
+    base = (
+        f"python -m gansvc.train dcgan --dataset {datasets['single']} --storage {s3_prefix} --name job "
+        "--preset smoke --batch-size 8 --num-workers 2 --checkpoint-every 10 --eval-every 10 --log-every 5"
+    )
 
     def run(entrypoint: str) -> str:
         job = client.submit_job(entrypoint=entrypoint)
@@ -260,29 +317,61 @@ def test_exact_resume_matches_uninterrupted_run(ray_stack, datasets: dict[str, s
                 assert torch.equal(torch.as_tensor(value), torch.as_tensor(split["optimizers"][opt]["state"][pid][key]))
 
 
-def test_other_family_or_shapes_are_refused(ray_stack, datasets: dict[str, str], s3_prefix: str,  # noqa: ANN001
-                                           capsys: pytest.CaptureFixture) -> None:
+def test_other_family_or_shapes_are_refused(
+    ray_stack,
+    datasets: dict[str, str],
+    s3_prefix: str,
+    capsys: pytest.CaptureFixture,
+) -> None:
     assert train_main(_args("dcgan", datasets["single"], s3_prefix, "mine", "--max-steps", "2")) == 0
     assert train_main(_args("wgan", datasets["single"], s3_prefix, "mine", "--max-steps", "4")) == 2
     assert "trained as 'dcgan'" in capsys.readouterr().err
-    assert train_main(_args("dcgan", datasets["single"], s3_prefix, "mine", "--max-steps", "4",
-                            "--set", "model.g_filters=16")) == 2
+    assert (
+        train_main(
+            _args("dcgan", datasets["single"], s3_prefix, "mine", "--max-steps", "4", "--set", "model.g_filters=16")
+        )
+        == 2
+    )
     assert "other shapes" in capsys.readouterr().err
 
 
-def test_nan_stops_and_keeps_the_last_good_checkpoint(ray_stack, datasets: dict[str, str], s3_prefix: str,  # noqa: ANN001
-                                                     capsys: pytest.CaptureFixture) -> None:
+def test_nan_stops_and_keeps_the_last_good_checkpoint(
+    ray_stack,
+    datasets: dict[str, str],
+    s3_prefix: str,
+    capsys: pytest.CaptureFixture,
+) -> None:
     # SGD with lr 1 on a least-squares D blows up within a few steps (checked by hand: inf at step 3)
-    args = _args("dcgan", datasets["single"], s3_prefix, "boom", "--max-steps", "50", "--checkpoint-every", "1",
-                 "--eval-every", "100", "--set", "model.loss=mse", "--set", "model.optimizer=sgd",
-                 "--set", "model.lr_g=1", "--set", "model.lr_d=1")
+    args = _args(
+        "dcgan",
+        datasets["single"],
+        s3_prefix,
+        "boom",
+        "--max-steps",
+        "50",
+        "--checkpoint-every",
+        "1",
+        "--eval-every",
+        "100",
+        "--set",
+        "model.loss=mse",
+        "--set",
+        "model.optimizer=sgd",
+        "--set",
+        "model.lr_g=1",
+        "--set",
+        "model.lr_d=1",
+    )
     assert train_main(args) == 1
     assert "non-finite loss" in capsys.readouterr().err
     kept = sorted(o.rel.split("/")[0] for o in storage.list_objects(f"{s3_prefix}/boom") if o.rel.endswith("model.pt"))
     assert kept, "the checkpoints before the divergence are kept"
     last = storage.read_json(f"{s3_prefix}/boom/{kept[-1]}/meta.json")
-    assert all(isinstance(v, float) and v == v and abs(v) != float("inf")
-               for k, v in last["metrics"].items() if k.startswith("loss"))
+    assert all(
+        isinstance(v, float) and v == v and abs(v) != float("inf")
+        for k, v in last["metrics"].items()
+        if k.startswith("loss")
+    )
 
 
 def test_killed_worker_restarts_from_last_checkpoint(ray_stack, datasets: dict[str, str], s3_prefix: str) -> None:  # noqa: ANN001
@@ -294,8 +383,20 @@ def test_killed_worker_restarts_from_last_checkpoint(ray_stack, datasets: dict[s
     result: dict[str, int] = {}
     # 300 steps: the kill lands well before the end; a checkpoint every 30 (each one is an upload and a commit in
     # both runs) still leaves nine after the first commit to resume from and write
-    common = ("--max-steps", "300", "--checkpoint-every", "30", "--eval-every", "1000", "--log-every", "10",
-              "--max-failures", "2", "--num-workers", "2")
+    common = (
+        "--max-steps",
+        "300",
+        "--checkpoint-every",
+        "30",
+        "--eval-every",
+        "1000",
+        "--log-every",
+        "10",
+        "--max-failures",
+        "2",
+        "--num-workers",
+        "2",
+    )
     args = _args("dcgan", datasets["single"], s3_prefix, "crash", *common)
     thread = threading.Thread(target=lambda: result.setdefault("code", train_main(args)), daemon=True)
     thread.start()
@@ -307,8 +408,11 @@ def test_killed_worker_restarts_from_last_checkpoint(ray_stack, datasets: dict[s
     assert workers, "no live training worker found"
     os.kill(workers[0].pid, signal.SIGKILL)
     killed_wall = time.time()
-    killed_at = max(int(o.rel.split("/")[0].split("-")[1]) for o in storage.list_objects(f"{s3_prefix}/crash")
-                    if o.rel.endswith("meta.json") and o.rel.startswith("checkpoint"))
+    killed_at = max(
+        int(o.rel.split("/")[0].split("-")[1])
+        for o in storage.list_objects(f"{s3_prefix}/crash")
+        if o.rel.endswith("meta.json") and o.rel.startswith("checkpoint")
+    )
     thread.join(timeout=600)
     assert result.get("code") == 0, "the run did not complete after the worker was killed"
     assert killed_at < 300
@@ -334,16 +438,37 @@ def test_killed_worker_restarts_from_last_checkpoint(ray_stack, datasets: dict[s
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_every_family_trains_through_the_loop(ray_stack, datasets: dict[str, str], s3_prefix: str,  # noqa: ANN001
-                                              family: str) -> None:
+def test_every_family_trains_through_the_loop(
+    ray_stack,
+    datasets: dict[str, str],
+    s3_prefix: str,
+    family: str,
+) -> None:
     """Every registered family runs unchanged through the one loop (2 DDP workers), checkpoints and loads."""
-    args = _args(family, _dataset_for(family, datasets), s3_prefix, "fam", "--max-steps", "3", "--num-workers", "2",
-                 "--batch-size", "4", "--checkpoint-every", "3", "--eval-every", "3", "--log-every", "1")
+    args = _args(
+        family,
+        _dataset_for(family, datasets),
+        s3_prefix,
+        "fam",
+        "--max-steps",
+        "3",
+        "--num-workers",
+        "2",
+        "--batch-size",
+        "4",
+        "--checkpoint-every",
+        "3",
+        "--eval-every",
+        "3",
+        "--log-every",
+        "1",
+    )
     assert train_main(args) == 0
     objects = _run_objects(s3_prefix, "fam")
     assert "checkpoint-00000003/model.pt" in objects and "samples/step-00000003.png" in objects
     meta = storage.read_json(f"{s3_prefix}/fam/checkpoint-00000003/meta.json")
     assert meta["metrics"]["replicas_identical"] == 1.0
     model = load_inference(f"{s3_prefix}/fam/checkpoint-00000003")
-    assert model.spec.name == family and set(model.nets) == set(FAMILIES[family].build(
-        model.config, model.data).inference)
+    assert model.spec.name == family and set(model.nets) == set(
+        FAMILIES[family].build(model.config, model.data).inference
+    )

@@ -25,14 +25,19 @@ def shapes(stack, synth_put) -> str:  # noqa: ANN001
 
 def _spec(tmp_path: Path, dataset: str, **over: object) -> Path:
     spec: dict[str, object] = {
-        "family": "dcgan", "dataset": dataset,
-        "base": {"preset": "smoke",
-                 "model": {"loss": "mse", "optimizer": "sgd", "lr_g": 2.0e-4},
-                 "loop": {"max_steps": 6, "batch_size": 8, "eval_every": 2, "checkpoint_every": 2, "log_every": 2},
-                 "metrics": {"samples": 32, "reference_samples": 64}},
+        "family": "dcgan",
+        "dataset": dataset,
+        "base": {
+            "preset": "smoke",
+            "model": {"loss": "mse", "optimizer": "sgd", "lr_g": 2.0e-4},
+            "loop": {"max_steps": 6, "batch_size": 8, "eval_every": 2, "checkpoint_every": 2, "log_every": 2},
+            "metrics": {"samples": 32, "reference_samples": 64},
+        },
         # SGD with lr_d = 1 on a least-squares D diverges within 3 steps (checked by hand): that trial must fail
         "space": {"model.lr_d": {"grid": [2.0e-4, 5.0e-4, 1.0]}},
-        "metric": "swd", "scheduler": {"type": "none"}, "max_concurrent": 2,
+        "metric": "swd",
+        "scheduler": {"type": "none"},
+        "max_concurrent": 2,
     }
     spec.update(over)
     path = tmp_path / "sweep.yaml"
@@ -50,18 +55,22 @@ def _tune(*args: str, wait: bool = True) -> subprocess.CompletedProcess[str] | s
 
 def test_invalid_axis_is_rejected_before_any_trial(ray_stack, shapes: str, tmp_path: Path, s3_prefix: str) -> None:  # noqa: ANN001
     spec = _spec(tmp_path, shapes, space={"model.lr_g": {"grid": [1.0e-4, -1.0]}})
-    out = _tune(str(spec), "--storage", s3_prefix, "--name", "bad")
+    out = _tune(str(spec), "--storage", f"{s3_prefix}/sweeps", "--name", "bad")
     assert out.returncode == 2 and "space.model.lr_g = -1.0" in out.stderr and "model.lr_g" in out.stderr
     assert not list(storage.list_objects(f"{s3_prefix}/sweeps/bad")), "nothing started"
     valid = _spec(tmp_path, shapes)
-    out = _tune(str(valid), "--storage", s3_prefix, "--set", "space.model.kernel_size.choice=[4]", "--dry-run")
+    out = _tune(
+        str(valid), "--storage", f"{s3_prefix}/sweeps", "--set", "space.model.kernel_size.choice=[4]", "--dry-run"
+    )
     assert out.returncode == 2 and "space.model.kernel_size" in out.stderr
-    out = _tune(str(valid), "--storage", s3_prefix, "--dry-run")
+    out = _tune(str(valid), "--storage", f"{s3_prefix}/sweeps", "--dry-run")
     assert out.returncode == 0 and out.stdout.count("trial ") == 3
 
 
 def test_sweep_results_failures_and_promote(ray_stack, shapes: str, tmp_path: Path, s3_prefix: str) -> None:  # noqa: ANN001
-    out = _tune(str(_spec(tmp_path, shapes)), "--storage", s3_prefix, "--name", "s1", "--promote", "best-dcgan")
+    out = _tune(
+        str(_spec(tmp_path, shapes)), "--storage", f"{s3_prefix}/sweeps", "--name", "s1", "--promote", "best-dcgan"
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     rows = storage.read_json(f"{s3_prefix}/sweeps/s1/results.json")
     assert len(rows) == 3
@@ -80,16 +89,22 @@ def test_sweep_results_failures_and_promote(ray_stack, shapes: str, tmp_path: Pa
 
 def test_every_trial_failing_exits_nonzero(ray_stack, shapes: str, tmp_path: Path, s3_prefix: str) -> None:  # noqa: ANN001
     spec = _spec(tmp_path, shapes, space={"model.lr_d": {"grid": [1.0]}})
-    out = _tune(str(spec), "--storage", s3_prefix, "--name", "allfail")
+    out = _tune(str(spec), "--storage", f"{s3_prefix}/sweeps", "--name", "allfail")
     assert out.returncode == 1 and "every trial failed" in out.stderr
 
 
 def test_asha_stops_a_trial_early(ray_stack, shapes: str, tmp_path: Path, s3_prefix: str) -> None:  # noqa: ANN001
     """Built to make ASHA stop: trials run one at a time in grid order and the metric is the reported learning rate
     (lower is better), so every trial after the first is below the first rung's cutoff."""
-    spec = _spec(tmp_path, shapes, space={"model.lr_g": {"grid": [1.0e-4, 4.0e-4, 8.0e-4]}}, metric="lr/G",
-                 scheduler={"type": "asha", "grace_period": 2, "reduction_factor": 2}, max_concurrent=1)
-    out = _tune(str(spec), "--storage", s3_prefix, "--name", "asha")
+    spec = _spec(
+        tmp_path,
+        shapes,
+        space={"model.lr_g": {"grid": [1.0e-4, 4.0e-4, 8.0e-4]}},
+        metric="lr/G",
+        scheduler={"type": "asha", "grace_period": 2, "reduction_factor": 2},
+        max_concurrent=1,
+    )
+    out = _tune(str(spec), "--storage", f"{s3_prefix}/sweeps", "--name", "asha")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     rows = storage.read_json(f"{s3_prefix}/sweeps/asha/results.json")
     assert [r["config.model.lr_g"] for r in rows] == [1.0e-4, 4.0e-4, 8.0e-4]
@@ -100,7 +115,7 @@ def test_asha_stops_a_trial_early(ray_stack, shapes: str, tmp_path: Path, s3_pre
 
 def test_resume_skips_finished_trials(ray_stack, shapes: str, tmp_path: Path, s3_prefix: str) -> None:  # noqa: ANN001
     spec = _spec(tmp_path, shapes, space={"model.lr_d": {"grid": [2.0e-4, 5.0e-4]}}, max_concurrent=1)
-    proc = _tune(str(spec), "--storage", s3_prefix, "--name", "res", wait=False)
+    proc = _tune(str(spec), "--storage", f"{s3_prefix}/sweeps", "--name", "res", wait=False)
     trials = f"{s3_prefix}/sweeps/res/trials"
     deadline = time.monotonic() + 600
     first: str | None = None
@@ -120,7 +135,7 @@ def test_resume_skips_finished_trials(ray_stack, shapes: str, tmp_path: Path, s3
     assert statuses[first] == "completed" and sorted(statuses.values()) == ["completed", "interrupted"], statuses
     meta_key = f"{trials}/{first}/checkpoint-00000006/meta.json"
     before = storage.read_json(meta_key)["created"]
-    out = _tune(str(spec), "--storage", s3_prefix, "--name", "res")
+    out = _tune(str(spec), "--storage", f"{s3_prefix}/sweeps", "--name", "res")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "resuming sweep res" in out.stdout
     assert storage.read_json(meta_key)["created"] == before, "the finished trial was not run again"
@@ -130,9 +145,14 @@ def test_resume_skips_finished_trials(ray_stack, shapes: str, tmp_path: Path, s3
 
 def test_pbt_runs_trials_in_segments(ray_stack, shapes: str, tmp_path: Path, s3_prefix: str) -> None:  # noqa: ANN001
     """PBT: each trial runs in segments of perturbation_interval steps, each continuing from a checkpoint."""
-    spec = _spec(tmp_path, shapes, space={"model.lr_g": {"loguniform": [1.0e-4, 1.0e-3]}},
-                 scheduler={"type": "pbt", "perturbation_interval": 3}, num_samples=2)
-    out = _tune(str(spec), "--storage", s3_prefix, "--name", "pbt")
+    spec = _spec(
+        tmp_path,
+        shapes,
+        space={"model.lr_g": {"loguniform": [1.0e-4, 1.0e-3]}},
+        scheduler={"type": "pbt", "perturbation_interval": 3},
+        num_samples=2,
+    )
+    out = _tune(str(spec), "--storage", f"{s3_prefix}/sweeps", "--name", "pbt")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     rows = storage.read_json(f"{s3_prefix}/sweeps/pbt/results.json")
     assert len(rows) == 2 and all(r["status"] == "completed" and r["step"] == 6 for r in rows)
@@ -145,3 +165,27 @@ def test_pbt_runs_trials_in_segments(ray_stack, shapes: str, tmp_path: Path, s3_
         assert starts == {0, 3}, segments
         assert row["run"].split("/")[-1] in segments and row["checkpoint"]
         assert storage.exists(f"{row['run']}/checkpoint-00000006/model.pt")
+
+
+def test_storage_names_where_sweeps_go_and_old_sweeps_are_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """issue 16 #9: `--storage` means where sweeps go (the sweep is STORAGE/NAME), as gansvc.train's names where runs
+    go; the default is unchanged ($GANSVC_STORAGE/sweeps/NAME). A sweep that the old meaning put in
+    STORAGE/sweeps/NAME is resumed there, with a note saying what to pass from now on."""
+    from gansvc.tune.__main__ import locate_sweep, sweep_uri
+
+    monkeypatch.setenv("GANSVC_STORAGE", "s3://bucket/root")
+    assert sweep_uri(None, "abl") == "s3://bucket/root/sweeps/abl"
+    assert sweep_uri("s3://bucket/mine", "abl") == "s3://bucket/mine/abl"
+    root = str(tmp_path)
+    assert locate_sweep(root, "abl") == (f"{root}/abl", None), "a new sweep goes in STORAGE/NAME"
+    old_state = tmp_path / "sweeps" / "abl" / "tune" / "experiment_state.json"
+    old_state.parent.mkdir(parents=True)
+    old_state.write_text("{}")
+    uri, note = locate_sweep(root, "abl")
+    assert uri == f"{root}/sweeps/abl" and note and f"--storage {root}/sweeps" in note
+    new_state = tmp_path / "abl" / "tune" / "experiment_state.json"
+    new_state.parent.mkdir(parents=True)
+    new_state.write_text("{}")
+    assert locate_sweep(root, "abl") == (f"{root}/abl", None), "a sweep in STORAGE/NAME wins"

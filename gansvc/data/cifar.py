@@ -49,8 +49,10 @@ def records(stream: io.BufferedIOBase | io.RawIOBase, member: str) -> Iterator[t
         if not rec:
             return
         if len(rec) != RECORD:
-            raise CifarFormatError(f"{member}: record {n} is {len(rec)} bytes, not {RECORD} (1 label + 3072 pixels): "
-                                   "the archive is truncated or not CIFAR-10's binary version")
+            raise CifarFormatError(
+                f"{member}: record {n} is {len(rec)} bytes, not {RECORD} (1 label + 3072 pixels): "
+                "the archive is truncated or not CIFAR-10's binary version"
+            )
         label = rec[0]
         if label > 9:
             raise CifarFormatError(f"{member}: record {n} has label {label}; CIFAR-10 labels are 0-9")
@@ -103,13 +105,17 @@ def convert(archive: Path, out: Path) -> Converted:
     except (tarfile.TarError, EOFError, OSError) as err:
         if isinstance(err, FileNotFoundError):
             raise
-        raise CifarFormatError(f"{archive.name} is not a readable .tar.gz ({type(err).__name__}: {err}): a truncated "
-                               "download or another file") from None
+        raise CifarFormatError(
+            f"{archive.name} is not a readable .tar.gz ({type(err).__name__}: {err}): a truncated "
+            "download or another file"
+        ) from None
     missing = [m for m in (*TRAIN_BATCHES, TEST_BATCH, META) if m not in seen]
     if missing:
-        raise CifarFormatError(f"{archive.name} lacks {', '.join(missing)}: not CIFAR-10's binary version "
-                               "(cifar-10-binary.tar.gz holds cifar-10-batches-bin/data_batch_1..5.bin, test_batch.bin "
-                               "and batches.meta.txt)")
+        raise CifarFormatError(
+            f"{archive.name} lacks {', '.join(missing)}: not CIFAR-10's binary version "
+            "(cifar-10-binary.tar.gz holds cifar-10-batches-bin/data_batch_1..5.bin, test_batch.bin "
+            "and batches.meta.txt)"
+        )
     assert classes is not None
     with open(out / "labels.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)

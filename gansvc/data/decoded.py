@@ -51,8 +51,16 @@ import torch
 from PIL import Image
 
 from gansvc import storage
-from gansvc.data.pipeline import (GB, BatchStream, ImageDataset, _tiled_permutation, cache_entry, decode,
-                                  decode_mask, shard_positions)
+from gansvc.data.pipeline import (
+    GB,
+    BatchStream,
+    ImageDataset,
+    _tiled_permutation,
+    cache_entry,
+    decode,
+    decode_mask,
+    shard_positions,
+)
 from gansvc.data.spec import mask_key
 from gansvc.paths import cache_home
 
@@ -65,6 +73,7 @@ BUILD_THREADS = 8  # decode threads for the build: PIL releases the GIL while de
 
 # ---- where the store lives, and whether it fits -----------------------------------------------------------------
 
+
 def decoded_max_bytes(env: Mapping[str, str] | None = None) -> int:
     """The largest store `data.cache=auto` builds, from GANSVC_DECODED_MAX_GB (decimal GB, default 20; 0 = never)."""
     raw = (os.environ if env is None else env).get("GANSVC_DECODED_MAX_GB", "").strip()
@@ -75,8 +84,10 @@ def decoded_max_bytes(env: Mapping[str, str] | None = None) -> int:
     except ValueError:
         gb = float("nan")
     if not gb >= 0 or gb == float("inf"):
-        raise ValueError(f"GANSVC_DECODED_MAX_GB={raw!r} is not a number of gigabytes >= 0 (e.g. 20 or 0.5; 0 keeps "
-                         "data.cache=auto on the per-file path)")
+        raise ValueError(
+            f"GANSVC_DECODED_MAX_GB={raw!r} is not a number of gigabytes >= 0 (e.g. 20 or 0.5; 0 keeps "
+            "data.cache=auto on the per-file path)"
+        )
     return int(gb * GB)
 
 
@@ -112,8 +123,14 @@ def estimate_bytes(ds: ImageDataset) -> int:
 def store_name(ds: ImageDataset) -> tuple[str, str]:
     """(<id>, <id>-<version>) of this dataset's store (see the module doc)."""
     entry = cache_entry(ds.bytes.root, ds.manifest, storage.S3Settings.from_env())
-    ident = {"format": FORMAT, "endpoint": entry["endpoint"], "uri": entry["uri"], "split": ds.cfg.split,
-             "load": list(ds.load), "channels": ds.spec.channels}
+    ident = {
+        "format": FORMAT,
+        "endpoint": entry["endpoint"],
+        "uri": entry["uri"],
+        "split": ds.cfg.split,
+        "load": list(ds.load),
+        "channels": ds.spec.channels,
+    }
     sid = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
     return sid, f"{sid}-{entry['manifest_sha256'][:16]}"
 
@@ -145,23 +162,30 @@ def choose_path(ds: ImageDataset) -> tuple[str, str]:
     elif not (root / store_name(ds)[1] / META).is_file():  # an existing store needs no more disk
         free = free_bytes(root)
         if need > free - FREE_DISK_RESERVE:
-            problem = (f"the decoded store would need {need / GB:.3g} GB and the disk at {root} has "
-                       f"{free / GB:.3g} GB free (keeping {FREE_DISK_RESERVE / GB:.2g} GB)")
+            problem = (
+                f"the decoded store would need {need / GB:.3g} GB and the disk at {root} has "
+                f"{free / GB:.3g} GB free (keeping {FREE_DISK_RESERVE / GB:.2g} GB)"
+            )
     if mode == "decoded":
         if problem:
-            raise ValueError(f"data.cache=decoded cannot be used for {ds.cfg.uri}: {problem}. Free disk space, point "
-                             "data.cache_dir at a larger disk, or set data.cache=files (or auto)")
+            raise ValueError(
+                f"data.cache=decoded cannot be used for {ds.cfg.uri}: {problem}. Free disk space, point "
+                "data.cache_dir at a larger disk, or set data.cache=files (or auto)"
+            )
         return "decoded", f"{where}: data.cache=decoded"
     if problem:
         return "files", f"per-file path: {problem}"
     budget = decoded_max_bytes()
     if need > budget:
-        return "files", (f"per-file path: the decoded store would need {need / GB:.3g} GB > budget {budget / GB:.3g} "
-                         "GB (set GANSVC_DECODED_MAX_GB or data.cache=decoded)")
+        return "files", (
+            f"per-file path: the decoded store would need {need / GB:.3g} GB > budget {budget / GB:.3g} "
+            "GB (set GANSVC_DECODED_MAX_GB or data.cache=decoded)"
+        )
     return "decoded", f"{where}: fits the budget of {budget / GB:.3g} GB (GANSVC_DECODED_MAX_GB)"
 
 
 # ---- the store ------------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class DecodedStore:
@@ -181,8 +205,9 @@ class DecodedStore:
         for key, st in meta["streams"].items():
             images[key] = np.memmap(path / f"{key}.u8", np.uint8, "r", shape=(st["count"], lh, lw, meta["channels"]))
             if st["mask"]:
-                masks[mask_key(key)] = np.memmap(path / f"{mask_key(key)}.u8", np.uint8, "r",
-                                                 shape=(st["count"], lh, lw))
+                masks[mask_key(key)] = np.memmap(
+                    path / f"{mask_key(key)}.u8", np.uint8, "r", shape=(st["count"], lh, lw)
+                )
         labels = np.load(path / "labels.npy") if meta["labels"] else None
         return cls(path, meta, images, masks, labels)
 
@@ -205,8 +230,9 @@ def _complete(path: Path) -> bool:
         return False
 
 
-def _decode_one(ds: ImageDataset, rel: str, mask_rel: str | None, out: np.ndarray, out_mask: np.ndarray | None,
-                i: int) -> None:
+def _decode_one(
+    ds: ImageDataset, rel: str, mask_rel: str | None, out: np.ndarray, out_mask: np.ndarray | None, i: int
+) -> None:
     """Image i of a stream into out[i] at the load size: `transform`'s decode and bicubic resize (its first step),
     and the mask's nearest resize (`transform_mask`)."""
     lh, lw = ds.load
@@ -221,7 +247,7 @@ def _decode_one(ds: ImageDataset, rel: str, mask_rel: str | None, out: np.ndarra
             if (mask.height, mask.width) != (lh, lw):
                 mask = mask.resize((lw, lh), Image.Resampling.NEAREST)
             out_mask[i] = np.asarray(mask)
-    except Exception as err:  # noqa: BLE001 - named with its file; the caller stops the build
+    except Exception as err:
         raise RuntimeError(f"{rel}: {err}") from err
 
 
@@ -232,22 +258,32 @@ def _write_store(ds: ImageDataset, tmp: Path, threads: int) -> dict:
     tmp.mkdir(parents=True)
     t0 = time.perf_counter()
     streams, arrays = {}, []
-    rels = [f for k, files in ds.streams.items() for f in (*files, *(ds.masks.get(k, {}).get(f) for f in files))
-            if f is not None]
+    rels = [
+        f
+        for k, files in ds.streams.items()
+        for f in (*files, *(ds.masks.get(k, {}).get(f) for f in files))
+        if f is not None
+    ]
     stop = threading.Event()
     # fetch ahead of decoding, many files at a time (S3 latency bounds small-file reads), as BatchStream does
-    warmer = threading.Thread(target=lambda: _quiet(ds.bytes.warm, rels, stop=stop), daemon=True,
-                              name="gansvc-decoded-warm")
+    warmer = threading.Thread(
+        target=lambda: _quiet(ds.bytes.warm, rels, stop=stop), daemon=True, name="gansvc-decoded-warm"
+    )
     warmer.start()
     try:
         with ThreadPoolExecutor(threads, thread_name_prefix="gansvc-decoded-build") as pool:
             for key, files in ds.streams.items():
                 masks = ds.masks.get(key)
                 out = np.memmap(tmp / f"{key}.u8", np.uint8, "w+", shape=(len(files), lh, lw, c))
-                out_mask = (np.memmap(tmp / f"{mask_key(key)}.u8", np.uint8, "w+", shape=(len(files), lh, lw))
-                            if masks is not None else None)
-                jobs = [pool.submit(_decode_one, ds, rel, masks[rel] if masks else None, out, out_mask, i)
-                        for i, rel in enumerate(files)]
+                out_mask = (
+                    np.memmap(tmp / f"{mask_key(key)}.u8", np.uint8, "w+", shape=(len(files), lh, lw))
+                    if masks is not None
+                    else None
+                )
+                jobs = [
+                    pool.submit(_decode_one, ds, rel, masks[rel] if masks else None, out, out_mask, i)
+                    for i, rel in enumerate(files)
+                ]
                 for job in jobs:
                     job.result()
                 arrays += [a for a in (out, out_mask) if a is not None]
@@ -260,9 +296,18 @@ def _write_store(ds: ImageDataset, tmp: Path, threads: int) -> dict:
     n_attr = len(ds.manifest.attributes) if _has_labels(ds) else 0
     if n_attr:
         np.save(tmp / "labels.npy", np.array([ds.labels[f] for f in ds.streams["image"]], dtype=np.int64))
-    meta = {"format": FORMAT, "uri": ds.cfg.uri, "split": ds.cfg.split, "load": [lh, lw], "channels": c,
-            "streams": streams, "labels": n_attr, "manifest_sha256": store_name(ds)[1].split("-")[1],
-            "build_s": round(time.perf_counter() - t0, 3), "created": time.time()}
+    meta = {
+        "format": FORMAT,
+        "uri": ds.cfg.uri,
+        "split": ds.cfg.split,
+        "load": [lh, lw],
+        "channels": c,
+        "streams": streams,
+        "labels": n_attr,
+        "manifest_sha256": store_name(ds)[1].split("-")[1],
+        "build_s": round(time.perf_counter() - t0, 3),
+        "created": time.time(),
+    }
     (tmp / META).write_text(json.dumps(meta))
     return meta
 
@@ -312,6 +357,7 @@ def open_store(ds: ImageDataset, threads: int | None = None) -> tuple[DecodedSto
 
 # ---- batches --------------------------------------------------------------------------------------------------------
 
+
 def epoch_indices(ds: ImageDataset, epoch: int, seed: int, rank: int, world: int) -> dict[str, np.ndarray]:
     """Per stream, the store rows this rank reads in `epoch`, in order: `ImageDataset.epoch_samples`' files as
     indices into `ds.streams[key]`."""
@@ -319,8 +365,10 @@ def epoch_indices(ds: ImageDataset, epoch: int, seed: int, rank: int, world: int
     positions = shard_positions(n, epoch, seed, rank, world)
     if "image" in ds.streams:
         return {"image": positions}
-    return {"A": _tiled_permutation(len(ds.streams["A"]), n, seed, epoch, 1)[positions],
-            "B": _tiled_permutation(len(ds.streams["B"]), n, seed, epoch, 2)[positions]}
+    return {
+        "A": _tiled_permutation(len(ds.streams["A"]), n, seed, epoch, 1)[positions],
+        "B": _tiled_permutation(len(ds.streams["B"]), n, seed, epoch, 2)[positions],
+    }
 
 
 @dataclass
@@ -332,8 +380,9 @@ class Geometries:
     flip: np.ndarray
 
 
-def draw_batch_geometry(n: int, size: tuple[int, int], load: tuple[int, int], crop: str, flip: bool,
-                        rng: np.random.Generator) -> Geometries:
+def draw_batch_geometry(
+    n: int, size: tuple[int, int], load: tuple[int, int], crop: str, flip: bool, rng: np.random.Generator
+) -> Geometries:
     """`draw_geometry`'s distribution for n samples at once: uniform offsets in [0, load - size], flips p = 0.5."""
     (h, w), (lh, lw) = size, load
     if crop == "random":
@@ -352,7 +401,7 @@ def gather_crops(src: np.ndarray, idx: np.ndarray, g: Geometries, size: tuple[in
         return np.take(src, idx, axis=0)
     out = np.empty((len(idx), h, w, *src.shape[3:]), dtype=src.dtype)
     for i, (row, top, left) in enumerate(zip(idx, g.top, g.left, strict=True)):
-        out[i] = src[row, top:top + h, left:left + w]
+        out[i] = src[row, top : top + h, left : left + w]
     return out
 
 
@@ -393,8 +442,18 @@ class DecodedBatchStream(BatchStream):
     pinned memory and `next()` copies them non-blocking and crops, flips and scales on the GPU; on CPU the
     background thread does it all."""
 
-    def __init__(self, dataset: ImageDataset, store: DecodedStore, batch_size: int, rank: int = 0, world: int = 1,
-                 seed: int = 0, epoch: int = 0, batch: int = 0, device: torch.device | str | None = None) -> None:
+    def __init__(
+        self,
+        dataset: ImageDataset,
+        store: DecodedStore,
+        batch_size: int,
+        rank: int = 0,
+        world: int = 1,
+        seed: int = 0,
+        epoch: int = 0,
+        batch: int = 0,
+        device: torch.device | str | None = None,
+    ) -> None:
         super().__init__(dataset, batch_size, rank, world, seed, epoch, batch)
         self.store = store
         self.device = torch.device(device or "cpu")
@@ -408,8 +467,9 @@ class DecodedBatchStream(BatchStream):
         # one generator per (seed, epoch, rank, batch): a resumed stream draws the same; 11 separates it from
         # other uses of the same seed words (BatchStream's per-sample generators end in 7)
         rng = np.random.default_rng([self.seed, epoch, self.rank, b, 11])
-        return {k: draw_batch_geometry(self.batch_size, ds.size, ds.load, ds.cfg.crop, ds.cfg.flip, rng)
-                for k in ds.streams}
+        return {
+            k: draw_batch_geometry(self.batch_size, ds.size, ds.load, ds.cfg.crop, ds.cfg.flip, rng) for k in ds.streams
+        }
 
     def _host_batch(self, idx: dict[str, np.ndarray], geo: dict[str, Geometries]) -> dict[str, object]:
         """What the background thread hands over: final tensors (CPU), or pinned whole rows + geometry (CUDA)."""
@@ -421,8 +481,9 @@ class DecodedBatchStream(BatchStream):
                 srcs.append((mask_key(key), st.masks[mask_key(key)]))
             for name, src in srcs:
                 if self.device_side:
-                    pinned = torch.empty((len(rows), *src.shape[1:]), dtype=torch.uint8,
-                                         pin_memory=self.device.type == "cuda")
+                    pinned = torch.empty(
+                        (len(rows), *src.shape[1:]), dtype=torch.uint8, pin_memory=self.device.type == "cuda"
+                    )
                     np.take(src, rows, axis=0, out=pinned.numpy())
                     out[name] = pinned
                 else:
@@ -439,7 +500,7 @@ class DecodedBatchStream(BatchStream):
         while not self._stop.is_set():
             idx = epoch_indices(self.dataset, epoch, self.seed, self.rank, self.world)
             for b in range(batch, self.batches_per_epoch):
-                chunk = {k: v[b * bs:(b + 1) * bs] for k, v in idx.items()}
+                chunk = {k: v[b * bs : (b + 1) * bs] for k, v in idx.items()}
                 out = self._host_batch(chunk, self._geometry(epoch, b))
                 nxt = (epoch, b + 1) if b + 1 < self.batches_per_epoch else (epoch + 1, 0)
                 if not self._put((out, nxt)):
@@ -465,9 +526,17 @@ class DecodedBatchStream(BatchStream):
         return out
 
 
-def open_stream(dataset: ImageDataset, batch_size: int, rank: int = 0, world: int = 1, seed: int = 0,
-                epoch: int = 0, batch: int = 0, device: torch.device | str | None = None,
-                quiet: bool = False) -> BatchStream:
+def open_stream(
+    dataset: ImageDataset,
+    batch_size: int,
+    rank: int = 0,
+    world: int = 1,
+    seed: int = 0,
+    epoch: int = 0,
+    batch: int = 0,
+    device: torch.device | str | None = None,
+    quiet: bool = False,
+) -> BatchStream:
     """The training batch stream for data.cache: a `DecodedBatchStream` (building this node's store if needed) or
     the per-file `BatchStream`; says which and why in one line on stderr."""
     path, why = choose_path(dataset)

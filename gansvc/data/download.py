@@ -59,8 +59,17 @@ def _hash_file(path: Path, algo: str) -> str:
     return h.hexdigest()
 
 
-def fetch(url: str, dest: Path, *, max_bytes: int | None = None, sha256: str | None = None, md5: str | None = None,
-          retries: int = 5, progress: bool = True, timeout: float = 60.0) -> Path:
+def fetch(
+    url: str,
+    dest: Path,
+    *,
+    max_bytes: int | None = None,
+    sha256: str | None = None,
+    md5: str | None = None,
+    retries: int = 5,
+    progress: bool = True,
+    timeout: float = 60.0,
+) -> Path:
     """Download `url` to `dest` (returned). An existing dest that verifies is a cache hit: no request is made.
 
     Tries 1 + `retries` times, resuming each time; `timeout` bounds each connect and each read (not the whole
@@ -86,16 +95,19 @@ def fetch(url: str, dest: Path, *, max_bytes: int | None = None, sha256: str | N
                     time.sleep(min(0.5 * attempt, 5.0))  # short, bounded backoff: most cuts are one-off
         else:
             kept = part.stat().st_size if part.exists() else 0
-            raise DownloadError(f"downloading {shown} failed {retries + 1} times (last: {last}). The {kept} bytes "
-                                f"received so far are kept in {part}: run again to resume from there, or download "
-                                f"the file yourself and pass the local path")
+            raise DownloadError(
+                f"downloading {shown} failed {retries + 1} times (last: {last}). The {kept} bytes "
+                f"received so far are kept in {part}: run again to resume from there, or download "
+                f"the file yourself and pass the local path"
+            )
         os.replace(part, dest)  # atomic: dest is either absent or complete
         _fsync_dir(dest.parent)
     return dest
 
 
-def _attempt(url: str, shown: str, part: Path, expected: dict[str, str], max_bytes: int | None, progress: bool,
-             timeout: float) -> None:
+def _attempt(
+    url: str, shown: str, part: Path, expected: dict[str, str], max_bytes: int | None, progress: bool, timeout: float
+) -> None:
     """One request: resume `part` from its size and stream the rest. Returns when `part` is complete and verified."""
     offset = part.stat().st_size if part.exists() else 0
     if max_bytes is not None and offset > max_bytes:
@@ -117,8 +129,10 @@ def _attempt(url: str, shown: str, part: Path, expected: dict[str, str], max_byt
             return _attempt(url, shown, part, expected, max_bytes, progress, timeout)  # offset 0: no Range, no 416
         if err.code in _RETRY_STATUS:
             raise _Retry(f"HTTP {err.code} {err.reason}") from None
-        raise DownloadError(f"cannot download {shown}: HTTP {err.code} {err.reason}. Check the URL (and access "
-                            f"rights), or download the file yourself and pass the local path") from None
+        raise DownloadError(
+            f"cannot download {shown}: HTTP {err.code} {err.reason}. Check the URL (and access "
+            f"rights), or download the file yourself and pass the local path"
+        ) from None
     except (OSError, http.client.HTTPException) as err:  # refused, reset, DNS, timeout: maybe transient
         raise _Retry(f"cannot connect: {err}") from None
     with resp:
@@ -128,8 +142,10 @@ def _attempt(url: str, shown: str, part: Path, expected: dict[str, str], max_byt
             got = _CONTENT_RANGE.fullmatch(resp.headers.get("Content-Range", "").strip())
             if not got or int(got[1]) != offset:  # not the range asked for: appending would corrupt the file
                 _truncate(part)
-                raise _Retry(f"server answered Range bytes={offset}- with Content-Range "
-                             f"{resp.headers.get('Content-Range')!r}; restarting from 0")
+                raise _Retry(
+                    f"server answered Range bytes={offset}- with Content-Range "
+                    f"{resp.headers.get('Content-Range')!r}; restarting from 0"
+                )
             total = int(got[3]) if got[3] != "*" else (offset + length_n if length_n is not None else None)
         else:  # 200: the whole file; a server that ignored our Range sends it all again, so start over
             if offset:
@@ -144,18 +160,38 @@ def _attempt(url: str, shown: str, part: Path, expected: dict[str, str], max_byt
         raise _Retry(f"connection closed after {size} of {total} bytes")
     if (bad := _mismatch(hashers)) is not None:
         part.unlink(missing_ok=True)
-        raise DownloadError(f"{shown}: {bad}. The source or its mirror may be corrupt, or the file changed since the "
-                            f"checksum was recorded; the download was deleted. Try again later or another mirror, or "
-                            f"skip the check where the command offers it (e.g. --skip-checksum) if you trust it")
+        raise DownloadError(
+            f"{shown}: {bad}. The source or its mirror may be corrupt, or the file changed since the "
+            f"checksum was recorded; the download was deleted. Try again later or another mirror, or "
+            f"skip the check where the command offers it (e.g. --skip-checksum) if you trust it"
+        )
 
 
-def _stream(resp: http.client.HTTPResponse, part: Path, offset: int, total: int | None,
-            hashers: dict[str, tuple[str, hashlib._Hash]], max_bytes: int | None, shown: str, progress: bool) -> int:
+def _stream(
+    resp: http.client.HTTPResponse,
+    part: Path,
+    offset: int,
+    total: int | None,
+    hashers: dict[str, tuple[str, hashlib._Hash]],
+    max_bytes: int | None,
+    shown: str,
+    progress: bool,
+) -> int:
     """Append the body to `part` (kept on a cut, for the resume); returns the file's size."""
     size = offset
-    with open(part, "ab" if offset else "wb") as out, \
-            tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                 desc=f"downloading {part.name[:-5]}", disable=not progress, file=sys.stderr) as bar:
+    with (
+        open(part, "ab" if offset else "wb") as out,
+        tqdm(
+            total=total,
+            initial=offset,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=f"downloading {part.name[:-5]}",
+            disable=not progress,
+            file=sys.stderr,
+        ) as bar,
+    ):
         while True:
             try:
                 # read1: what has arrived, so a cut or a timeout loses nothing already received (read(n) would)
@@ -172,8 +208,9 @@ def _stream(resp: http.client.HTTPResponse, part: Path, offset: int, total: int 
             try:
                 out.write(chunk)
             except OSError as err:  # disk full / read-only: retrying will not help
-                raise DownloadError(f"cannot write {part}: {err}. Free disk space or use another cache "
-                                    f"directory") from None
+                raise DownloadError(
+                    f"cannot write {part}: {err}. Free disk space or use another cache directory"
+                ) from None
             for _, h in hashers.values():
                 h.update(chunk)
             bar.update(len(chunk))
@@ -182,15 +219,20 @@ def _stream(resp: http.client.HTTPResponse, part: Path, offset: int, total: int 
     return size
 
 
-def _check_args(shown: str, url: str, *, sha256: str | None, md5: str | None, retries: int, max_bytes: int | None,
-                timeout: float) -> dict[str, str]:
+def _check_args(
+    shown: str, url: str, *, sha256: str | None, md5: str | None, retries: int, max_bytes: int | None, timeout: float
+) -> dict[str, str]:
     """Validate the arguments; returns {algorithm: expected lowercase hex digest}."""
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-        raise DownloadError(f"cannot download {shown}: only http:// and https:// URLs are fetched; download it "
-                            f"yourself and pass the local path")
+        raise DownloadError(
+            f"cannot download {shown}: only http:// and https:// URLs are fetched; download it "
+            f"yourself and pass the local path"
+        )
     if retries < 0 or timeout <= 0 or (max_bytes is not None and max_bytes <= 0):
-        raise DownloadError(f"bad download settings retries={retries} timeout={timeout} max_bytes={max_bytes}: "
-                            f"use retries >= 0, timeout > 0 and max_bytes > 0 (or no cap)")
+        raise DownloadError(
+            f"bad download settings retries={retries} timeout={timeout} max_bytes={max_bytes}: "
+            f"use retries >= 0, timeout > 0 and max_bytes > 0 (or no cap)"
+        )
     expected = {algo: v.strip().lower() for algo, v in (("sha256", sha256), ("md5", md5)) if v}
     for algo, v in expected.items():
         if not re.fullmatch(f"[0-9a-f]{{{_HEX_LEN[algo]}}}", v):
@@ -217,8 +259,10 @@ def _mismatch(hashers: dict[str, tuple[str, hashlib._Hash]]) -> str | None:
 
 
 def _too_big(shown: str, what: str, max_bytes: int) -> DownloadError:
-    return DownloadError(f"{shown} {what}, over the download cap of {max_bytes} bytes ({max_bytes / 1e9:.3g} GB); "
-                         f"nothing was kept. Raise the cap (--max-download-gb) if this size is expected")
+    return DownloadError(
+        f"{shown} {what}, over the download cap of {max_bytes} bytes ({max_bytes / 1e9:.3g} GB); "
+        f"nothing was kept. Raise the cap (--max-download-gb) if this size is expected"
+    )
 
 
 def _truncate(part: Path) -> int:

@@ -31,8 +31,8 @@ from pathlib import Path
 from gansvc import storage
 from gansvc.data import catalog
 from gansvc.data.catalog import Entry
-from gansvc.data.download import DownloadError, fetch, md5_file, sha256_file
 from gansvc.data.cifar import CifarFormatError
+from gansvc.data.download import DownloadError, fetch, md5_file, sha256_file
 from gansvc.data.ingest import PutResult, existing_manifest, put
 from gansvc.paths import cache_home
 
@@ -57,14 +57,17 @@ class Archive:
 
 # ------------------------------------------------------------------------------------------------ the --list table
 
+
 def list_table() -> str:
     """`data get --list`: one row per entry, then its description, terms and caveats."""
     head = f"{'NAME':<23}{'SIZE':<22}{'LAYOUT':<34}{'VERIFICATION':<35}{'FLIP':<6}FAMILIES / REPORT"
     lines = [head, "-" * len(head)]
     for e in catalog.CATALOG.values():
         layout = e.layout.split(" (", 1)[0] if len(e.layout) > 32 else e.layout
-        lines.append(f"{e.name:<23}{e.size:<22}{layout:<34}{e.verification:<35}{'yes' if e.flip else 'NO':<6}"
-                     f"{', '.join(e.families)} / report {e.report}")
+        lines.append(
+            f"{e.name:<23}{e.size:<22}{layout:<34}{e.verification:<35}{'yes' if e.flip else 'NO':<6}"
+            f"{', '.join(e.families)} / report {e.report}"
+        )
         lines.append(f"    {e.what}")
         lines.append(f"    terms: {e.licence}")
         lines.append(f"    flip: {e.flip_why}")
@@ -72,14 +75,18 @@ def list_table() -> str:
             lines.append(f"    also called: {', '.join(e.aliases)}")
         if e.notes:
             lines.append(f"    note: {e.notes}")
-    lines += ["", f"`python -m gansvc.data get NAME [DEST]` fetches an entry (DEST defaults to "
-                  "$GANSVC_STORAGE/datasets/NAME); entries marked 'manual step' print where to get the files and the "
-                  "`data put` command to run. --from URL_OR_FILE takes the same archive from a mirror or a local file; "
-                  f"${catalog.MIRROR_ENV} points every download at a mirror."]
+    lines += [
+        "",
+        f"`python -m gansvc.data get NAME [DEST]` fetches an entry (DEST defaults to "
+        "$GANSVC_STORAGE/datasets/NAME); entries marked 'manual step' print where to get the files and the "
+        "`data put` command to run. --from URL_OR_FILE takes the same archive from a mirror or a local file; "
+        f"${catalog.MIRROR_ENV} points every download at a mirror.",
+    ]
     return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------ recorded hashes
+
 
 def downloads_dir() -> Path:
     return cache_home() / "downloads"
@@ -96,8 +103,10 @@ def _records() -> dict[str, dict[str, str]]:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise GetError(f"cannot read the recorded checksums in {path} ({err}): fix or delete that file (the next "
-                       "download records the hashes again)") from None
+        raise GetError(
+            f"cannot read the recorded checksums in {path} ({err}): fix or delete that file (the next "
+            "download records the hashes again)"
+        ) from None
     return data if isinstance(data, dict) else {}
 
 
@@ -119,13 +128,16 @@ def _record(name: str, sha256: str, origin: str) -> None:
 
 # ------------------------------------------------------------------------------------------------ destinations
 
+
 def default_dest(name: str, env: dict[str, str] | None = None) -> str:
     """`$GANSVC_STORAGE/datasets/NAME`, or a GetError saying both ways to give a destination."""
     base = (os.environ if env is None else env).get("GANSVC_STORAGE", "").strip()
     if not base:
-        raise GetError(f"where should {name} go? Give DEST (`python -m gansvc.data get {name} s3://bucket/datasets/"
-                       f"{name}` or a local folder), or set GANSVC_STORAGE (then it goes to "
-                       f"$GANSVC_STORAGE/datasets/{name}, where training looks for it)")
+        raise GetError(
+            f"where should {name} go? Give DEST (`python -m gansvc.data get {name} s3://bucket/datasets/"
+            f"{name}` or a local folder), or set GANSVC_STORAGE (then it goes to "
+            f"$GANSVC_STORAGE/datasets/{name}, where training looks for it)"
+        )
     return storage.parse_uri(base).join("datasets", name).uri()
 
 
@@ -139,11 +151,21 @@ def _dest_shown(name: str) -> str:
 def manual_message(e: Entry, dest: str | None = None) -> str:
     put_src = "selfie2anime.zip" if e.name == "selfie2anime" else "FOLDER_OR_ZIP"
     target = dest or _dest_shown(e.name)
-    text = [f"{e.name}: {e.what}", f"terms: {e.licence}", "", e.manual, "", "Then run:",
-            f"  python -m gansvc.data put {put_src} {target}"]
+    text = [
+        f"{e.name}: {e.what}",
+        f"terms: {e.licence}",
+        "",
+        e.manual,
+        "",
+        "Then run:",
+        f"  python -m gansvc.data put {put_src} {target}",
+    ]
     if e.archive:
-        text.append(f"or, with the same archive: python -m gansvc.data get {e.name} {dest or ''} --from "
-                    f"{e.archive}".replace("  ", " "))
+        text.append(
+            f"or, with the same archive: python -m gansvc.data get {e.name} {dest or ''} --from {e.archive}".replace(
+                "  ", " "
+            )
+        )
     if e.notes:
         text += ["", f"note: {e.notes}"]
     return "\n".join(text)
@@ -151,18 +173,23 @@ def manual_message(e: Entry, dest: str | None = None) -> str:
 
 # ------------------------------------------------------------------------------------------------ obtaining the archive
 
+
 def _pinned_mismatch(e: Entry, origin: str, got: str) -> GetError:
-    return GetError(f"{origin}: md5 {got} does not match the publisher's {e.md5} for {e.name} (pinned from its "
-                    f"download page in gansvc/data/catalog.py). The file is corrupt, cut short or another version: "
-                    f"nothing was written to the destination. Download it again, use another mirror (--from "
-                    f"URL_OR_FILE), or pass --skip-checksum if you trust this file")
+    return GetError(
+        f"{origin}: md5 {got} does not match the publisher's {e.md5} for {e.name} (pinned from its "
+        f"download page in gansvc/data/catalog.py). The file is corrupt, cut short or another version: "
+        f"nothing was written to the destination. Download it again, use another mirror (--from "
+        f"URL_OR_FILE), or pass --skip-checksum if you trust this file"
+    )
 
 
 def _recorded_mismatch(e: Entry, origin: str, got: str, want: str) -> GetError:
-    return GetError(f"{origin}: sha256 {got} differs from {want}, recorded at the first download of {e.name} in "
-                    f"{record_file()}. The file is corrupt or another version: nothing was written to the destination. "
-                    f"If the publisher changed {e.archive} on purpose, delete the \"{e.name}\" entry of that file (or "
-                    f"the file) to record the new hash, or pass --skip-checksum")
+    return GetError(
+        f"{origin}: sha256 {got} differs from {want}, recorded at the first download of {e.name} in "
+        f"{record_file()}. The file is corrupt or another version: nothing was written to the destination. "
+        f'If the publisher changed {e.archive} on purpose, delete the "{e.name}" entry of that file (or '
+        f"the file) to record the new hash, or pass --skip-checksum"
+    )
 
 
 def _cache_target(e: Entry, url: str) -> Path:
@@ -173,17 +200,29 @@ def _cache_target(e: Entry, url: str) -> Path:
 def _download(e: Entry, url: str, skip: bool, max_bytes: int | None, quiet: bool, retries: int) -> Archive:
     want_sha = None if skip or e.md5 else recorded_sha256(e.name)
     try:
-        path = fetch(url, _cache_target(e, url), max_bytes=max_bytes, md5=None if skip else (e.md5 or None),
-                     sha256=want_sha, retries=retries, progress=not quiet)
+        path = fetch(
+            url,
+            _cache_target(e, url),
+            max_bytes=max_bytes,
+            md5=None if skip else (e.md5 or None),
+            sha256=want_sha,
+            retries=retries,
+            progress=not quiet,
+        )
     except DownloadError as err:
         text = str(err)
         if "mismatch" in text:
-            where = ("pinned from the publisher's page in gansvc/data/catalog.py" if e.md5 else
-                     f"recorded at the first download in {record_file()}: if the publisher changed the archive on "
-                     f"purpose, delete the \"{e.name}\" entry of that file to record the new hash")
+            where = (
+                "pinned from the publisher's page in gansvc/data/catalog.py"
+                if e.md5
+                else f"recorded at the first download in {record_file()}: if the publisher changed the archive on "
+                f'purpose, delete the "{e.name}" entry of that file to record the new hash'
+            )
             raise GetError(f"{text}. The expected hash is {where}. Nothing was written to the destination") from None
-        raise GetError(f"{text}. If {url} is unreachable from here, use --from URL_OR_FILE with a mirror or a local "
-                       f"copy of {e.archive} (or set {catalog.MIRROR_ENV}); it is verified the same way") from None
+        raise GetError(
+            f"{text}. If {url} is unreachable from here, use --from URL_OR_FILE with a mirror or a local "
+            f"copy of {e.archive} (or set {catalog.MIRROR_ENV}); it is verified the same way"
+        ) from None
     return Archive(path, sha256_file(path), url)
 
 
@@ -201,8 +240,15 @@ def _local(e: Entry, src: str, skip: bool) -> Archive:
     return Archive(path, sha, str(path.resolve()))
 
 
-def obtain(e: Entry, src: str | None = None, *, skip_checksum: bool = False, max_bytes: int | None = None,
-           quiet: bool = False, retries: int = 5) -> Archive:
+def obtain(
+    e: Entry,
+    src: str | None = None,
+    *,
+    skip_checksum: bool = False,
+    max_bytes: int | None = None,
+    quiet: bool = False,
+    retries: int = 5,
+) -> Archive:
     """The entry's archive, verified (unless `skip_checksum`): from `src` (URL or file) or the catalog's URL.
 
     Nothing is recorded here: `get` records a first hash only once the archive made a valid dataset, so a wrong file
@@ -220,6 +266,7 @@ def _record_first(e: Entry, archive: Archive, skip_checksum: bool) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ get
+
 
 @contextlib.contextmanager
 def _converted(e: Entry, archive: Archive) -> Iterator[str]:
@@ -247,9 +294,18 @@ def _up_to_date(dest: str, sid: str) -> PutResult | None:
     return None
 
 
-def get(name: str, dest: str | None = None, src: str | None = None, *, overwrite: bool = False,
-        skip_checksum: bool = False, max_bytes: int | None = None, quiet: bool = False, retries: int = 5,
-        threads: int = 16) -> PutResult:
+def get(
+    name: str,
+    dest: str | None = None,
+    src: str | None = None,
+    *,
+    overwrite: bool = False,
+    skip_checksum: bool = False,
+    max_bytes: int | None = None,
+    quiet: bool = False,
+    retries: int = 5,
+    threads: int = 16,
+) -> PutResult:
     """Fetch catalog entry `name` into `dest` (default `$GANSVC_STORAGE/datasets/NAME`). See the module doc.
 
     Raises GetError (and the DatasetError / StorageError of put) with a message saying what to do, and ManualStep
@@ -268,8 +324,10 @@ def get(name: str, dest: str | None = None, src: str | None = None, *, overwrite
     if (done := _up_to_date(dest, sid)) is None:
         if e.kind != "cifar10-binary" and not zipfile.is_zipfile(archive.path):
             _drop_unverified(e, archive, skip_checksum)
-            raise GetError(f"{archive.origin} is not a zip file (an error page, or another file?): {e.name} comes as "
-                           f"{e.archive}. Check the URL or file; nothing was written to the destination")
+            raise GetError(
+                f"{archive.origin} is not a zip file (an error page, or another file?): {e.name} comes as "
+                f"{e.archive}. Check the URL or file; nothing was written to the destination"
+            )
         try:
             with _converted(e, archive) as folder:
                 # put's own errors (the destination, the dataset's content) pass through as they are
@@ -291,6 +349,7 @@ def _drop_unverified(e: Entry, archive: Archive, skip_checksum: bool) -> None:
 
 # ------------------------------------------------------------------------------------------------ mask conversion
 
+
 def cityscapes_masks(src: Path, dst: Path, quiet: bool = False) -> int:
     """Convert Cityscapes-id label PNGs (gtFine `*_gtFine_labelIds.png`, GTA5 `labels/*.png`) under `src` into the
     masks gansvc reads (values = trainIds 0..18, 255 = ignore) under `dst`, keeping relative paths; gtFine names
@@ -303,16 +362,19 @@ def cityscapes_masks(src: Path, dst: Path, quiet: bool = False) -> int:
     for label_id, train_id in catalog.CITYSCAPES_TRAIN_IDS.items():
         lut[label_id] = train_id
     # gtFine also ships colour, instance and polygon files next to the label ids: only label-id PNGs are converted
-    files = [p for p in sorted(src.rglob("*.png"))
-             if "_gtFine_" not in p.name or p.name.endswith("_gtFine_labelIds.png")]
+    files = [
+        p for p in sorted(src.rglob("*.png")) if "_gtFine_" not in p.name or p.name.endswith("_gtFine_labelIds.png")
+    ]
     if not files:
         raise GetError(f"{src}: no label PNGs found (expected gtFine/**/*_gtFine_labelIds.png or GTA5 labels/*.png)")
     for p in tqdm(files, desc="converting masks", unit="mask", disable=quiet):
         rel = p.relative_to(src)
         with Image.open(p) as im:
             if im.mode not in ("L", "P"):  # P: GTA5's palette indices are the ids; L: gtFine's grey values are
-                raise GetError(f"{p}: a {im.mode} image; label-id PNGs are single-channel (L) or palette (P) images "
-                               "(the *_color.png files are not label ids)")
+                raise GetError(
+                    f"{p}: a {im.mode} image; label-id PNGs are single-channel (L) or palette (P) images "
+                    "(the *_color.png files are not label ids)"
+                )
             ids = np.asarray(im)
         out = dst / rel.parent / rel.name.replace("_gtFine_labelIds.png", "_leftImg8bit.png")
         out.parent.mkdir(parents=True, exist_ok=True)

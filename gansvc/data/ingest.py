@@ -51,11 +51,23 @@ from PIL import Image
 from tqdm import tqdm
 
 from gansvc import __version__, storage
-from gansvc.paths import cache_home
-from gansvc.data.manifest import (CLASSES_NAME, LABELS_NAME, MANIFEST_NAME, SPLITS, VERSIONS_DIR, Manifest, Skipped,
-                                  SplitInfo, mask_folder, path_problem, read_manifest, version_root)
 from gansvc.data.imagefile import describe_image_error
+from gansvc.data.manifest import (
+    CLASSES_NAME,
+    LABELS_NAME,
+    MANIFEST_NAME,
+    SPLITS,
+    VERSIONS_DIR,
+    Manifest,
+    Skipped,
+    SplitInfo,
+    mask_folder,
+    path_problem,
+    read_manifest,
+    version_root,
+)
 from gansvc.data.spec import IGNORE_INDEX
+from gansvc.paths import cache_home
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".ppm"}
 CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
@@ -108,6 +120,7 @@ class PutResult:
 @dataclass
 class Source:
     """An opened source: its files (after stepping into a lone top folder), and the entries refused up front."""
+
     files: list[SourceFile]
     described: str
     rejected: list[Skipped] = field(default_factory=list)  # unsafe names, entries over the size limits
@@ -153,6 +166,7 @@ class _Reader:
 
 # ---------------------------------------------------------------------------------------------------------- sources
 
+
 def _ignored(rel: str) -> bool:
     parts = rel.split("/")
     return any(p.startswith(".") or p == "__MACOSX" for p in parts) or parts[-1] in ("Thumbs.db", "desktop.ini")
@@ -172,8 +186,10 @@ def _strip_single_top(files: list[SourceFile]) -> list[SourceFile]:
 
 
 def _too_big(size: int) -> str:
-    return (f"file too large ({size / 2**20:.0f} MiB; the limit is {MAX_FILE_BYTES / 2**20:.0f} MiB, "
-            f"above any image of at most {MAX_PIXELS / 1e6:.0f} Mpixels)")
+    return (
+        f"file too large ({size / 2**20:.0f} MiB; the limit is {MAX_FILE_BYTES / 2**20:.0f} MiB, "
+        f"above any image of at most {MAX_PIXELS / 1e6:.0f} Mpixels)"
+    )
 
 
 def folder_source(path: Path) -> tuple[list[SourceFile], list[Skipped]]:
@@ -200,8 +216,10 @@ def _zip_entry_problem(info: zipfile.ZipInfo) -> str:
         return _too_big(info.file_size)
     ratio = info.file_size / max(info.compress_size, 1)
     if info.file_size > ZIP_RATIO_MIN_BYTES and ratio > MAX_ZIP_RATIO:
-        return (f"compression ratio {ratio:.0f}:1 ({info.compress_size} bytes inflate to {info.file_size}) is that "
-                f"of a zip bomb, not of an image (limit {MAX_ZIP_RATIO}:1)")
+        return (
+            f"compression ratio {ratio:.0f}:1 ({info.compress_size} bytes inflate to {info.file_size}) is that "
+            f"of a zip bomb, not of an image (limit {MAX_ZIP_RATIO}:1)"
+        )
     return ""
 
 
@@ -215,9 +233,11 @@ def zip_source(path: Path) -> Source:
         entries = [i for i in zf.infolist() if not i.is_dir()]
         total = sum(i.file_size for i in entries)
         if total > MAX_UNZIPPED_BYTES:
-            raise DatasetError(f"{path} would unpack to {total / 2**30:.1f} GiB, over the limit of "
-                               f"{MAX_UNZIPPED_BYTES / 2**30:.0f} GiB for one put: a zip bomb, or a dataset too "
-                               "large for one archive. Unpack it yourself and put the folder, or split it")
+            raise DatasetError(
+                f"{path} would unpack to {total / 2**30:.1f} GiB, over the limit of "
+                f"{MAX_UNZIPPED_BYTES / 2**30:.0f} GiB for one put: a zip bomb, or a dataset too "
+                "large for one archive. Unpack it yourself and put the folder, or split it"
+            )
         out, rejected = [], []
         for info in entries:
             if problem := _zip_entry_problem(info):
@@ -273,9 +293,14 @@ def open_source(src: str, max_download_bytes: int | None = None, quiet: bool = F
             raise DatasetError(f"{src} is neither a folder nor a .zip file")
     try:
         if not source.files:
-            raise DatasetError(f"{src} holds no usable files" + (
-                f" ({len(source.rejected)} refused: {source.rejected[0].path}: {source.rejected[0].reason})"
-                if source.rejected else ""))
+            raise DatasetError(
+                f"{src} holds no usable files"
+                + (
+                    f" ({len(source.rejected)} refused: {source.rejected[0].path}: {source.rejected[0].reason})"
+                    if source.rejected
+                    else ""
+                )
+            )
         source.files = _strip_single_top(source.files)
         yield source
     finally:
@@ -283,6 +308,7 @@ def open_source(src: str, max_download_bytes: int | None = None, quiet: bool = F
 
 
 # -------------------------------------------------------------------------------------------------------- validation
+
 
 def detect_layout(files: Iterable[SourceFile]) -> str:
     tops = {f.rel.split("/", 1)[0] for f in files if "/" in f.rel}
@@ -326,8 +352,9 @@ def _decode_image(f: SourceFile, data: bytes) -> Checked:
         return Checked(f, skip_reason=f"corrupt or unreadable image ({describe_image_error(err)})")
 
 
-def parse_labels(raw: bytes, images: dict[str, list[str]],
-                 skipped: set[str] = frozenset()) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+def parse_labels(
+    raw: bytes, images: dict[str, list[str]], skipped: set[str] = frozenset()
+) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """(attributes -> sorted values, image rel -> values) from labels.csv; strict about names and shape.
 
     `images` maps split -> valid image paths, `skipped` the paths put skipped. Rows naming a skipped (corrupt) file
@@ -342,8 +369,9 @@ def parse_labels(raw: bytes, images: dict[str, list[str]],
         raise DatasetError(f"{LABELS_NAME} has no rows: write a header (file,attr1,attr2...) and one row per image")
     header = [h.strip() for h in rows[0]]
     if len(header) < 2 or any(not h for h in header):
-        raise DatasetError(f"{LABELS_NAME}: the header needs a file column and at least one named attribute column, "
-                           f"got {header}")
+        raise DatasetError(
+            f"{LABELS_NAME}: the header needs a file column and at least one named attribute column, got {header}"
+        )
     attrs = header[1:]
     if len(set(attrs)) != len(attrs):
         raise DatasetError(f"{LABELS_NAME}: duplicate attribute columns in {attrs}")
@@ -367,8 +395,10 @@ def parse_labels(raw: bytes, images: dict[str, list[str]],
             raise DatasetError(f"{LABELS_NAME} line {n}: empty attribute value for {name!r}")
         targets = by_name.get(name, [])
         if len(targets) > 1:
-            raise DatasetError(f"{LABELS_NAME} line {n}: {name!r} matches several files ({targets}); "
-                               "write the path with its folder, e.g. train/NAME")
+            raise DatasetError(
+                f"{LABELS_NAME} line {n}: {name!r} matches several files ({targets}); "
+                "write the path with its folder, e.g. train/NAME"
+            )
         if not targets:
             if not any(s == name or s.endswith("/" + name) for s in skipped):
                 missing.append(name)
@@ -382,6 +412,7 @@ def parse_labels(raw: bytes, images: dict[str, list[str]],
 
 
 # ----------------------------------------------------------------------------------------------------------- masks
+
 
 def mask_split_of(rel: str, layout: str) -> str | None:
     """The split whose masks folder holds `rel` (`train_masks/x.png` -> `train`), or None."""
@@ -411,8 +442,10 @@ def parse_classes(raw: bytes) -> list[str]:
     if len(set(lines)) != len(lines):
         raise DatasetError(f"{CLASSES_NAME} names a class twice: {sorted({x for x in lines if lines.count(x) > 1})}")
     if len(lines) > IGNORE_INDEX:
-        raise DatasetError(f"{CLASSES_NAME} has {len(lines)} classes; at most {IGNORE_INDEX} fit in 8-bit masks "
-                           f"({IGNORE_INDEX} means ignore)")
+        raise DatasetError(
+            f"{CLASSES_NAME} has {len(lines)} classes; at most {IGNORE_INDEX} fit in 8-bit masks "
+            f"({IGNORE_INDEX} means ignore)"
+        )
     return lines
 
 
@@ -434,8 +467,10 @@ def _decode_mask(f: SourceFile, data: bytes, image: Checked, num_classes: int | 
                 return Checked(f, skip_reason=f"mask too large ({im.width}x{im.height} pixels)")
             im.load()
             if im.mode not in ("L", "P"):
-                return Checked(f, skip_reason=f"a mask must be single-channel class indices (PIL mode L or P), "
-                                              f"this one is {im.mode}")
+                return Checked(
+                    f,
+                    skip_reason=f"a mask must be single-channel class indices (PIL mode L or P), this one is {im.mode}",
+                )
             size = f"{im.width}x{im.height}"
             arr = np.asarray(im)
     except Exception as err:  # noqa: BLE001 - PIL raises many kinds; all mean "cannot decode"
@@ -446,15 +481,30 @@ def _decode_mask(f: SourceFile, data: bytes, image: Checked, num_classes: int | 
     classes = present[present != IGNORE_INDEX]
     if num_classes is not None and classes.size and classes.max() >= num_classes:
         bad = ", ".join(str(v) for v in classes[classes >= num_classes][:5])
-        return Checked(f, skip_reason=f"values {bad} out of range: {CLASSES_NAME} has {num_classes} classes "
-                                      f"(0..{num_classes - 1}; {IGNORE_INDEX} = ignore)")
-    return Checked(f, md5=hashlib.md5(data).hexdigest(), size_wh=size, mode=im.mode,
-                   max_class=int(classes.max()) if classes.size else -1)
+        return Checked(
+            f,
+            skip_reason=f"values {bad} out of range: {CLASSES_NAME} has {num_classes} classes "
+            f"(0..{num_classes - 1}; {IGNORE_INDEX} = ignore)",
+        )
+    return Checked(
+        f,
+        md5=hashlib.md5(data).hexdigest(),
+        size_wh=size,
+        mode=im.mode,
+        max_class=int(classes.max()) if classes.size else -1,
+    )
 
 
-def pair_masks(images: list[Checked], masks: list[SourceFile], skipped_images: set[str], layout: str,
-               num_classes: int | None, threads: int, quiet: bool, reader: _Reader
-               ) -> tuple[list[Checked], dict[str, Checked], list[Skipped]]:
+def pair_masks(
+    images: list[Checked],
+    masks: list[SourceFile],
+    skipped_images: set[str],
+    layout: str,
+    num_classes: int | None,
+    threads: int,
+    quiet: bool,
+    reader: _Reader,
+) -> tuple[list[Checked], dict[str, Checked], list[Skipped]]:
     """Match masks to images and validate them. Returns (images kept, image rel -> valid mask, skips).
 
     In a split with a masks folder every image needs a valid mask: an image without one is skipped, as is a mask
@@ -475,22 +525,42 @@ def pair_masks(images: list[Checked], masks: list[SourceFile], skipped_images: s
             pairs.append((by_rel[want], c))
             claimed.add(want)
         else:
-            skips.append(Skipped(path=c.file.rel, reason=f"no mask: expected {want} (every image of a split with "
-                                                         f"a {mask_folder(split or 'train')}/ folder needs one)"))
+            skips.append(
+                Skipped(
+                    path=c.file.rel,
+                    reason=f"no mask: expected {want} (every image of a split with "
+                    f"a {mask_folder(split or 'train')}/ folder needs one)",
+                )
+            )
     of_skipped = {mask_rel_for(s, layout) for s in skipped_images}
     for f in masks:
         if f.rel not in claimed:
-            skips.append(Skipped(path=f.rel, reason="its image was skipped" if f.rel in of_skipped else
-                                 "no image for this mask (same path under the split folder, any image extension)"))
+            skips.append(
+                Skipped(
+                    path=f.rel,
+                    reason="its image was skipped"
+                    if f.rel in of_skipped
+                    else "no image for this mask (same path under the split folder, any image extension)",
+                )
+            )
     with ThreadPoolExecutor(threads) as pool:
-        checked = list(tqdm(pool.map(lambda p: check_mask(p[0], p[1], num_classes, reader), pairs), total=len(pairs),
-                            desc="validating masks", unit="file", disable=quiet or not pairs, mininterval=0.5))
+        checked = list(
+            tqdm(
+                pool.map(lambda p: check_mask(p[0], p[1], num_classes, reader), pairs),
+                total=len(pairs),
+                desc="validating masks",
+                unit="file",
+                disable=quiet or not pairs,
+                mininterval=0.5,
+            )
+        )
     valid: dict[str, Checked] = {}
     for (_, image), mask in zip(pairs, checked, strict=True):
         if mask.skip_reason:
             skips.append(Skipped(path=mask.file.rel, reason=mask.skip_reason))
-            skips.append(Skipped(path=image.file.rel,
-                                 reason=f"its mask {mask.file.rel} is invalid: {mask.skip_reason}"))
+            skips.append(
+                Skipped(path=image.file.rel, reason=f"its mask {mask.file.rel} is invalid: {mask.skip_reason}")
+            )
         else:
             kept.append(image)
             valid[image.file.rel] = mask
@@ -499,8 +569,8 @@ def pair_masks(images: list[Checked], masks: list[SourceFile], skipped_images: s
 
 # ------------------------------------------------------------------------------------------------------------- put
 
-def _run(fn: Callable[[object], object], items: list, threads: int, desc: str, quiet: bool,
-         pause: str = "") -> list:
+
+def _run(fn: Callable[[object], object], items: list, threads: int, desc: str, quiet: bool, pause: str = "") -> list:
     """`fn` over `items` in a thread pool with a progress bar. `pause`: the test hook's name for "after N items"."""
     done = [0]
     lock = threading.Lock()
@@ -515,8 +585,16 @@ def _run(fn: Callable[[object], object], items: list, threads: int, desc: str, q
         return out
 
     with ThreadPoolExecutor(max(1, min(threads, len(items)))) as pool:
-        return list(tqdm(pool.map(one, items), total=len(items), desc=desc, unit="file", disable=quiet or not items,
-                         mininterval=0.5))
+        return list(
+            tqdm(
+                pool.map(one, items),
+                total=len(items),
+                desc=desc,
+                unit="file",
+                disable=quiet or not items,
+                mininterval=0.5,
+            )
+        )
 
 
 def _pause_point(name: str) -> None:
@@ -573,14 +651,23 @@ def _refuse_foreign(dest: str) -> None:
                 break
     if foreign:
         more = " ..." if len(foreign) == 5 else ""
-        raise DatasetError(f"{dest} is not empty and holds no {MANIFEST_NAME} (it is not a gansvc dataset): found "
-                           f"{', '.join(foreign)}{more}. put never deletes or mixes with objects it did not write: "
-                           "choose an empty prefix (e.g. one named after the dataset), or move those objects away "
-                           "first if they are not needed")
+        raise DatasetError(
+            f"{dest} is not empty and holds no {MANIFEST_NAME} (it is not a gansvc dataset): found "
+            f"{', '.join(foreign)}{more}. put never deletes or mixes with objects it did not write: "
+            "choose an empty prefix (e.g. one named after the dataset), or move those objects away "
+            "first if they are not needed"
+        )
 
 
-def put(src: str, dest: str, overwrite: bool = False, threads: int = 16, quiet: bool = False,
-        source_id: str | None = None, max_download_bytes: int | None = None) -> PutResult:
+def put(
+    src: str,
+    dest: str,
+    overwrite: bool = False,
+    threads: int = 16,
+    quiet: bool = False,
+    source_id: str | None = None,
+    max_download_bytes: int | None = None,
+) -> PutResult:
     """Validate `src` and upload it to `dest` (s3://bucket/prefix or a local folder). See the module doc.
 
     `source_id` replaces the source's fingerprint when the caller knows better (synthetic data: its parameters).
@@ -592,8 +679,10 @@ def put(src: str, dest: str, overwrite: bool = False, threads: int = 16, quiet: 
     except storage.StorageError as err:
         if "not a valid gansvc manifest" not in str(err) and "not valid JSON" not in str(err):
             raise
-        raise DatasetError(f"{err}. put will not replace a manifest it cannot read (it could not tell which files "
-                           "are the old dataset's): choose another prefix, or remove that one yourself") from None
+        raise DatasetError(
+            f"{err}. put will not replace a manifest it cannot read (it could not tell which files "
+            "are the old dataset's): choose another prefix, or remove that one yourself"
+        ) from None
     if old is None:
         _refuse_foreign(dest)
     reader = _Reader(READ_BUDGET_BYTES)
@@ -605,21 +694,37 @@ def put(src: str, dest: str, overwrite: bool = False, threads: int = 16, quiet: 
             _drop_orphans(dest, old, threads, quiet)  # what a put killed after its switch left behind
             return PutResult(dest, old, 0, 0, up_to_date=True)
         if old is not None and not overwrite:
-            legacy = ("; it was written before datasets were versioned and identified by content, so even the same "
-                      "source counts as different once: --overwrite re-ingests it as a versioned dataset"
-                      if not old.files_root and not source_id else "")
-            raise DatasetError(f"{dest} already holds a different dataset (from {old.source or '?'}, {old.created}"
-                               f"{legacy}). Choose another prefix, or pass --overwrite to replace it")
+            legacy = (
+                "; it was written before datasets were versioned and identified by content, so even the same "
+                "source counts as different once: --overwrite re-ingests it as a versioned dataset"
+                if not old.files_root and not source_id
+                else ""
+            )
+            raise DatasetError(
+                f"{dest} already holds a different dataset (from {old.source or '?'}, {old.created}"
+                f"{legacy}). Choose another prefix, or pass --overwrite to replace it"
+            )
         v = _validate(source, threads, quiet, reader)
         fp = fp or fingerprint(source.files, reader, threads)
-        manifest = Manifest(layout=v.layout, splits=v.splits, channels=_channels(v.good), attributes=v.attributes,
-                            labels=v.labels, num_classes=v.num_classes, classes=v.class_names if v.masks else [],
-                            skipped=v.skipped, source=source_id or source.described, fingerprint=fp,
-                            files_root=version_root(fp), created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                            gansvc_version=__version__)
+        manifest = Manifest(
+            layout=v.layout,
+            splits=v.splits,
+            channels=_channels(v.good),
+            attributes=v.attributes,
+            labels=v.labels,
+            num_classes=v.num_classes,
+            classes=v.class_names if v.masks else [],
+            skipped=v.skipped,
+            source=source_id or source.described,
+            fingerprint=fp,
+            files_root=version_root(fp),
+            created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            gansvc_version=__version__,
+        )
         sidecars = [f for f in (v.labels_file, v.classes_file if v.masks else None) if f is not None]
-        uploaded, reused = _upload(v.good + list(v.masks.values()), sidecars, dest, manifest.files_root, threads,
-                                   quiet, reader)
+        uploaded, reused = _upload(
+            v.good + list(v.masks.values()), sidecars, dest, manifest.files_root, threads, quiet, reader
+        )
     _pause_point("commit")
     storage.write_json(storage.parse_uri(dest).join(MANIFEST_NAME).uri(), manifest.model_dump())  # the switch
     _pause_point("committed")
@@ -658,8 +763,9 @@ def _validate(source: Source, threads: int, quiet: bool, reader: _Reader) -> _Va
         elif split_of(f.rel, layout) is None:
             allowed = ", ".join(f"{s}/" for s in SPLITS[layout])
             masks = ", ".join(f"{mask_folder(s)}/" for s in SPLITS[layout])
-            skipped.append(Skipped(path=f.rel, reason=f"outside the {layout} layout's folders ({allowed}; "
-                                                      f"masks in {masks})"))
+            skipped.append(
+                Skipped(path=f.rel, reason=f"outside the {layout} layout's folders ({allowed}; masks in {masks})")
+            )
         else:
             in_layout.append(f)
     checked = _run(lambda f: check_image(f, reader), in_layout, threads, "validating", quiet)
@@ -667,12 +773,22 @@ def _validate(source: Source, threads: int, quiet: bool, reader: _Reader) -> _Va
     skipped += [Skipped(path=c.file.rel, reason=c.skip_reason) for c in checked if c.skip_reason]
     class_names = parse_classes(_read_small(classes_file, reader)) if classes_file is not None else []
     if class_names and not mask_files:
-        raise DatasetError(f"{CLASSES_NAME} names mask classes but there are no masks: put them in "
-                           + ", ".join(f"{mask_folder(s)}/" for s in SPLITS[layout]))
+        raise DatasetError(
+            f"{CLASSES_NAME} names mask classes but there are no masks: put them in "
+            + ", ".join(f"{mask_folder(s)}/" for s in SPLITS[layout])
+        )
     masks: dict[str, Checked] = {}
     if mask_files:
-        good, masks, mask_skips = pair_masks(good, mask_files, {c.file.rel for c in checked if c.skip_reason},
-                                             layout, len(class_names) or None, threads, quiet, reader)
+        good, masks, mask_skips = pair_masks(
+            good,
+            mask_files,
+            {c.file.rel for c in checked if c.skip_reason},
+            layout,
+            len(class_names) or None,
+            threads,
+            quiet,
+            reader,
+        )
         skipped += mask_skips
     num_classes = (len(class_names) or max(1, max(m.max_class for m in masks.values()) + 1)) if masks else 0
     splits = _split_infos(good, layout, masks)
@@ -687,10 +803,13 @@ def _validate(source: Source, threads: int, quiet: bool, reader: _Reader) -> _Va
         unlabelled = [rel for rel in splits["train"].files if rel not in labels]
         if unlabelled:
             shown = ", ".join(unlabelled[:5]) + (f" and {len(unlabelled) - 5} more" if len(unlabelled) > 5 else "")
-            raise DatasetError(f"{len(unlabelled)} training image(s) have no row in {LABELS_NAME}: {shown}. "
-                               "Add rows for them or remove them")
-    return _Validated(layout, splits, good, masks, skipped, labels_file, classes_file, attributes, labels,
-                      class_names, num_classes)
+            raise DatasetError(
+                f"{len(unlabelled)} training image(s) have no row in {LABELS_NAME}: {shown}. "
+                "Add rows for them or remove them"
+            )
+    return _Validated(
+        layout, splits, good, masks, skipped, labels_file, classes_file, attributes, labels, class_names, num_classes
+    )
 
 
 def _read_small(f: SourceFile, reader: _Reader) -> bytes:
@@ -712,10 +831,12 @@ def _check_splits(splits: dict[str, SplitInfo], layout: str, files: list[SourceF
         if len(tests) == 1:
             have, miss = tests[0], "testB" if tests[0] == "testA" else "testA"
             present = any(f.rel.startswith(miss + "/") for f in files)
-            raise DatasetError(f"{have}/ has {splits[have].count} valid image(s) but {miss}/ "
-                               f"{'has no valid image' if present else 'is missing'}: an unpaired dataset's test "
-                               f"split needs both domains (evaluation translates A->B and B->A). Add images to "
-                               f"{miss}/, or remove {have}/ to have no test split")
+            raise DatasetError(
+                f"{have}/ has {splits[have].count} valid image(s) but {miss}/ "
+                f"{'has no valid image' if present else 'is missing'}: an unpaired dataset's test "
+                f"split needs both domains (evaluation translates A->B and B->A). Add images to "
+                f"{miss}/, or remove {have}/ to have no test split"
+            )
 
 
 def _split_infos(good: list[Checked], layout: str, masks: dict[str, Checked] | None = None) -> dict[str, SplitInfo]:
@@ -730,8 +851,7 @@ def _split_infos(good: list[Checked], layout: str, masks: dict[str, Checked] | N
             sizes[c.size_wh] = sizes.get(c.size_wh, 0) + 1
             modes[c.mode] = modes.get(c.mode, 0) + 1
         found = {c.file.rel: masks[c.file.rel].file.rel for c in mine if masks and c.file.rel in masks}
-        out[split] = SplitInfo(count=len(mine), files=[c.file.rel for c in mine], sizes=sizes, modes=modes,
-                               masks=found)
+        out[split] = SplitInfo(count=len(mine), files=[c.file.rel for c in mine], sizes=sizes, modes=modes, masks=found)
     return out
 
 
@@ -740,8 +860,15 @@ def _channels(good: list[Checked]) -> int:
     return 1 if all(c.mode in gray for c in good) else 3
 
 
-def _upload(good: list[Checked], sidecars: list[SourceFile], dest: str, files_root: str, threads: int,
-            quiet: bool, reader: _Reader) -> tuple[int, int]:
+def _upload(
+    good: list[Checked],
+    sidecars: list[SourceFile],
+    dest: str,
+    files_root: str,
+    threads: int,
+    quiet: bool,
+    reader: _Reader,
+) -> tuple[int, int]:
     """Upload into the version folder what is not there yet (same content = kept: an interrupted put resumes).
 
     Returns (objects uploaded, images/masks already there).
@@ -749,8 +876,13 @@ def _upload(good: list[Checked], sidecars: list[SourceFile], dest: str, files_ro
     vroot = storage.parse_uri(dest).join(files_root)
     existing = {o.rel: o for o in storage.list_objects(vroot.uri())}
     items = good + [Checked(f, md5=hashlib.md5(_read_small(f, reader)).hexdigest()) for f in sidecars]
-    present = _run(lambda c: _same(vroot, existing.get(c.file.rel), c), items, threads, "comparing",
-                   quiet or not any(not o.etag for o in existing.values()))
+    present = _run(
+        lambda c: _same(vroot, existing.get(c.file.rel), c),
+        items,
+        threads,
+        "comparing",
+        quiet or not any(not o.etag for o in existing.values()),
+    )
     todo = [c for c, same in zip(items, present, strict=True) if not same]
 
     def send(c: Checked) -> None:
@@ -784,8 +916,14 @@ def _retire(dest: str, old: Manifest | None, live: Manifest, threads: int, quiet
     root = storage.parse_uri(dest)
     if old is not None and old.files_root != live.files_root:
         rels = [old.object_rel(rel) for rel in old.stored_files()]
-        _run(lambda rel: storage.delete(root.join(rel).uri()), rels, threads, "deleting the old version", quiet,
-             pause="delete")
+        _run(
+            lambda rel: storage.delete(root.join(rel).uri()),
+            rels,
+            threads,
+            "deleting the old version",
+            quiet,
+            pause="delete",
+        )
         _prune_empty_dirs(root, rels)
     _drop_orphans(dest, live, threads, quiet)
 

@@ -22,10 +22,11 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from gansvc import storage
 from gansvc.data.spec import DataSpec
+from gansvc.strict import Strict
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "gansvc-dataset/1"
@@ -71,10 +72,6 @@ def path_problem(rel: str) -> str:
 def version_root(fingerprint: str) -> str:
     """The folder (relative to the dataset root) holding the files of the version with this content fingerprint."""
     return f"{VERSIONS_DIR}/{fingerprint[:16]}"
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class Skipped(Strict):
@@ -127,18 +124,27 @@ class Manifest(Strict):
             w, h = (int(x) for x in max(self.sizes.items(), key=lambda kv: kv[1])[0].split("x"))
             height, width = height or h, width or w
         attrs = {k: tuple(v) for k, v in self.attributes.items()}
-        return DataSpec(layout=self.layout, height=height, width=width, channels=channels or self.channels,
-                        attributes=attrs, num_classes=self.num_classes)
+        return DataSpec(
+            layout=self.layout,
+            height=height,
+            width=width,
+            channels=channels or self.channels,
+            attributes=attrs,
+            num_classes=self.num_classes,
+        )
 
     @model_validator(mode="after")
     def _safe_paths(self) -> Manifest:
         """Refuse any path a reader would join to the dataset root that could leave it (see the module doc)."""
+
         def check(where: str, rel: str) -> None:
             problem = path_problem(rel)
             if problem:
-                raise ValueError(f"unsafe path in {where}: {rel!r} {problem}; dataset paths must be relative, "
-                                 "'/'-separated, without '..', '.', backslashes or empty parts. Re-ingest the "
-                                 "dataset with `python -m gansvc.data put`")
+                raise ValueError(
+                    f"unsafe path in {where}: {rel!r} {problem}; dataset paths must be relative, "
+                    "'/'-separated, without '..', '.', backslashes or empty parts. Re-ingest the "
+                    "dataset with `python -m gansvc.data put`"
+                )
 
         if self.files_root:
             check("files_root", self.files_root)
@@ -180,7 +186,8 @@ def read_manifest(root_uri: str) -> Manifest:
             raise storage.StorageError(
                 f"{root_uri} is not a gansvc dataset (no {MANIFEST_NAME}): ingest it with `python -m gansvc.data put "
                 f"SRC {root_uri}` or write a synthetic one with `python -m gansvc.data synth shapes {root_uri}`; "
-                "an interrupted put is completed by running it again") from None
+                "an interrupted put is completed by running it again"
+            ) from None
         raise
     try:
         return Manifest.model_validate(raw)

@@ -138,7 +138,8 @@ def check_rel(rel: str, what: str = "file") -> str:
             f"unsafe {what} {rel!r} in the dataset manifest ({problem}): paths must be relative, '/'-separated, "
             "without '..', "
             "'.', backslashes or empty parts. The manifest was not written by `gansvc.data put` (or was altered): "
-            "re-ingest the dataset with `python -m gansvc.data put SRC DEST --overwrite`")
+            "re-ingest the dataset with `python -m gansvc.data put SRC DEST --overwrite`"
+        )
     return rel
 
 
@@ -152,8 +153,10 @@ def cache_max_bytes(env: Mapping[str, str] | None = None) -> int:
     except ValueError:
         gb = float("nan")
     if not gb > 0 or gb == float("inf"):
-        raise ValueError(f"GANSVC_CACHE_MAX_GB={raw!r} is not a positive number of gigabytes (e.g. 20 or 0.5); "
-                         "to read without a local cache set the data config's cache_dir to \"\"")
+        raise ValueError(
+            f"GANSVC_CACHE_MAX_GB={raw!r} is not a positive number of gigabytes (e.g. 20 or 0.5); "
+            'to read without a local cache set the data config\'s cache_dir to ""'
+        )
     return max(1, int(gb * GB))
 
 
@@ -165,8 +168,13 @@ def manifest_digest(manifest: Manifest) -> str:
 def cache_entry(root: storage.Location, manifest: Manifest, settings: storage.S3Settings) -> dict[str, str]:
     """What identifies the bytes of one dataset version: the store (endpoint), the URI and the manifest's content."""
     endpoint = settings.endpoint_url.rstrip("/").lower() if settings.endpoint_url else f"aws-s3:{settings.region}"
-    return {"endpoint": endpoint, "uri": root.uri(), "fingerprint": manifest.fingerprint,
-            "files_root": manifest.files_root, "manifest_sha256": manifest_digest(manifest)}
+    return {
+        "endpoint": endpoint,
+        "uri": root.uri(),
+        "fingerprint": manifest.fingerprint,
+        "files_root": manifest.files_root,
+        "manifest_sha256": manifest_digest(manifest),
+    }
 
 
 def _is_tmp(name: str) -> bool:
@@ -216,8 +224,10 @@ class DiskCache:
         the cache folder must not redirect a write; resolving costs ~0.2 ms, so reads skip it)."""
         path = self.path(rel)
         if not path.resolve().is_relative_to(self.dir):
-            raise UnsafePathError(f"cache path of {rel!r} resolves to {path.resolve()}, outside the cache folder "
-                                  f"{self.dir}: remove the symlink there")
+            raise UnsafePathError(
+                f"cache path of {rel!r} resolves to {path.resolve()}, outside the cache folder "
+                f"{self.dir}: remove the symlink there"
+            )
         return path
 
     def contains(self, rel: str) -> bool:
@@ -311,9 +321,12 @@ class DiskCache:
     def _warn_thrash(self) -> None:
         if not self._thrash_warned:
             self._thrash_warned = True
-            print(f"[gansvc] the data cache {self.base} is smaller than the data being read "
-                  f"(cap {self.max_bytes / GB:.3g} GB): files are evicted before they are read again and fetched "
-                  "from storage each time; raise GANSVC_CACHE_MAX_GB if the disk allows", file=sys.stderr)
+            print(
+                f"[gansvc] the data cache {self.base} is smaller than the data being read "
+                f"(cap {self.max_bytes / GB:.3g} GB): files are evicted before they are read again and fetched "
+                "from storage each time; raise GANSVC_CACHE_MAX_GB if the disk allows",
+                file=sys.stderr,
+            )
 
     def _scan(self) -> list[tuple[float, int, Path]]:
         """(mtime, size, path) of every cached file in every entry folder of the data cache; removes temp files of
@@ -358,8 +371,14 @@ class ByteSource:
     cap) to GANSVC_CACHE_MAX_GB.
     """
 
-    def __init__(self, root_uri: str, cache_dir: str | None = None, manifest: Manifest | None = None,
-                 settings: storage.S3Settings | None = None, max_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        root_uri: str,
+        cache_dir: str | None = None,
+        manifest: Manifest | None = None,
+        settings: storage.S3Settings | None = None,
+        max_bytes: int | None = None,
+    ) -> None:
         self.root = storage.parse_uri(root_uri)
         self.manifest = manifest or read_manifest(root_uri)
         if self.manifest.files_root:
@@ -401,8 +420,14 @@ class ByteSource:
             with self.fs.open_input_stream(f"{self.fs_root}/{obj}") as f:
                 return f.read()
         except FileNotFoundError as err:
-            hint = (" (the dataset was overwritten since this reader opened it, and the old version's files are "
-                    "deleted after the switch: start again to read the new version)") if self.manifest.files_root else ""
+            hint = (
+                (
+                    " (the dataset was overwritten since this reader opened it, and the old version's files are "
+                    "deleted after the switch: start again to read the new version)"
+                )
+                if self.manifest.files_root
+                else ""
+            )
             raise storage.StorageError(f"{self.root.join(obj).uri()}: {err}{hint}") from None
         except OSError as err:
             raise storage.StorageError(f"{self.root.join(obj).uri()}: {err}") from None
@@ -444,8 +469,10 @@ class ByteSource:
         except OSError as err:
             if not self._cache_error_shown:
                 self._cache_error_shown = True
-                print(f"[gansvc] cannot write the data cache {self.cache.dir} ({err}); reading without it",
-                      file=sys.stderr)
+                print(
+                    f"[gansvc] cannot write the data cache {self.cache.dir} ({err}); reading without it",
+                    file=sys.stderr,
+                )
 
 
 @dataclass(frozen=True)
@@ -475,8 +502,9 @@ class Geometry:
     flip: bool
 
 
-def draw_geometry(size: tuple[int, int], load: tuple[int, int], crop: str, flip: bool,
-                  rng: np.random.Generator) -> Geometry:
+def draw_geometry(
+    size: tuple[int, int], load: tuple[int, int], crop: str, flip: bool, rng: np.random.Generator
+) -> Geometry:
     (h, w), (lh, lw) = size, load
     top, left = 0, 0
     if (lh, lw) != (h, w):
@@ -496,8 +524,15 @@ def _apply(im: Image.Image, g: Geometry, resample: Image.Resampling) -> np.ndarr
     return arr[:, ::-1] if g.flip else arr
 
 
-def transform(im: Image.Image, size: tuple[int, int], load: tuple[int, int], crop: str, flip: bool,
-              rng: np.random.Generator, geometry: Geometry | None = None) -> torch.Tensor:
+def transform(
+    im: Image.Image,
+    size: tuple[int, int],
+    load: tuple[int, int],
+    crop: str,
+    flip: bool,
+    rng: np.random.Generator,
+    geometry: Geometry | None = None,
+) -> torch.Tensor:
     """resize to `load` (H, W), crop `size`, maybe flip, scale to [-1, 1] (x / 127.5 - 1); returns (C, H, W).
     `geometry` replays given draws (see `draw_geometry`) instead of drawing from `rng`."""
     g = geometry or draw_geometry(size, load, crop, flip, rng)
@@ -547,11 +582,12 @@ class ImageDataset:
         # per stream whose every image has a mask: image file -> mask file
         split_of_stream = {"A": f"{cfg.split}A", "B": f"{cfg.split}B", "image": cfg.split}
         self.masks: dict[str, dict[str, str]] = {
-            k: m.splits[split_of_stream[k]].masks for k in self.streams
-            if split_of_stream[k] in m.masked_splits()}
+            k: m.splits[split_of_stream[k]].masks for k in self.streams if split_of_stream[k] in m.masked_splits()
+        }
         attrs = list(m.attributes)
         self.labels: dict[str, tuple[int, ...]] = {
-            rel: tuple(m.attributes[a].index(v) for a, v in zip(attrs, row, strict=True)) for rel, row in m.labels.items()
+            rel: tuple(m.attributes[a].index(v) for a, v in zip(attrs, row, strict=True))
+            for rel, row in m.labels.items()
         }
 
     def __len__(self) -> int:
@@ -563,8 +599,10 @@ class ImageDataset:
         positions = shard_positions(n, epoch, seed, rank, world)
         if "image" in self.streams:
             files = self.streams["image"]
-            return [Sample({"image": files[i]}, self.labels.get(files[i], ()), self._masks_of({"image": files[i]}))
-                    for i in positions]
+            return [
+                Sample({"image": files[i]}, self.labels.get(files[i], ()), self._masks_of({"image": files[i]}))
+                for i in positions
+            ]
         a = _tiled_permutation(len(self.streams["A"]), n, seed, epoch, 1)
         b = _tiled_permutation(len(self.streams["B"]), n, seed, epoch, 2)
         out = []
@@ -598,12 +636,22 @@ class BatchStream:
     the time `next()` blocked (the step loop waiting for data).
     """
 
-    def __init__(self, dataset: ImageDataset, batch_size: int, rank: int = 0, world: int = 1, seed: int = 0,
-                 epoch: int = 0, batch: int = 0) -> None:
+    def __init__(
+        self,
+        dataset: ImageDataset,
+        batch_size: int,
+        rank: int = 0,
+        world: int = 1,
+        seed: int = 0,
+        epoch: int = 0,
+        batch: int = 0,
+    ) -> None:
         per_worker = -(-len(dataset) // world)
         if batch_size > per_worker:
-            raise ValueError(f"batch size {batch_size} per worker exceeds the {per_worker} images each of {world} "
-                             f"worker(s) gets from {dataset.cfg.uri}: lower --batch-size or use fewer workers")
+            raise ValueError(
+                f"batch size {batch_size} per worker exceeds the {per_worker} images each of {world} "
+                f"worker(s) gets from {dataset.cfg.uri}: lower --batch-size or use fewer workers"
+            )
         self.dataset, self.batch_size, self.rank, self.world, self.seed = dataset, batch_size, rank, world, seed
         self.batches_per_epoch = per_worker // batch_size  # drop_last: equal batches on every worker
         self.position = (epoch, batch)
@@ -646,16 +694,21 @@ class BatchStream:
                 samples = ds.epoch_samples(epoch, self.seed, self.rank, self.world)
                 if epoch == self.position[0] or ds.bytes.cache is not None:
                     # warm this epoch's files ahead of decoding, in the background (no-op once all are cached)
-                    rels = [f for smp in samples[batch * self.batch_size:]
-                            for f in (*smp.files.values(), *smp.masks.values())]
+                    rels = [
+                        f
+                        for smp in samples[batch * self.batch_size :]
+                        for f in (*smp.files.values(), *smp.masks.values())
+                    ]
                     self._warmers = [t for t in self._warmers if t.is_alive()]
                     warmer = threading.Thread(target=self._warm, args=(rels,), daemon=True, name="gansvc-warm")
                     warmer.start()
                     self._warmers.append(warmer)
                 for b in range(batch, self.batches_per_epoch):
-                    chunk = samples[b * self.batch_size:(b + 1) * self.batch_size]
+                    chunk = samples[b * self.batch_size : (b + 1) * self.batch_size]
                     base = b * self.batch_size
-                    rngs = [np.random.default_rng([self.seed, epoch, self.rank, base + k, 7]) for k in range(len(chunk))]
+                    rngs = [
+                        np.random.default_rng([self.seed, epoch, self.rank, base + k, 7]) for k in range(len(chunk))
+                    ]
                     items = list(pool.map(ds.load_sample, chunk, rngs))
                     out = {k: torch.stack([it[k] for it in items]) for k in items[0]}
                     nxt = (epoch, b + 1) if b + 1 < self.batches_per_epoch else (epoch + 1, 0)
@@ -668,11 +721,14 @@ class BatchStream:
 
     def __next__(self) -> dict[str, torch.Tensor]:
         if self._stop.is_set():
-            raise RuntimeError(f"this batch stream of {self.dataset.cfg.uri} is closed: make a new BatchStream "
-                               "(at `position`) to read on")
+            raise RuntimeError(
+                f"this batch stream of {self.dataset.cfg.uri} is closed: make a new BatchStream "
+                "(at `position`) to read on"
+            )
         if self._thread is None:
-            self._thread = threading.Thread(target=self._produce, args=self.position, daemon=True,
-                                            name="gansvc-batches")
+            self._thread = threading.Thread(
+                target=self._produce, args=self.position, daemon=True, name="gansvc-batches"
+            )
             self._thread.start()
         t0 = time.perf_counter()
         item = self._get()
@@ -703,9 +759,11 @@ class BatchStream:
             t.join(timeout=max(0.0, deadline - time.monotonic()))
         alive = [t.name for t in [self._thread, *self._warmers] if t is not None and t.is_alive()]
         if alive:
-            print(f"[gansvc] batch stream of {self.dataset.cfg.uri}: {', '.join(alive)} still running "
-                  f"{timeout:.0f}s after close() (a slow storage read); left to finish in the background",
-                  file=sys.stderr)
+            print(
+                f"[gansvc] batch stream of {self.dataset.cfg.uri}: {', '.join(alive)} still running "
+                f"{timeout:.0f}s after close() (a slow storage read); left to finish in the background",
+                file=sys.stderr,
+            )
         self._thread = None
         self._warmers = []
         with contextlib.suppress(queue.Empty):  # free the prefetched batches

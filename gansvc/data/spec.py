@@ -56,5 +56,11 @@ class DataSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DataSpec:
         attrs = {str(k): tuple(str(x) for x in v) for k, v in dict(d.get("attributes") or {}).items()}
-        return cls(layout=d["layout"], height=int(d["height"]), width=int(d["width"]),
-                   channels=int(d["channels"]), attributes=attrs, num_classes=int(d.get("num_classes") or 0))
+        return cls(
+            layout=d["layout"],
+            height=int(d["height"]),
+            width=int(d["width"]),
+            channels=int(d["channels"]),
+            attributes=attrs,
+            num_classes=int(d.get("num_classes") or 0),
+        )

@@ -35,8 +35,9 @@ def _rng(seed: int, split: str, i: int) -> np.random.Generator:
 def _background(rng: np.random.Generator, size: int, base: tuple[int, int, int], noise: float) -> Image.Image:
     """A flat colour with low-frequency noise (blurred), so images are not trivially constant."""
     field = rng.normal(0.0, noise, (size // 4 + 1, size // 4 + 1, 3))
-    img = Image.fromarray(np.clip(np.array(base) + field, 0, 255).astype(np.uint8)).resize((size, size),
-                                                                                          Image.Resampling.BICUBIC)
+    img = Image.fromarray(np.clip(np.array(base) + field, 0, 255).astype(np.uint8)).resize(
+        (size, size), Image.Resampling.BICUBIC
+    )
     return img
 
 
@@ -112,8 +113,9 @@ def _write_mask(mask: Image.Image, path: Path) -> None:
     mask.save(path, format="PNG", optimize=False, compress_level=1)
 
 
-def write_stripes(out: Path, count: int, size: int, seed: int, test_count: int, grayscale: bool,
-                  masks: bool = False) -> None:
+def write_stripes(
+    out: Path, count: int, size: int, seed: int, test_count: int, grayscale: bool, masks: bool = False
+) -> None:
     for split, n in (("trainA", count), ("trainB", count), ("testA", test_count), ("testB", test_count)):
         for i in range(n):
             img, mask = blob_image_and_mask(_rng(seed, split, i), size, striped=split.endswith("B"))
@@ -148,8 +150,9 @@ def shapes_seg_image(rng: np.random.Generator, size: int) -> tuple[Image.Image, 
     return img, mask
 
 
-def write_shapes_seg(out: Path, count: int, size: int, seed: int, test_count: int, grayscale: bool,
-                     masks: bool = True) -> None:
+def write_shapes_seg(
+    out: Path, count: int, size: int, seed: int, test_count: int, grayscale: bool, masks: bool = True
+) -> None:
     for split, n in (("train", count), ("test", test_count)):
         for i in range(n):
             img, mask = shapes_seg_image(_rng(seed, split, i), size)
@@ -161,15 +164,25 @@ def write_shapes_seg(out: Path, count: int, size: int, seed: int, test_count: in
 SYNTHS: dict[str, tuple[Callable[..., None], str]] = {
     "shapes": (write_shapes, "single-domain, labelled: shape x color (an ACGAN/DCGAN toy)"),
     "stripes": (write_stripes, "unpaired A/B: plain blobs -> striped blobs (a CycleGAN toy; --masks adds blob masks)"),
-    "shapes-seg": (write_shapes_seg, "single-domain with segmentation masks: background/circle/square/triangle "
-                                     "(a segmenter toy)"),
+    "shapes-seg": (
+        write_shapes_seg,
+        "single-domain with segmentation masks: background/circle/square/triangle (a segmenter toy)",
+    ),
 }
 # the synthetic datasets that can write masks on request (`masks=True`); shapes-seg always has them
 MASKABLE = ("stripes", "shapes-seg")
 
 
-def synth(name: str, count: int = 2000, size: int = 32, seed: int = 0, test_count: int | None = None,
-          grayscale: bool = False, masks: bool = False, out: Path | None = None) -> Path:
+def synth(
+    name: str,
+    count: int = 2000,
+    size: int = 32,
+    seed: int = 0,
+    test_count: int | None = None,
+    grayscale: bool = False,
+    masks: bool = False,
+    out: Path | None = None,
+) -> Path:
     """Write synthetic dataset `name` to a local folder and return it (callers `put` it, then remove it). `masks`:
     also write segmentation masks (datasets in MASKABLE). `out`: an empty or new folder to write in (default: a fresh
     temporary folder, which the caller must remove)."""
@@ -187,6 +200,7 @@ def synth(name: str, count: int = 2000, size: int = 32, seed: int = 0, test_coun
         raise ValueError(f"{out} is not empty: synth writes a whole dataset, into an empty or new folder")
     out.mkdir(parents=True, exist_ok=True)
     extra = {"masks": True} if masks else {}
-    SYNTHS[name][0](out, count, size, seed, max(1, count // 10) if test_count is None else test_count, grayscale,
-                    **extra)
+    SYNTHS[name][0](
+        out, count, size, seed, max(1, count // 10) if test_count is None else test_count, grayscale, **extra
+    )
     return out

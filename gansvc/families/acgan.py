@@ -13,18 +13,15 @@ out of the classification loss. Use `gansvc.families.sampling.encode_labels` to 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import Field
-from torch import Tensor, nn
 
-from gansvc.data.spec import DataSpec
-from gansvc.families.base import Batch, FamilyConfig, FamilySpec, GanState, RunPreset
-from gansvc.nn import adversarial
-from gansvc.nn.gan_fields import ConditionalFields, ConvGanFields
+from gansvc.families.adversarial import DcganStyle, penalised_nets
+from gansvc.families.base import FamilyConfig, FamilySpec, RunPreset
+from gansvc.families.gan_fields import ConditionalFields, ConvGanFields
 
-CONDITIONAL = True
+STYLE = DcganStyle(name="acgan", conditional=True)  # build, train_step, generate: gansvc.families.adversarial
 
 
 class ACGANConfig(FamilyConfig, ConvGanFields, ConditionalFields):
@@ -37,31 +34,22 @@ class ACGANConfig(FamilyConfig, ConvGanFields, ConditionalFields):
     d_filters: int = Field(128, ge=1, le=1024)  # report 002 §VI
 
 
-def build(cfg: ACGANConfig, data: DataSpec) -> GanState:
-    nets, opts, ema = adversarial.build_parts(cfg, data, "acgan", CONDITIONAL)
-    return GanState(nets=nets, optimizers=opts, ema=ema, inference=("G",))
-
-
-def d_step(state: GanState, real: Tensor, labels: Tensor | None, step: int, cfg: ACGANConfig) -> dict[str, Tensor]:
-    return adversarial.d_step(state, real, labels, step, cfg)
-
-
-def g_step(state: GanState, real: Tensor, labels: Tensor | None, step: int, cfg: ACGANConfig) -> dict[str, Tensor]:
-    return adversarial.g_step(state, real, labels, step, cfg)
-
-
-def train_step(state: GanState, batch: Batch, step: int, cfg: ACGANConfig) -> dict[str, float]:
-    return adversarial.train_step(state, batch, step, cfg, CONDITIONAL)
-
-
-def generate(nets: Mapping[str, nn.Module], z: Tensor, labels: Tensor | None, cfg: ACGANConfig) -> Tensor:
-    return adversarial.generate(nets, z, labels, cfg, CONDITIONAL)
-
-
 PRESETS: dict[str, dict[str, object]] = {
-    "report": {"loss": "bce", "label_smoothing": 0.0, "optimizer": "adam", "lr_g": 2e-4, "lr_d": 2e-4,
-               "betas": (0.5, 0.999), "latent_dim": 100, "class_weight": 1.0, "d_class_on_fake": True,
-               "activation": "relu", "d_batchnorm": True, "g_filters": 64, "d_filters": 128},
+    "report": {
+        "loss": "bce",
+        "label_smoothing": 0.0,
+        "optimizer": "adam",
+        "lr_g": 2e-4,
+        "lr_d": 2e-4,
+        "betas": (0.5, 0.999),
+        "latent_dim": 100,
+        "class_weight": 1.0,
+        "d_class_on_fake": True,
+        "activation": "relu",
+        "d_batchnorm": True,
+        "g_filters": 64,
+        "d_filters": 128,
+    },
     "smoke": {"latent_dim": 16, "g_filters": 8, "d_filters": 8, "max_filters": 64},
 }
 
@@ -70,14 +58,26 @@ PRESETS: dict[str, dict[str, object]] = {
 # shows its samples at epochs 140-146 (Figures 2-8): 150 epochs, batch 64; faces flip (hair / eye colour tags do
 # not depend on the side).
 RUNS: dict[str, RunPreset] = {
-    "report": RunPreset(loop={"batch_size": 64, "epochs": 150}, data={"size": 64, "flip": True},
-                        note="report 003: hair / eye colour tagged anime faces at 64 px, ~150 epochs, batch 64"),
+    "report": RunPreset(
+        loop={"batch_size": 64, "epochs": 150},
+        data={"size": 64, "flip": True},
+        note="report 003: hair / eye colour tagged anime faces at 64 px, ~150 epochs, batch 64",
+    ),
 }
 
 
 SPEC: FamilySpec[ACGANConfig] = FamilySpec(
-    name="acgan", task="generate", config=ACGANConfig, build=build, train_step=train_step, generate=generate,
-    presets=PRESETS, runs=RUNS, default_preset="report", dataset="anime-faces-tags", conditional=CONDITIONAL,
+    name="acgan",
+    task="generate",
+    config=ACGANConfig,
+    build=STYLE.build,
+    train_step=STYLE.train_step,
+    generate=STYLE.generate,
+    presets=PRESETS,
+    runs=RUNS,
+    default_preset="report",
+    dataset="anime-faces-tags",
+    conditional=STYLE.conditional,
     description="Auxiliary classifier GAN over several attributes (anime-face study; Odena et al. 2017)",
-    uncompilable=adversarial.penalised_nets,  # the WGAN-GP gradient penalty: no torch.compile of D
+    uncompilable=penalised_nets,  # the WGAN-GP gradient penalty: no torch.compile of D
 )

@@ -4,19 +4,23 @@ A family module defines a strict pydantic config (subclass of `FamilyConfig`) an
 The training loop, Tune and Serve only ever talk to a `FamilySpec`; they never name a family.
 
 - `build(cfg, data) -> GanState`: networks, optimizers, schedulers, EMA copies and extras (image pools).
-  No device placement, no DDP, no I/O: the loop moves `state.nets` / `state.ema` to the device and may replace entries of
-  `state.nets` by DDP wrappers. Optimizers must therefore be built over the parameters of the nets in `state.nets`
+  No device placement, no DDP, no I/O: the loop moves `state.nets` / `state.ema` to the device and may replace entries
+  of `state.nets` by DDP wrappers. Optimizers must therefore be built over the parameters of the nets in `state.nets`
   (the wrapper shares those parameters). Use `unwrap(net)` to reach the plain module (e.g. for EMA updates).
-- `train_step(state, batch, step, cfg) -> dict[str, float]`: one step of D (n_critic times where due) and G on one batch.
-  Tensors in `batch` are already on the device; create new tensors (noise, labels) on `batch[...].device`. Returns
-  detached Python floats (loss terms, etc.). Never logs, reports or checkpoints.
+- `train_step(state, batch, step, cfg) -> dict[str, float]`: one step of D (n_critic times where due) and G on one
+  batch. Tensors in `batch` are already on the device; create new tensors (noise, labels) on `batch[...].device`.
+  Returns detached Python floats (loss terms, etc.). Never logs, reports or checkpoints.
 - `generate(nets, z, labels, cfg) -> images` (task "generate"): `nets` are the inference nets (EMA weights when the
   family keeps EMA), `z` is (N, cfg.latent_dim), `labels` (N, n_attributes) int64 or None. Output in [-1, 1].
 - `translate(nets, images, direction, cfg) -> {"image": ..., optional "heatmap": ...}` (tasks "translate"/"segment";
   a "segment" family returns {"image": the predicted mask coloured with the fixed palette of
   `gansvc.metrics.segmentation`, in [-1, 1], "mask": (N, H, W) int64 classes}).
 - optional `evaluate(state, batches, cfg) -> dict[str, float]`: held-out metrics beyond image quality (e.g. mIoU), see
-  `FamilySpec.evaluate`.
+  `FamilySpec.evaluate`; the metrics it returns beyond `gansvc.metrics.METRICS` are declared in `extra_metrics`.
+- optional `importers`: import format name -> `Importer` (`python -m gansvc.registry import --format NAME`).
+- `heatmap`: whether `translate` returns {"heatmap": ...} (Serve's `heatmap` flag).
+Nothing outside `gansvc/families/` names a family: what the loop, Tune, Serve, the registry and the importers need to
+know of one is a FamilySpec field.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from torch import Tensor, nn
 
 from gansvc.data.spec import DataSpec
 from gansvc.nn.ema import ema_update
+from gansvc.nn.wrappers import unwrap  # re-exported: the one definition lives in gansvc.nn
 
 Task = Literal["generate", "translate", "segment"]
 Direction = Literal["a2b", "b2a"]
@@ -42,7 +47,8 @@ class FamilyConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
-    # Exponential moving average of generator weights, used for sampling when on (Karras et al. 2018 / Yazici et al. 2019).
+    # Exponential moving average of generator weights, used for sampling when on (Karras et al. 2018 / Yazici et al.
+    # 2019).
     ema: bool = False
     ema_decay: float = Field(0.999, gt=0.0, lt=1.0)
 
@@ -72,6 +78,52 @@ class GanState:
 
 
 C = TypeVar("C", bound=FamilyConfig)
+
+
+@dataclass(frozen=True)
+class ExtraMetric:
+    """A metric a family's `evaluate` returns beyond the shared ones (`gansvc.metrics.METRICS`)."""
+
+    mode: Literal["min", "max"]  # "max": higher is better (Ray Tune's `mode`; best-checkpoint selection)
+    description: str
+    # True: an evaluation score, drawn with fid/kid/swd in curves.png's quality panel and kept in a rolled-back best's
+    # metrics; False: drawn with the train_step terms
+    quality: bool = False
+
+
+@dataclass(frozen=True)
+class Imported:
+    """What an importer produces: the family, its config and data spec, the built state and the directions."""
+
+    spec: FamilySpec[Any]
+    config: FamilyConfig
+    data: DataSpec
+    state: GanState
+    directions: tuple[str, ...]
+    # facts for the registry entry beyond the config (e.g. the file's discriminator depths, notes on what was adapted)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ImportRequest:
+    """What an importer gets: the spec that declares it, the file (local path or s3:// URI), the optional second file
+    (`--b2a`; only for importers that declare `b2a`), and `describe(obj)`: what a loaded object looks like in words,
+    naming the declared format it resembles (for "X is not Y: found Z" messages)."""
+
+    spec: FamilySpec[Any]
+    file: str
+    b2a: str | None
+    describe: Callable[[Any], str]
+
+
+@dataclass(frozen=True)
+class Importer:
+    """One import format of a family: `python -m gansvc.registry import FILE --format NAME`."""
+
+    load: Callable[[ImportRequest], Imported]  # reads, checks strictly, builds and loads; CheckpointError if not
+    what: str  # what a file of this format is, e.g. "a ugatit-pytorch params file" (messages name it)
+    looks_like: Callable[[Any], bool]  # True for a loaded object of this format (messages then suggest --format NAME)
+    b2a: str | None = None  # help of --b2a for this format (a second file it reads); None: it refuses --b2a
 
 
 @dataclass(frozen=True)
@@ -128,6 +180,18 @@ class FamilySpec(Generic[C]):
     # optional: the nets loop.compile must leave eager in this config: those a train step differentiates twice (a
     # gradient penalty's create_graph=True backward), which torch.compile's aot_autograd (torch 2.x) refuses
     uncompilable: Callable[[C], tuple[str, ...]] | None = None
+    # metrics `evaluate` returns beyond gansvc.metrics.METRICS: name -> direction, description (see ExtraMetric)
+    extra_metrics: Mapping[str, ExtraMetric] = field(default_factory=dict)
+    # import format name -> Importer: official checkpoints of the family's reference code (gansvc.importers)
+    importers: Mapping[str, Importer] = field(default_factory=dict)
+    # True when `translate` returns an attention heatmap beside the image ({"heatmap": (N, 1, H, W) in [0, 1]})
+    heatmap: bool = False
+
+    def selection_metric(self) -> str | None:
+        """The metric that picks the best checkpoint (and Tune's `metric: auto`) when the family decides it: a
+        "segment" family's outputs are masks, not images, so its held-out mIoU (higher is better); None: the image
+        quality metric the run configures (kid / swd / fid)."""
+        return "miou" if self.task == "segment" else None
 
     def make_config(self, preset: str | None = None, overrides: Mapping[str, Any] | None = None) -> C:
         """Config from defaults, then a preset, then explicit overrides (validated; errors name the field)."""
@@ -152,15 +216,6 @@ def finish_step(state: GanState, ema_decay: float, optimizer: str = "G") -> floa
     for name, ema in state.ema.items():
         ema_update(ema, state.nets[name], ema_decay)
     return lr
-
-
-def unwrap(net: nn.Module) -> nn.Module:
-    """The plain module behind a DistributedDataParallel (or torch.compile) wrapper."""
-    while True:
-        inner = getattr(net, "module", None) or getattr(net, "_orig_mod", None)
-        if not isinstance(inner, nn.Module):
-            return net
-        net = inner
 
 
 def config_error_message(err: ValidationError) -> str:

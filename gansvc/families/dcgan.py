@@ -18,24 +18,21 @@ progressive_kernels (§V.10), g_filters / d_filters (§V.11), d_dropout, latent_
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import Field
 
-from torch import Tensor, nn
+from gansvc.families.adversarial import DcganStyle, penalised_nets
+from gansvc.families.base import FamilyConfig, FamilySpec, RunPreset
+from gansvc.families.gan_fields import ConvGanFields
 
-from gansvc.data.spec import DataSpec
-from gansvc.families.base import Batch, FamilyConfig, FamilySpec, GanState, RunPreset
-from gansvc.nn import adversarial
-from gansvc.nn.gan_fields import ConvGanFields
-
-CONDITIONAL = False
+STYLE = DcganStyle(name="dcgan", conditional=False)  # build, train_step, generate: gansvc.families.adversarial
 
 
 class DCGANConfig(FamilyConfig, ConvGanFields):
-    """Fields: `gansvc.nn.gan_fields.ConvGanFields` (defaults there: the report's baseline) plus ema / ema_decay; the
-    defaults changed here are the baseline's known flaws (module docstring; preset "report" restores them all)."""
+    """Fields: `gansvc.families.gan_fields.ConvGanFields` (defaults there: the report's baseline) plus ema /
+    ema_decay; the defaults changed here are the baseline's known flaws (module docstring; preset "report" restores
+    them all)."""
 
     loss: Literal["bce", "mse", "hinge"] = "bce"  # report §IV (bce), §V.4 (mse, hinge)
     # no checkerboard: resize-convolution (Odena et al. 2016) instead of ConvTranspose 5 stride 2 (report baseline)
@@ -48,39 +45,46 @@ class DCGANConfig(FamilyConfig, ConvGanFields):
     d_dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
-def build(cfg: DCGANConfig, data: DataSpec) -> GanState:
-    nets, opts, ema = adversarial.build_parts(cfg, data, "dcgan", CONDITIONAL)
-    return GanState(nets=nets, optimizers=opts, ema=ema, inference=("G",))
-
-
-def d_step(state: GanState, real: Tensor, labels: Tensor | None, step: int, cfg: DCGANConfig) -> dict[str, Tensor]:
-    return adversarial.d_step(state, real, labels, step, cfg)
-
-
-def g_step(state: GanState, real: Tensor, labels: Tensor | None, step: int, cfg: DCGANConfig) -> dict[str, Tensor]:
-    return adversarial.g_step(state, real, labels, step, cfg)
-
-
-def train_step(state: GanState, batch: Batch, step: int, cfg: DCGANConfig) -> dict[str, float]:
-    return adversarial.train_step(state, batch, step, cfg, CONDITIONAL)
-
-
-def generate(nets: Mapping[str, nn.Module], z: Tensor, labels: Tensor | None, cfg: DCGANConfig) -> Tensor:
-    return adversarial.generate(nets, z, labels, cfg, CONDITIONAL)
-
-
 # report 002's baseline (§III-IV and its code)
 REPORT: dict[str, object] = {
-    "latent_dim": 128, "g_filters": 32, "d_filters": 64, "kernel_size": 5, "upsample": "transposed",
-    "activation": "leakyrelu", "leaky_slope": 0.2, "d_batchnorm": False, "d_dropout": 0.3, "noise": "off",
-    "loss": "bce", "label_smoothing": 0.1, "optimizer": "adam", "lr_g": 2e-4, "lr_d": 2e-4, "betas": (0.5, 0.999)}
+    "latent_dim": 128,
+    "g_filters": 32,
+    "d_filters": 64,
+    "kernel_size": 5,
+    "upsample": "transposed",
+    "activation": "leakyrelu",
+    "leaky_slope": 0.2,
+    "d_batchnorm": False,
+    "d_dropout": 0.3,
+    "noise": "off",
+    "loss": "bce",
+    "label_smoothing": 0.1,
+    "optimizer": "adam",
+    "lr_g": 2e-4,
+    "lr_d": 2e-4,
+    "betas": (0.5, 0.999),
+}
 
 PRESETS: dict[str, dict[str, object]] = {
     # the defaults, spelled out (see the module docstring)
-    "default": {"latent_dim": 128, "g_filters": 32, "d_filters": 64, "kernel_size": 3, "upsample": "resize",
-                "activation": "relu", "leaky_slope": 0.2, "d_batchnorm": True, "d_dropout": 0.0, "noise": "off",
-                "loss": "bce", "label_smoothing": 0.1, "optimizer": "adam", "lr_g": 2e-4, "lr_d": 2e-4,
-                "betas": (0.5, 0.999)},
+    "default": {
+        "latent_dim": 128,
+        "g_filters": 32,
+        "d_filters": 64,
+        "kernel_size": 3,
+        "upsample": "resize",
+        "activation": "relu",
+        "leaky_slope": 0.2,
+        "d_batchnorm": True,
+        "d_dropout": 0.0,
+        "noise": "off",
+        "loss": "bce",
+        "label_smoothing": 0.1,
+        "optimizer": "adam",
+        "lr_g": 2e-4,
+        "lr_d": 2e-4,
+        "betas": (0.5, 0.999),
+    },
     # the report's baseline, exactly (its transposed 5x5 upsampling included)
     "report": dict(REPORT),
     # the report's optimised model (§VI): the baseline with ReLU in G, BN in D, more filters
@@ -93,15 +97,27 @@ PRESETS: dict[str, dict[str, object]] = {
 # Whole-run settings. Report 002 trains on 64 x 64 anime faces with the batch of its source code (nikhilroxtomar/
 # DCGAN-on-Anime-Faces gan.py: batch 128) and shows its optimised model after 300 epochs (sec. VI); faces flip.
 RUNS: dict[str, RunPreset] = {
-    name: RunPreset(loop={"batch_size": 128, "epochs": 300}, data={"size": 64, "flip": True},
-                    note="report 002: 64 px anime faces, batch 128, 300 epochs")
+    name: RunPreset(
+        loop={"batch_size": 128, "epochs": 300},
+        data={"size": 64, "flip": True},
+        note="report 002: 64 px anime faces, batch 128, 300 epochs",
+    )
     for name in ("default", "report", "report-best")
 }
 
 
 SPEC: FamilySpec[DCGANConfig] = FamilySpec(
-    name="dcgan", task="generate", config=DCGANConfig, build=build, train_step=train_step, generate=generate,
-    presets=PRESETS, runs=RUNS, default_preset="default", dataset="anime-faces", conditional=CONDITIONAL,
+    name="dcgan",
+    task="generate",
+    config=DCGANConfig,
+    build=STYLE.build,
+    train_step=STYLE.train_step,
+    generate=STYLE.generate,
+    presets=PRESETS,
+    runs=RUNS,
+    default_preset="default",
+    dataset="anime-faces",
+    conditional=STYLE.conditional,
     description="DCGAN of the anime-face DCGAN report: baseline and its ablations (noise -> image)",
-    uncompilable=adversarial.penalised_nets,  # the WGAN-GP gradient penalty: no torch.compile of D
+    uncompilable=penalised_nets,  # the WGAN-GP gradient penalty: no torch.compile of D
 )

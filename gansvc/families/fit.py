@@ -46,6 +46,7 @@ def change_note(field: str, old: object, new: object, why: str) -> str:
 
 # ------------------------------------------------------------------------------------------------------- PatchGAN
 
+
 def patchgan_fits(side: int, n_layers: int) -> bool:
     return patchgan_output_size(side, n_layers) >= 1
 
@@ -60,30 +61,44 @@ def patchgan_layers(value: int | None, height: int, width: int, report: int = PA
     side = min(height, width)
     if value is not None:
         if not patchgan_fits(side, value):
-            raise ValueError(f"{height}x{width} images are too small for a PatchGAN with n_layers_d={value} (it needs "
-                             f">= {patchgan_min_side(value)} px): lower n_layers_d, leave it unset (auto: the deepest "
-                             f"that fits, at most {report}) or use larger images")
+            raise ValueError(
+                f"{height}x{width} images are too small for a PatchGAN with n_layers_d={value} (it needs "
+                f">= {patchgan_min_side(value)} px): lower n_layers_d, leave it unset (auto: the deepest "
+                f"that fits, at most {report}) or use larger images"
+            )
         return value
     n = deepest(report, 1, lambda k: patchgan_fits(side, k))
     if n is None:
-        raise ValueError(f"{height}x{width} images are too small for any PatchGAN (1 layer needs >= "
-                         f"{patchgan_min_side(1)} px): use larger images (--size)")
+        raise ValueError(
+            f"{height}x{width} images are too small for any PatchGAN (1 layer needs >= "
+            f"{patchgan_min_side(1)} px): use larger images (--size)"
+        )
     return n
 
 
-def fit_patchgan(cfg: M, data: DataSpec, explicit: frozenset[str] = frozenset(),
-                 report: int = PATCHGAN_REPORT_LAYERS) -> tuple[M, list[str]]:
+def fit_patchgan(
+    cfg: M, data: DataSpec, explicit: frozenset[str] = frozenset(), report: int = PATCHGAN_REPORT_LAYERS
+) -> tuple[M, list[str]]:
     """`FamilySpec.fit_to_data` for a family with a PatchGAN depth field `n_layers_d` (cyclegan, semantic-cyclegan):
     resolves it when it is None (auto). `explicit` (the field names the user set) is accepted for the hook's
     signature; a set field is never None, so it is left alone either way."""
-    if getattr(cfg, "n_layers_d") is not None:
+    if cfg.n_layers_d is not None:
         return cfg, []
     try:
         n = patchgan_layers(None, data.height, data.width, report)
     except ValueError:
         return cfg, []  # nothing fits: build raises the error with advice
-    notes = [] if n == report else [change_note(
-        "n_layers_d", report, n,
-        f"the {report}-layer PatchGAN needs images of at least {patchgan_min_side(report)} px; these are "
-        f"{data.height}x{data.width}, and {n} layers is the deepest that still gives a patch map")]
+    notes = (
+        []
+        if n == report
+        else [
+            change_note(
+                "n_layers_d",
+                report,
+                n,
+                f"the {report}-layer PatchGAN needs images of at least {patchgan_min_side(report)} px; these are "
+                f"{data.height}x{data.width}, and {n} layers is the deepest that still gives a patch map",
+            )
+        ]
+    )
     return cfg.model_copy(update={"n_layers_d": n}), notes

@@ -22,8 +22,9 @@ def _latent_dim(cfg: Any) -> int:
     return dim
 
 
-def sample_latents(cfg: Any, n: int, seed: int, device: torch.device | str | None = None,
-                   dtype: torch.dtype = torch.float32) -> Tensor:
+def sample_latents(
+    cfg: Any, n: int, seed: int, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """(n, cfg.latent_dim) standard normal latents, a pure function of (latent_dim, n, seed). `cfg` may be an int."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
@@ -42,8 +43,12 @@ def sample_labels(data: DataSpec, n: int, seed: int, device: torch.device | str 
     return labels if device is None else labels.to(device)
 
 
-def encode_labels(data: DataSpec, items: Sequence[Mapping[str, str]], seed: int | None = None,
-                  device: torch.device | str | None = None) -> Tensor:
+def encode_labels(
+    data: DataSpec,
+    items: Sequence[Mapping[str, str]],
+    seed: int | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
     """Attribute values by name -> (len(items), n_attributes) int64, e.g.
     `encode_labels(spec, [{"hair_color": "blue", "eye_color": "red"}])`.
 
@@ -66,14 +71,17 @@ def encode_labels(data: DataSpec, items: Sequence[Mapping[str, str]], seed: int 
             allowed = data.attributes[name]
             if name not in item:
                 if gen is None:
-                    raise ValueError(f"labels item {i}: missing attribute {name!r} (allowed values: "
-                                     f"{', '.join(allowed)}); give every attribute or pass a seed to draw missing ones")
+                    raise ValueError(
+                        f"labels item {i}: missing attribute {name!r} (allowed values: "
+                        f"{', '.join(allowed)}); give every attribute or pass a seed to draw missing ones"
+                    )
                 row.append(int(torch.randint(0, len(allowed), (1,), generator=gen)))
                 continue
             value = item[name]
             if not isinstance(value, str) or value not in allowed:
-                raise ValueError(f"labels item {i}: unknown value {value!r} for attribute {name!r}; "
-                                 f"allowed: {', '.join(allowed)}")
+                raise ValueError(
+                    f"labels item {i}: unknown value {value!r} for attribute {name!r}; allowed: {', '.join(allowed)}"
+                )
             row.append(allowed.index(value))
         rows.append(row)
     labels = torch.tensor(rows, dtype=torch.long).reshape(len(rows), len(names))

@@ -26,10 +26,11 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from gansvc.data.spec import IGNORE_INDEX, DataSpec, mask_key
-from gansvc.families.base import Batch, Direction, FamilyConfig, FamilySpec, GanState, unwrap, RunPreset
+from gansvc.families.base import Batch, Direction, FamilyConfig, FamilySpec, GanState, RunPreset
 from gansvc.nn.ema import ema_copy, ema_update
 from gansvc.nn.i2i_util import check_images
 from gansvc.nn.segnet import Arch, SegNet, colorize
+from gansvc.nn.wrappers import unwrap
 
 Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
 STREAMS = ("image", "A", "B")
@@ -54,19 +55,21 @@ PRESETS: dict[str, dict[str, object]] = {
 
 def build(cfg: SegmenterConfig, data: DataSpec) -> GanState:
     if data.num_classes < 1:
-        raise ValueError("segmenter trains on segmentation masks and this dataset has none: put one with masks "
-                         "(train/x.png + train_masks/x.png, or trainA_masks/ for unpaired data; see `python -m "
-                         "gansvc.data --help`), or write a synthetic one: `python -m gansvc.data synth stripes URI "
-                         "--masks` (unpaired) or `python -m gansvc.data synth shapes-seg URI` (single domain)")
+        raise ValueError(
+            "segmenter trains on segmentation masks and this dataset has none: put one with masks "
+            "(train/x.png + train_masks/x.png, or trainA_masks/ for unpaired data; see `python -m "
+            "gansvc.data --help`), or write a synthetic one: `python -m gansvc.data synth stripes URI "
+            "--masks` (unpaired) or `python -m gansvc.data synth shapes-seg URI` (single domain)"
+        )
     net = SegNet(cfg.arch, data.channels, data.num_classes)
     params = net.parameters()
     if cfg.optimizer == "adam":
-        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas,
-                                                      weight_decay=cfg.weight_decay)
+        opt: torch.optim.Optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     else:
         opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return GanState(nets={"S": net}, optimizers={"S": opt}, ema={"S": ema_copy(net)} if cfg.ema else {},
-                    inference=("S",))
+    return GanState(
+        nets={"S": net}, optimizers={"S": opt}, ema={"S": ema_copy(net)} if cfg.ema else {}, inference=("S",)
+    )
 
 
 def masked_pairs(batch: Batch) -> list[tuple[Tensor, Tensor]]:
@@ -77,13 +80,16 @@ def masked_pairs(batch: Batch) -> list[tuple[Tensor, Tensor]]:
 def train_step(state: GanState, batch: Batch, step: int, cfg: SegmenterConfig) -> dict[str, float]:
     pairs = masked_pairs(batch)
     if not pairs:
-        raise ValueError(f"segmenter needs masks in its batches, got keys {sorted(batch)}: train it on a dataset "
-                         "with masks")
+        raise ValueError(
+            f"segmenter needs masks in its batches, got keys {sorted(batch)}: train it on a dataset with masks"
+        )
     images = torch.cat([p[0] for p in pairs])
     masks = torch.cat([p[1] for p in pairs])
     if images.shape[0] < 2 and cfg.arch.startswith("deeplabv3"):
-        raise ValueError(f"{cfg.arch} needs at least 2 images per worker and step (its ASPP pooling branch batch-"
-                         "normalises a 1x1 map): raise --batch-size to 2 (the report's) or use fewer workers")
+        raise ValueError(
+            f"{cfg.arch} needs at least 2 images per worker and step (its ASPP pooling branch batch-"
+            "normalises a 1x1 map): raise --batch-size to 2 (the report's) or use fewer workers"
+        )
     logits = state.nets["S"](images)
     loss = F.cross_entropy(logits, masks, ignore_index=IGNORE_INDEX)
     opt = state.optimizers["S"]
@@ -99,8 +105,9 @@ def train_step(state: GanState, batch: Batch, step: int, cfg: SegmenterConfig) -
 
 
 @torch.no_grad()
-def translate(nets: Mapping[str, nn.Module], images: Tensor, direction: Direction, cfg: SegmenterConfig
-              ) -> dict[str, Tensor]:
+def translate(
+    nets: Mapping[str, nn.Module], images: Tensor, direction: Direction, cfg: SegmenterConfig
+) -> dict[str, Tensor]:
     """Segment `images` (N, C, H, W) in [-1, 1] (either direction: one network for every domain)."""
     if direction not in ("a2b", "b2a"):
         raise ValueError(f"direction must be 'a2b' or 'b2a', got {direction!r}")
@@ -126,12 +133,14 @@ def evaluate(state: GanState, batches: Iterable[Batch], cfg: SegmenterConfig) ->
     return {"miou": miou_from_confusion(cm), "pixel_acc": pixel_accuracy(cm)}
 
 
-
 # Whole-run settings: report 001 sec. 2.3 trains the segmentation network (DRN-26) on Cityscapes with lr 1e-3; it gives
 # no batch or length: batch 8 and 100 epochs of 256 px crops here, flip as its augmentation (sec. 2.1).
 RUNS: dict[str, RunPreset] = {
-    "report": RunPreset(loop={"batch_size": 8, "epochs": 100}, data={"size": 256, "load_size": 286, "flip": True},
-                        note="report 001 sec. 2.3 lr 1e-3; batch 8, 100 epochs (the report gives none)"),
+    "report": RunPreset(
+        loop={"batch_size": 8, "epochs": 100},
+        data={"size": 256, "load_size": 286, "flip": True},
+        note="report 001 sec. 2.3 lr 1e-3; batch 8, 100 epochs (the report gives none)",
+    ),
 }
 
 
@@ -143,7 +152,10 @@ SPEC: FamilySpec[SegmenterConfig] = FamilySpec(
     train_step=train_step,
     translate=translate,
     evaluate=evaluate,
-    presets=PRESETS, runs=RUNS, default_preset="report", dataset="gta2cityscapes",
+    presets=PRESETS,
+    runs=RUNS,
+    default_preset="report",
+    dataset="gta2cityscapes",
     description="semantic segmentation network (torchvision DeepLabV3 / LR-ASPP / FCN or a tiny net), cross-entropy "
-                "on dataset masks (255 ignored); the frozen network of semantic-cyclegan's semantic loss",
+    "on dataset masks (255 ignored); the frozen network of semantic-cyclegan's semantic loss",
 )

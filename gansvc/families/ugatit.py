@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from itertools import chain
-from typing import Annotated
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
@@ -24,12 +24,36 @@ from torch import Tensor, nn
 
 from gansvc import losses
 from gansvc.data.spec import DataSpec
-from gansvc.families.base import Batch, Direction, FamilyConfig, FamilySpec, GanState, finish_step, unwrap, RunPreset
+from gansvc.families.base import (
+    Batch,
+    Direction,
+    FamilyConfig,
+    FamilySpec,
+    GanState,
+    Imported,
+    Importer,
+    ImportRequest,
+    RunPreset,
+    finish_step,
+)
 from gansvc.families.fit import change_note, deepest
+from gansvc.families.importing import build_imported, is_state_dict, load_strict, read_torch
+from gansvc.families.model_file import CheckpointError
+from gansvc.families.training import frozen, linear_decay_scheduler
 from gansvc.nn.ema import ema_copy
-from gansvc.nn.i2i_util import check_images, crop_to, frozen, linear_decay_scheduler, pad_to_multiple
-from gansvc.nn.ugatit import (UgatitDiscriminator, UgatitGenerator, clip_rho_, ugatit_d_fits, ugatit_d_min_side,
-                               ugatit_d_output_size)
+from gansvc.nn.i2i_util import check_images, crop_to, pad_to_multiple
+from gansvc.nn.resnet import strip_instance_norm_stats, strip_module_prefix
+from gansvc.nn.ugatit import (
+    UgatitDiscriminator,
+    UgatitGenerator,
+    clip_rho_,
+    ugatit_arch_from_state_dict,
+    ugatit_d_arch_from_state_dict,
+    ugatit_d_fits,
+    ugatit_d_min_side,
+    ugatit_d_output_size,
+)
+from gansvc.nn.wrappers import unwrap
 
 Beta = Annotated[float, Field(ge=0.0, lt=1.0)]
 Weight = Annotated[float, Field(ge=0.0, le=100_000.0)]
@@ -95,8 +119,10 @@ def discriminator_depths(cfg: UgatitConfig, height: int, width: int) -> tuple[in
     if n_global is None:
         n_global = deepest(REPORT_DIS_GLOBAL, MIN_DIS, lambda n: ugatit_d_fits(side, n))
         if n_global is None:
-            raise ValueError(f"{height}x{width} images are too small for any U-GAT-IT discriminator: the shallowest "
-                             f"({MIN_DIS} layers) needs >= {ugatit_d_min_side(MIN_DIS)} px; use larger images (--size)")
+            raise ValueError(
+                f"{height}x{width} images are too small for any U-GAT-IT discriminator: the shallowest "
+                f"({MIN_DIS} layers) needs >= {ugatit_d_min_side(MIN_DIS)} px; use larger images (--size)"
+            )
     else:
         ugatit_d_output_size(side, n_global)
     n_local = cfg.n_dis_local
@@ -107,8 +133,9 @@ def discriminator_depths(cfg: UgatitConfig, height: int, width: int) -> tuple[in
     return n_global, n_local
 
 
-def fit_to_data(cfg: UgatitConfig, data: DataSpec, explicit: frozenset[str] = frozenset()
-                ) -> tuple[UgatitConfig, list[str]]:
+def fit_to_data(
+    cfg: UgatitConfig, data: DataSpec, explicit: frozenset[str] = frozenset()
+) -> tuple[UgatitConfig, list[str]]:
     """`FamilySpec.fit_to_data`: the config with the auto discriminator depths resolved for the data, and one note per
     depth that differs from the report's. Set depths are kept (`explicit`, the field names the user set, is accepted
     for the hook's signature: a set depth is never None); when a set depth does not fit, or no depth fits at all,
@@ -120,18 +147,27 @@ def fit_to_data(cfg: UgatitConfig, data: DataSpec, explicit: frozenset[str] = fr
     size = f"{data.height}x{data.width}"
     notes = []
     if cfg.n_dis_global is None and n_global != REPORT_DIS_GLOBAL:
-        notes.append(change_note(
-            "n_dis_global", REPORT_DIS_GLOBAL, n_global,
-            f"a {REPORT_DIS_GLOBAL}-layer global discriminator needs images of at least "
-            f"{ugatit_d_min_side(REPORT_DIS_GLOBAL)} px; these are {size}, and {n_global} layers is the deepest that "
-            "fits"))
+        notes.append(
+            change_note(
+                "n_dis_global",
+                REPORT_DIS_GLOBAL,
+                n_global,
+                f"a {REPORT_DIS_GLOBAL}-layer global discriminator needs images of at least "
+                f"{ugatit_d_min_side(REPORT_DIS_GLOBAL)} px; these are {size}, and {n_global} layers is the deepest that "
+                "fits",
+            )
+        )
     if cfg.n_dis_local is None and n_local != REPORT_DIS_LOCAL:
-        why = (f"the local discriminator stays {REPORT_LOCAL_GAP} layers shallower than the {n_global}-layer global "
-               f"one, as the report's {REPORT_DIS_GLOBAL} and {REPORT_DIS_LOCAL} (each stride-2 layer doubles the "
-               "receptive field: the local one judges patches about a quarter of the global one's field)")
+        why = (
+            f"the local discriminator stays {REPORT_LOCAL_GAP} layers shallower than the {n_global}-layer global "
+            f"one, as the report's {REPORT_DIS_GLOBAL} and {REPORT_DIS_LOCAL} (each stride-2 layer doubles the "
+            "receptive field: the local one judges patches about a quarter of the global one's field)"
+        )
         if n_local > n_global - REPORT_LOCAL_GAP:
-            why = (f"{MIN_DIS} layers is the shallowest U-GAT-IT discriminator; with a {n_global}-layer global one "
-                   f"these {size} images leave no room for the report's gap of {REPORT_LOCAL_GAP} layers")
+            why = (
+                f"{MIN_DIS} layers is the shallowest U-GAT-IT discriminator; with a {n_global}-layer global one "
+                f"these {size} images leave no room for the report's gap of {REPORT_LOCAL_GAP} layers"
+            )
         notes.append(change_note("n_dis_local", REPORT_DIS_LOCAL, n_local, why))
     return cfg.model_copy(update={"n_dis_global": n_global, "n_dis_local": n_local}), notes
 
@@ -141,8 +177,10 @@ def build(cfg: UgatitConfig, data: DataSpec) -> GanState:
         raise ValueError(f"ugatit trains on unpaired A/B images; the dataset layout is {data.layout!r}")
     h, w, c = data.height, data.width, data.channels
     if h % 4 or w % 4:
-        raise ValueError(f"ugatit needs image sides that are multiples of 4 (two stride-2 layers), got {h}x{w}: "
-                         "set data.size accordingly")
+        raise ValueError(
+            f"ugatit needs image sides that are multiples of 4 (two stride-2 layers), got {h}x{w}: "
+            "set data.size accordingly"
+        )
     n_global, n_local = discriminator_depths(cfg, h, w)  # raises with advice when the images are too small for D
     nets: dict[str, nn.Module] = {
         name: UgatitGenerator(c, c, cfg.ngf, cfg.n_blocks, (h, w), cfg.light) for name in GENERATORS
@@ -152,10 +190,18 @@ def build(cfg: UgatitConfig, data: DataSpec) -> GanState:
     }
     # UGATIT-pytorch keeps PyTorch's default initialisation (no init pass)
     opt = {
-        "G": torch.optim.Adam(chain(*(nets[k].parameters() for k in GENERATORS)), lr=cfg.lr, betas=cfg.betas,
-                              weight_decay=cfg.weight_decay),
-        "D": torch.optim.Adam(chain(*(nets[k].parameters() for k in DISCRIMINATORS)), lr=cfg.lr, betas=cfg.betas,
-                              weight_decay=cfg.weight_decay),
+        "G": torch.optim.Adam(
+            chain(*(nets[k].parameters() for k in GENERATORS)),
+            lr=cfg.lr,
+            betas=cfg.betas,
+            weight_decay=cfg.weight_decay,
+        ),
+        "D": torch.optim.Adam(
+            chain(*(nets[k].parameters() for k in DISCRIMINATORS)),
+            lr=cfg.lr,
+            betas=cfg.betas,
+            weight_decay=cfg.weight_decay,
+        ),
     }
     return GanState(
         nets=nets,
@@ -217,8 +263,12 @@ def generator_step(state: GanState, real_a: Tensor, real_b: Tensor, cfg: UgatitC
             terms[f"cycle_{dom}"] = losses.cycle_loss(rec, real)
             terms[f"idt_{dom}"] = losses.identity_loss(same, real)
             terms[f"cam_{dom}"] = losses.cam_loss(cam_src, cam_tgt)
-            terms[f"G_{dom}"] = (cfg.lambda_adv * adv + cfg.lambda_cycle * terms[f"cycle_{dom}"]
-                                 + cfg.lambda_identity * terms[f"idt_{dom}"] + cfg.lambda_cam * terms[f"cam_{dom}"])
+            terms[f"G_{dom}"] = (
+                cfg.lambda_adv * adv
+                + cfg.lambda_cycle * terms[f"cycle_{dom}"]
+                + cfg.lambda_identity * terms[f"idt_{dom}"]
+                + cfg.lambda_cam * terms[f"cam_{dom}"]
+            )
         opt = state.optimizers["G"]
         opt.zero_grad(set_to_none=True)
         (terms["G_A"] + terms["G_B"]).backward()
@@ -248,8 +298,9 @@ def heatmap_to_image(heatmap: Tensor, padded: tuple[int, int], size: tuple[int, 
 
 
 @torch.no_grad()
-def translate(nets: Mapping[str, nn.Module], images: Tensor, direction: Direction, cfg: UgatitConfig
-              ) -> dict[str, Tensor]:
+def translate(
+    nets: Mapping[str, nn.Module], images: Tensor, direction: Direction, cfg: UgatitConfig
+) -> dict[str, Tensor]:
     """a2b with genA2B, b2a with genB2A -> {"image": (N, C, H, W) in [-1, 1], "heatmap": (N, 1, H, W) in [0, 1]}.
     Any H x W: reflection-padded to multiples of 4 and cropped back."""
     if direction not in ("a2b", "b2a"):
@@ -262,16 +313,122 @@ def translate(nets: Mapping[str, nn.Module], images: Tensor, direction: Directio
     return {"image": crop_to(image, size), "heatmap": heat}
 
 
+# ------------------------------------------------------------------------------------------------------ import
+# `ugatit-pytorch`: znxlwm/UGATIT-pytorch `UGATIT.save` writes `params_%07d.pt` = a dict with the state dicts genA2B,
+# genB2A, disGA, disGB, disLA, disLB. Architecture sizes (ngf, residual blocks, channels, light/full, image size,
+# discriminator depth) are read from the weights. Inference needs only generators, so no discriminator constraint
+# ever refuses one (issue 14): a file without discriminators imports, and the discriminators a file holds are each
+# built at the depth and width their own keys give and loaded strictly (the file must be the format it claims),
+# whatever the image size. Their depths go into the config only where they fit the model's image size; otherwise
+# that depth stays auto and the entry's `import_notes` say so (`discriminator_layers` lists the file's depths).
+
+OFFICIAL_SIZE = 256  # UGATIT-pytorch default --img_size; light weights do not depend on the size
+OFFICIAL_WHAT = "a ugatit-pytorch params file (params_XXXXXXX.pt: a dict with genA2B, genB2A, disGA, ... state dicts)"
+OFFICIAL_NETS = ("genA2B", "genB2A", "disGA", "disGB", "disLA", "disLB")
+
+
+def _official_discriminators(params: Mapping[str, Mapping[str, Tensor]], file: str) -> dict[str, UgatitDiscriminator]:
+    """Each discriminator the file holds, built at the width and depth its own keys and shapes give and loaded
+    strictly: the file must be the format it claims. No image size is involved (inference never runs them), so a
+    discriminator too deep for the generator's images is still accepted."""
+    out: dict[str, UgatitDiscriminator] = {}
+    for name in (n for n in DISCRIMINATORS if n in params):
+        try:
+            arch = ugatit_d_arch_from_state_dict(params[name])
+            net = UgatitDiscriminator(arch.in_channels, arch.ndf, arch.n_layers)
+        except ValueError as err:
+            raise CheckpointError(f"{file} is not {OFFICIAL_WHAT}: its {name} entry: {err}") from None
+        load_strict(net, strip_module_prefix(params[name]), name, file, "the UGATIT-pytorch layout")
+        out[name] = net
+    return out
+
+
+def _official_depths(dis: Mapping[str, UgatitDiscriminator], side: int) -> tuple[dict[str, Any], list[str]]:
+    """Config fields for the file's discriminators: their width, and each depth that fits the model's image side;
+    a depth that does not fit stays auto (inference needs no discriminator), with a note saying so."""
+    fields: dict[str, Any] = {}
+    notes: list[str] = []
+    if dis:
+        fields["ndf"] = next(iter(dis.values())).model[1].out_channels
+    for key, name, kind in (("n_dis_global", "disGA", "global"), ("n_dis_local", "disLA", "local")):
+        net = dis.get(name, dis.get(name[:-1] + "B"))
+        if net is None:
+            continue
+        depth = net.n_layers
+        if ugatit_d_fits(side, depth):
+            fields[key] = depth
+        else:
+            notes.append(
+                f"the file's {kind} discriminators have {depth} layers, too deep for {side} px images; "
+                f"inference needs no discriminator, so model.{key} is left on auto (the deepest that fits)"
+            )
+    return fields, notes
+
+
+def import_official(req: ImportRequest) -> Imported:
+    """Both generators (and the discriminators the file holds) of a UGATIT-pytorch params file."""
+    file = req.file
+    obj = read_torch(file, OFFICIAL_WHAT)
+    if not isinstance(obj, Mapping) or "genA2B" not in obj or "genB2A" not in obj:
+        raise CheckpointError(f"{file} is not {OFFICIAL_WHAT}: found {req.describe(obj)}")
+    params = {}
+    for k in (n for n in OFFICIAL_NETS if n in obj):
+        if not is_state_dict(obj[k]):
+            raise CheckpointError(
+                f"{file} is not {OFFICIAL_WHAT}: its {k} entry is {req.describe(obj[k])}, not a state dict"
+            )
+        params[k] = strip_instance_norm_stats({str(n): v for n, v in obj[k].items()})
+    gens = {k: params[k] for k in GENERATORS}
+    try:
+        arch = ugatit_arch_from_state_dict(gens)  # generators only: discriminators are read on their own below
+    except (ValueError, KeyError) as err:
+        raise CheckpointError(f"{file} is not {OFFICIAL_WHAT}: {err}") from None
+    if arch.in_channels != arch.out_channels:
+        raise CheckpointError(
+            f"{file}: genA2B maps {arch.in_channels} to {arch.out_channels} channels; the ugatit "
+            "family translates between domains with the same number of channels"
+        )
+    dis = _official_discriminators(params, file)
+    side = arch.img_size or OFFICIAL_SIZE
+    fields, notes = _official_depths(dis, side)
+    overrides: dict[str, Any] = {"ngf": arch.ngf, "n_blocks": arch.n_blocks, "light": arch.light, **fields}
+    data = DataSpec(layout="unpaired", height=side, width=side, channels=arch.in_channels)
+    cfg, state = build_imported(req.spec, overrides, data, file)
+    for name, sd in gens.items():
+        load_strict(state.nets[name], sd, name, file, "the UGATIT-pytorch layout")
+    state.nets.update(dis)  # the file's own discriminators (their depths may differ from what the config builds)
+    info: dict[str, Any] = {}
+    if dis:
+        info["discriminator_layers"] = {k: v.n_layers for k, v in dis.items()}
+    if notes:
+        info["import_notes"] = notes
+    return Imported(req.spec, cfg, data, state, ("a2b", "b2a"), info)
+
+
+def _looks_official(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and "genA2B" in obj
+
+
+IMPORTERS = {
+    "ugatit-pytorch": Importer(load=import_official, what="a ugatit-pytorch params file", looks_like=_looks_official)
+}
+
 
 # Whole-run settings. "default": the official U-GAT-IT (UGATIT-pytorch main.py: batch 1, iteration 1 000 000,
 # decay_flag = linear decay over the second half, img_size 256 loaded at 256 + 30 and randomly cropped, flip) on its
 # selfie2anime data. "report": report 000 sec. 4.1 / 4.4.1 (minibatch 10, 200 epochs x 100 iterations = 20 000 steps).
 CROP_256 = {"size": 256, "load_size": 286, "flip": True}  # official: load 286, random crop 256, random flip
 RUNS: dict[str, RunPreset] = {
-    "default": RunPreset(loop={"batch_size": 1, "max_steps": 1_000_000}, data=CROP_256,
-                         note="official U-GAT-IT: batch 1, 1M iterations, lr decays over the second half"),
-    "report": RunPreset(loop={"batch_size": 10, "max_steps": 20_000}, data=CROP_256,
-                        note="report 000: batch 10, 200 epochs x 100 iterations, 256 px crops"),
+    "default": RunPreset(
+        loop={"batch_size": 1, "max_steps": 1_000_000},
+        data=CROP_256,
+        note="official U-GAT-IT: batch 1, 1M iterations, lr decays over the second half",
+    ),
+    "report": RunPreset(
+        loop={"batch_size": 10, "max_steps": 20_000},
+        data=CROP_256,
+        note="report 000: batch 10, 200 epochs x 100 iterations, 256 px crops",
+    ),
 }
 
 
@@ -282,8 +439,14 @@ SPEC: FamilySpec[UgatitConfig] = FamilySpec(
     build=build,
     train_step=train_step,
     translate=translate,
-    presets=PRESETS, runs=RUNS, default_preset="default", dataset="selfie2anime", fit_to_data=fit_to_data,
+    presets=PRESETS,
+    runs=RUNS,
+    default_preset="default",
+    dataset="selfie2anime",
+    fit_to_data=fit_to_data,
+    importers=IMPORTERS,
+    heatmap=True,
     description="U-GAT-IT-style attention model of the CycleGAN optimisation report: CAM attention and heatmaps, "
-                "AdaLIN with clipped rho, global + local spectral-norm discriminators, LSGAN + cycle + identity + CAM "
-                "losses; loads UGATIT-pytorch checkpoints",
+    "AdaLIN with clipped rho, global + local spectral-norm discriminators, LSGAN + cycle + identity + CAM "
+    "losses; loads UGATIT-pytorch checkpoints",
 )

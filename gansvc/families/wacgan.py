@@ -9,18 +9,15 @@ of batch norm in the critic), the rest `acgan`'s defaults (latent 100, ReLU in G
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import Field
-from torch import Tensor, nn
 
-from gansvc.data.spec import DataSpec
-from gansvc.families.base import Batch, FamilyConfig, FamilySpec, GanState, RunPreset
-from gansvc.nn import adversarial
-from gansvc.nn.gan_fields import Beta, ConditionalFields, ConvGanFields, LearningRate
+from gansvc.families.adversarial import DcganStyle, penalised_nets
+from gansvc.families.base import FamilyConfig, FamilySpec, RunPreset
+from gansvc.families.gan_fields import Beta, ConditionalFields, ConvGanFields, LearningRate
 
-CONDITIONAL = True
+STYLE = DcganStyle(name="wacgan", conditional=True)  # build, train_step, generate: gansvc.families.adversarial
 
 
 class WACGANConfig(FamilyConfig, ConvGanFields, ConditionalFields):
@@ -42,31 +39,20 @@ class WACGANConfig(FamilyConfig, ConvGanFields, ConditionalFields):
     label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)  # unused by the Wasserstein loss
 
 
-def build(cfg: WACGANConfig, data: DataSpec) -> GanState:
-    nets, opts, ema = adversarial.build_parts(cfg, data, "wacgan", CONDITIONAL)
-    return GanState(nets=nets, optimizers=opts, ema=ema, inference=("G",))
-
-
-def d_step(state: GanState, real: Tensor, labels: Tensor | None, step: int, cfg: WACGANConfig) -> dict[str, Tensor]:
-    return adversarial.d_step(state, real, labels, step, cfg)
-
-
-def g_step(state: GanState, real: Tensor, labels: Tensor | None, step: int, cfg: WACGANConfig) -> dict[str, Tensor]:
-    return adversarial.g_step(state, real, labels, step, cfg)
-
-
-def train_step(state: GanState, batch: Batch, step: int, cfg: WACGANConfig) -> dict[str, float]:
-    return adversarial.train_step(state, batch, step, cfg, CONDITIONAL)
-
-
-def generate(nets: Mapping[str, nn.Module], z: Tensor, labels: Tensor | None, cfg: WACGANConfig) -> Tensor:
-    return adversarial.generate(nets, z, labels, cfg, CONDITIONAL)
-
-
 PRESETS: dict[str, dict[str, object]] = {
-    "report": {"loss": "wasserstein", "gp_lambda": 10.0, "n_critic": 5, "optimizer": "adam", "lr_g": 1e-4,
-               "lr_d": 1e-4, "betas": (0.0, 0.9), "d_batchnorm": False, "d_layernorm": True,
-               "class_weight": 1.0, "d_class_on_fake": False},
+    "report": {
+        "loss": "wasserstein",
+        "gp_lambda": 10.0,
+        "n_critic": 5,
+        "optimizer": "adam",
+        "lr_g": 1e-4,
+        "lr_d": 1e-4,
+        "betas": (0.0, 0.9),
+        "d_batchnorm": False,
+        "d_layernorm": True,
+        "class_weight": 1.0,
+        "d_class_on_fake": False,
+    },
     "smoke": {"latent_dim": 16, "g_filters": 8, "d_filters": 8, "max_filters": 64},
 }
 
@@ -75,14 +61,26 @@ PRESETS: dict[str, dict[str, object]] = {
 # shows its samples at epochs 140-146 (Figures 2-8): 150 epochs, batch 64; faces flip (hair / eye colour tags do
 # not depend on the side).
 RUNS: dict[str, RunPreset] = {
-    "report": RunPreset(loop={"batch_size": 64, "epochs": 150}, data={"size": 64, "flip": True},
-                        note="report 003: hair / eye colour tagged anime faces at 64 px, ~150 epochs, batch 64"),
+    "report": RunPreset(
+        loop={"batch_size": 64, "epochs": 150},
+        data={"size": 64, "flip": True},
+        note="report 003: hair / eye colour tagged anime faces at 64 px, ~150 epochs, batch 64",
+    ),
 }
 
 
 SPEC: FamilySpec[WACGANConfig] = FamilySpec(
-    name="wacgan", task="generate", config=WACGANConfig, build=build, train_step=train_step, generate=generate,
-    presets=PRESETS, runs=RUNS, default_preset="report", dataset="anime-faces-tags", conditional=CONDITIONAL,
+    name="wacgan",
+    task="generate",
+    config=WACGANConfig,
+    build=STYLE.build,
+    train_step=STYLE.train_step,
+    generate=STYLE.generate,
+    presets=PRESETS,
+    runs=RUNS,
+    default_preset="report",
+    dataset="anime-faces-tags",
+    conditional=STYLE.conditional,
     description="WAC-GAN: AC-GAN with Wasserstein loss and gradient penalty (anime-face study)",
-    uncompilable=adversarial.penalised_nets,  # the WGAN-GP gradient penalty: no torch.compile of D
+    uncompilable=penalised_nets,  # the WGAN-GP gradient penalty: no torch.compile of D
 )

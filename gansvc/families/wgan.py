@@ -8,18 +8,15 @@ weight clipped to [-0.01, 0.01] after each critic update, RMSprop lr 5e-5, n_cri
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import Field, model_validator
-from torch import Tensor, nn
 
-from gansvc.data.spec import DataSpec
-from gansvc.families.base import Batch, FamilyConfig, FamilySpec, GanState, RunPreset
-from gansvc.nn import adversarial
-from gansvc.nn.gan_fields import ConvGanFields, LearningRate, Optimizer
+from gansvc.families.adversarial import DcganStyle, penalised_nets
+from gansvc.families.base import FamilyConfig, FamilySpec, RunPreset
+from gansvc.families.gan_fields import ConvGanFields, LearningRate, Optimizer
 
-CONDITIONAL = False
+STYLE = DcganStyle(name="wgan", conditional=False)  # build, train_step, generate: gansvc.families.adversarial
 
 
 class WGANConfig(FamilyConfig, ConvGanFields):
@@ -42,35 +39,25 @@ class WGANConfig(FamilyConfig, ConvGanFields):
     @model_validator(mode="after")
     def _wgan_is_clipping(self) -> WGANConfig:
         if self.gp_lambda != 0:
-            raise ValueError("gp_lambda must be 0 for wgan (weight clipping); use the wgan-gp family for a gradient "
-                             "penalty")
+            raise ValueError(
+                "gp_lambda must be 0 for wgan (weight clipping); use the wgan-gp family for a gradient penalty"
+            )
         return self
 
 
-def build(cfg: WGANConfig, data: DataSpec) -> GanState:
-    nets, opts, ema = adversarial.build_parts(cfg, data, "wgan", CONDITIONAL)
-    return GanState(nets=nets, optimizers=opts, ema=ema, inference=("G",))
-
-
-def d_step(state: GanState, real: Tensor, labels: Tensor | None, step: int, cfg: WGANConfig) -> dict[str, Tensor]:
-    return adversarial.d_step(state, real, labels, step, cfg)
-
-
-def g_step(state: GanState, real: Tensor, labels: Tensor | None, step: int, cfg: WGANConfig) -> dict[str, Tensor]:
-    return adversarial.g_step(state, real, labels, step, cfg)
-
-
-def train_step(state: GanState, batch: Batch, step: int, cfg: WGANConfig) -> dict[str, float]:
-    return adversarial.train_step(state, batch, step, cfg, CONDITIONAL)
-
-
-def generate(nets: Mapping[str, nn.Module], z: Tensor, labels: Tensor | None, cfg: WGANConfig) -> Tensor:
-    return adversarial.generate(nets, z, labels, cfg, CONDITIONAL)
-
-
 PRESETS: dict[str, dict[str, object]] = {
-    "report": {"loss": "wasserstein", "clip_value": 0.01, "n_critic": 5, "optimizer": "rmsprop", "lr_g": 5e-5,
-               "lr_d": 5e-5, "latent_dim": 100, "g_filters": 32, "d_filters": 64, "d_batchnorm": True},
+    "report": {
+        "loss": "wasserstein",
+        "clip_value": 0.01,
+        "n_critic": 5,
+        "optimizer": "rmsprop",
+        "lr_g": 5e-5,
+        "lr_d": 5e-5,
+        "latent_dim": 100,
+        "g_filters": 32,
+        "d_filters": 64,
+        "d_batchnorm": True,
+    },
     "smoke": {"latent_dim": 16, "g_filters": 8, "d_filters": 8, "max_filters": 64},
 }
 
@@ -78,14 +65,26 @@ PRESETS: dict[str, dict[str, object]] = {
 # Whole-run settings: report 004 (96 px anime faces, trained at 64 px) gives no length: Arjovsky et al.'s
 # reference run (batch 64, 25 epochs over the data, n_critic 5 critic steps per generator step); faces flip.
 RUNS: dict[str, RunPreset] = {
-    "report": RunPreset(loop={"batch_size": 64, "epochs": 25}, data={"size": 64, "flip": True},
-                        note="report 004 with Arjovsky et al.'s reference length: batch 64, 25 epochs"),
+    "report": RunPreset(
+        loop={"batch_size": 64, "epochs": 25},
+        data={"size": 64, "flip": True},
+        note="report 004 with Arjovsky et al.'s reference length: batch 64, 25 epochs",
+    ),
 }
 
 
 SPEC: FamilySpec[WGANConfig] = FamilySpec(
-    name="wgan", task="generate", config=WGANConfig, build=build, train_step=train_step, generate=generate,
-    presets=PRESETS, runs=RUNS, default_preset="report", dataset="anime-faces-tags", conditional=CONDITIONAL,
+    name="wgan",
+    task="generate",
+    config=WGANConfig,
+    build=STYLE.build,
+    train_step=STYLE.train_step,
+    generate=STYLE.generate,
+    presets=PRESETS,
+    runs=RUNS,
+    default_preset="report",
+    dataset="anime-faces-tags",
+    conditional=STYLE.conditional,
     description="Wasserstein GAN with weight clipping (WGAN proposal; Arjovsky et al. 2017)",
-    uncompilable=adversarial.penalised_nets,  # the WGAN-GP gradient penalty: no torch.compile of D
+    uncompilable=penalised_nets,  # the WGAN-GP gradient penalty: no torch.compile of D
 )

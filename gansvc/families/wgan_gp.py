@@ -8,18 +8,15 @@ latent 128 and ngf = ndf = 64 as in their DCGAN-style models, ReLU in G, no drop
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import Field, model_validator
-from torch import Tensor, nn
 
-from gansvc.data.spec import DataSpec
-from gansvc.families.base import Batch, FamilyConfig, FamilySpec, GanState, RunPreset
-from gansvc.nn import adversarial
-from gansvc.nn.gan_fields import Beta, ConvGanFields, LearningRate
+from gansvc.families.adversarial import DcganStyle, penalised_nets
+from gansvc.families.base import FamilyConfig, FamilySpec, RunPreset
+from gansvc.families.gan_fields import Beta, ConvGanFields, LearningRate
 
-CONDITIONAL = False
+STYLE = DcganStyle(name="wgan-gp", conditional=False)  # build, train_step, generate: gansvc.families.adversarial
 
 
 class WGANGPConfig(FamilyConfig, ConvGanFields):
@@ -46,30 +43,18 @@ class WGANGPConfig(FamilyConfig, ConvGanFields):
         return self
 
 
-def build(cfg: WGANGPConfig, data: DataSpec) -> GanState:
-    nets, opts, ema = adversarial.build_parts(cfg, data, "wgan-gp", CONDITIONAL)
-    return GanState(nets=nets, optimizers=opts, ema=ema, inference=("G",))
-
-
-def d_step(state: GanState, real: Tensor, labels: Tensor | None, step: int, cfg: WGANGPConfig) -> dict[str, Tensor]:
-    return adversarial.d_step(state, real, labels, step, cfg)
-
-
-def g_step(state: GanState, real: Tensor, labels: Tensor | None, step: int, cfg: WGANGPConfig) -> dict[str, Tensor]:
-    return adversarial.g_step(state, real, labels, step, cfg)
-
-
-def train_step(state: GanState, batch: Batch, step: int, cfg: WGANGPConfig) -> dict[str, float]:
-    return adversarial.train_step(state, batch, step, cfg, CONDITIONAL)
-
-
-def generate(nets: Mapping[str, nn.Module], z: Tensor, labels: Tensor | None, cfg: WGANGPConfig) -> Tensor:
-    return adversarial.generate(nets, z, labels, cfg, CONDITIONAL)
-
-
 PRESETS: dict[str, dict[str, object]] = {
-    "report": {"loss": "wasserstein", "gp_lambda": 10.0, "n_critic": 5, "optimizer": "adam", "lr_g": 1e-4,
-               "lr_d": 1e-4, "betas": (0.0, 0.9), "d_batchnorm": False, "d_layernorm": True},
+    "report": {
+        "loss": "wasserstein",
+        "gp_lambda": 10.0,
+        "n_critic": 5,
+        "optimizer": "adam",
+        "lr_g": 1e-4,
+        "lr_d": 1e-4,
+        "betas": (0.0, 0.9),
+        "d_batchnorm": False,
+        "d_layernorm": True,
+    },
     "smoke": {"latent_dim": 16, "g_filters": 8, "d_filters": 8, "max_filters": 64},
 }
 
@@ -77,14 +62,26 @@ PRESETS: dict[str, dict[str, object]] = {
 # Whole-run settings: report 004 (96 px anime faces, trained at 64 px) gives no length: Gulrajani et al.'s
 # reference runs train 200 000 generator iterations with batch 64 (5 critic steps each); faces flip.
 RUNS: dict[str, RunPreset] = {
-    "report": RunPreset(loop={"batch_size": 64, "max_steps": 200_000}, data={"size": 64, "flip": True},
-                        note="report 004 with Gulrajani et al.'s reference length: batch 64, 200k G iterations"),
+    "report": RunPreset(
+        loop={"batch_size": 64, "max_steps": 200_000},
+        data={"size": 64, "flip": True},
+        note="report 004 with Gulrajani et al.'s reference length: batch 64, 200k G iterations",
+    ),
 }
 
 
 SPEC: FamilySpec[WGANGPConfig] = FamilySpec(
-    name="wgan-gp", task="generate", config=WGANGPConfig, build=build, train_step=train_step, generate=generate,
-    presets=PRESETS, runs=RUNS, default_preset="report", dataset="anime-faces-tags", conditional=CONDITIONAL,
+    name="wgan-gp",
+    task="generate",
+    config=WGANGPConfig,
+    build=STYLE.build,
+    train_step=STYLE.train_step,
+    generate=STYLE.generate,
+    presets=PRESETS,
+    runs=RUNS,
+    default_preset="report",
+    dataset="anime-faces-tags",
+    conditional=STYLE.conditional,
     description="Wasserstein GAN with gradient penalty (WGAN proposal; Gulrajani et al. 2017)",
-    uncompilable=adversarial.penalised_nets,  # the WGAN-GP gradient penalty: no torch.compile of D
+    uncompilable=penalised_nets,  # the WGAN-GP gradient penalty: no torch.compile of D
 )

@@ -15,24 +15,142 @@ How the training loop (rank 0) uses it:
 statistics), `evaluate`.
 """
 
-from gansvc.metrics.distances import (IS_SHUFFLE_SEED, KID_SEED, frechet_distance, inception_score,
-                                      kernel_inception_distance, mmd2_unbiased)
-from gansvc.metrics.evaluate import (METRICS, MetricInfo, describe_metrics, evaluate, evaluate_with_protocol,
-                                     evaluation_protocol, metric_mode)
-from gansvc.metrics.inception import (DEFAULT_EXTRACTOR, EXTRACTORS, FID_EXTRACTOR, FID_WEIGHTS_FILE,
-                                      FID_WEIGHTS_SHA256, FID_WEIGHTS_URL, TORCHVISION_EXTRACTOR, WEIGHTS_FILE,
-                                      FeatureExtractor, FidInceptionFeatures, InceptionFeatures, default_cache_path,
-                                      extractor_protocol, load_inception)
-from gansvc.metrics.reference import ReferenceStats, reference_stats, stats_from_batches
-from gansvc.metrics.stats import FeatureStats, ISStats
-from gansvc.metrics.swd import SWDDescriptors, sliced_wasserstein_distance
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Names are loaded on first use (PEP 562): `from gansvc.metrics import EXTRACTORS` must not load torch, so that the
+# CLIs' argument parsing stays fast; the computing modules load when a name of theirs is first asked for.
+_MODULES: dict[str, tuple[str, ...]] = {
+    "gansvc.metrics.distances": (
+        "IS_SHUFFLE_SEED",
+        "KID_SEED",
+        "frechet_distance",
+        "inception_score",
+        "kernel_inception_distance",
+        "mmd2_unbiased",
+    ),
+    "gansvc.metrics.evaluate": (
+        "METRICS",
+        "MetricInfo",
+        "describe_metrics",
+        "evaluate",
+        "evaluate_with_protocol",
+        "evaluation_protocol",
+        "metric_mode",
+    ),
+    "gansvc.metrics.inception": (
+        "FID_WEIGHTS_FILE",
+        "FID_WEIGHTS_SHA256",
+        "FID_WEIGHTS_URL",
+        "FeatureExtractor",
+        "FidInceptionFeatures",
+        "InceptionFeatures",
+        "WEIGHTS_FILE",
+        "default_cache_path",
+        "extractor_protocol",
+        "load_inception",
+    ),
+    "gansvc.metrics.names": (
+        "DEFAULT_EXTRACTOR",
+        "EXTRACTORS",
+        "FID_EXTRACTOR",
+        "TORCHVISION_EXTRACTOR",
+    ),
+    "gansvc.metrics.reference": (
+        "ReferenceStats",
+        "reference_stats",
+        "stats_from_batches",
+    ),
+    "gansvc.metrics.stats": (
+        "FeatureStats",
+        "ISStats",
+    ),
+    "gansvc.metrics.swd": (
+        "SWDDescriptors",
+        "sliced_wasserstein_distance",
+    ),
+}
+_HOME = {name: module for module, names in _MODULES.items() for name in names}
+
+if TYPE_CHECKING:  # the type checker sees the eager imports
+    from gansvc.metrics.distances import (
+        IS_SHUFFLE_SEED,
+        KID_SEED,
+        frechet_distance,
+        inception_score,
+        kernel_inception_distance,
+        mmd2_unbiased,
+    )
+    from gansvc.metrics.evaluate import (
+        METRICS,
+        MetricInfo,
+        describe_metrics,
+        evaluate,
+        evaluate_with_protocol,
+        evaluation_protocol,
+        metric_mode,
+    )
+    from gansvc.metrics.inception import (
+        FID_WEIGHTS_FILE,
+        FID_WEIGHTS_SHA256,
+        FID_WEIGHTS_URL,
+        WEIGHTS_FILE,
+        FeatureExtractor,
+        FidInceptionFeatures,
+        InceptionFeatures,
+        default_cache_path,
+        extractor_protocol,
+        load_inception,
+    )
+    from gansvc.metrics.names import DEFAULT_EXTRACTOR, EXTRACTORS, FID_EXTRACTOR, TORCHVISION_EXTRACTOR
+    from gansvc.metrics.reference import ReferenceStats, reference_stats, stats_from_batches
+    from gansvc.metrics.stats import FeatureStats, ISStats
+    from gansvc.metrics.swd import SWDDescriptors, sliced_wasserstein_distance
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'gansvc.metrics' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOME[name]), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
 
 __all__ = [
-    "DEFAULT_EXTRACTOR", "EXTRACTORS", "FID_EXTRACTOR", "FID_WEIGHTS_FILE", "FID_WEIGHTS_SHA256", "FID_WEIGHTS_URL",
-    "IS_SHUFFLE_SEED", "KID_SEED", "METRICS", "TORCHVISION_EXTRACTOR", "WEIGHTS_FILE", "FeatureExtractor",
-    "FeatureStats", "FidInceptionFeatures", "ISStats", "InceptionFeatures", "MetricInfo", "ReferenceStats",
-    "SWDDescriptors", "default_cache_path", "describe_metrics", "evaluate", "evaluate_with_protocol",
-    "evaluation_protocol", "extractor_protocol", "frechet_distance", "inception_score", "kernel_inception_distance",
-    "load_inception", "metric_mode", "mmd2_unbiased", "reference_stats", "sliced_wasserstein_distance",
+    "DEFAULT_EXTRACTOR",
+    "EXTRACTORS",
+    "FID_EXTRACTOR",
+    "FID_WEIGHTS_FILE",
+    "FID_WEIGHTS_SHA256",
+    "FID_WEIGHTS_URL",
+    "IS_SHUFFLE_SEED",
+    "KID_SEED",
+    "METRICS",
+    "TORCHVISION_EXTRACTOR",
+    "WEIGHTS_FILE",
+    "FeatureExtractor",
+    "FeatureStats",
+    "FidInceptionFeatures",
+    "ISStats",
+    "InceptionFeatures",
+    "MetricInfo",
+    "ReferenceStats",
+    "SWDDescriptors",
+    "default_cache_path",
+    "describe_metrics",
+    "evaluate",
+    "evaluate_with_protocol",
+    "evaluation_protocol",
+    "extractor_protocol",
+    "frechet_distance",
+    "inception_score",
+    "kernel_inception_distance",
+    "load_inception",
+    "metric_mode",
+    "mmd2_unbiased",
+    "reference_stats",
+    "sliced_wasserstein_distance",
     "stats_from_batches",
 ]

@@ -34,8 +34,9 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (mu1.size, mu1.size):
-        raise ValueError(f"mismatched statistics: mu {mu1.shape} vs {mu2.shape}, "
-                         f"sigma {sigma1.shape} vs {sigma2.shape}")
+        raise ValueError(
+            f"mismatched statistics: mu {mu1.shape} vs {mu2.shape}, sigma {sigma1.shape} vs {sigma2.shape}"
+        )
     if not (np.isfinite(sigma1).all() and np.isfinite(sigma2).all()):
         raise ValueError("Frechet distance: the covariances hold non-finite values (non-finite features?)")
     diff = mu1 - mu2
@@ -72,8 +73,9 @@ KID_SEED = 2020  # torch-fidelity defaults.py rng_seed
 IS_SHUFFLE_SEED = 2020  # torch-fidelity defaults.py rng_seed (with samples_shuffle=True)
 
 
-def kid_subset_indices(n1: int, n2: int, subsets: int, subset_size: int,
-                       seed: int = KID_SEED) -> list[tuple[np.ndarray, np.ndarray]]:
+def kid_subset_indices(
+    n1: int, n2: int, subsets: int, subset_size: int, seed: int = KID_SEED
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """The (rows of set 1, rows of set 2) of each KID subset, drawn as torch-fidelity's kid_features_to_metric does:
     one `RandomState(seed)`, per subset first choice(n1, m, replace=False) then choice(n2, m, replace=False)."""
     rng = np.random.RandomState(seed)
@@ -84,8 +86,14 @@ def kid_subset_indices(n1: int, n2: int, subsets: int, subset_size: int,
     return out
 
 
-def kernel_inception_distance(f1: np.ndarray, f2: np.ndarray, subsets: int = 100, subset_size: int = 1000,
-                              seed: int = KID_SEED, precompute: bool | None = None) -> tuple[float, float]:
+def kernel_inception_distance(
+    f1: np.ndarray,
+    f2: np.ndarray,
+    subsets: int = 100,
+    subset_size: int = 1000,
+    seed: int = KID_SEED,
+    precompute: bool | None = None,
+) -> tuple[float, float]:
     """KID (Binkowski et al. 2018): mean and std over `subsets` random subsets (without replacement, each of
     `subset_size` rows, clipped to the smaller set; see `kid_subset_indices`) of the unbiased MMD^2 with the cubic
     polynomial kernel. Pass the generated features as `f1` and the real ones as `f2` (torch-fidelity's input1 /
@@ -152,13 +160,14 @@ def is_order(n: int, shuffle_seed: int | None) -> np.ndarray:
     return np.random.RandomState(shuffle_seed).permutation(n) if shuffle_seed is not None else np.arange(n)
 
 
-def inception_score(probs_or_logits: np.ndarray, splits: int = 10, logits: bool | None = None,
-                    shuffle_seed: int | None = None) -> tuple[float, float]:
+def inception_score(
+    probs_or_logits: np.ndarray, splits: int = 10, logits: bool | None = None, shuffle_seed: int | None = None
+) -> tuple[float, float]:
     """IS (Salimans et al. 2016): mean and std over `splits` splits (bounds i*N//splits) of exp(E_x KL(p(y|x) ||
     p(y))), of the samples in the order `is_order(N, shuffle_seed)` (None: as given, contiguous splits)."""
     log_p = as_log_probs(probs_or_logits, logits)
     log_p = log_p[is_order(len(log_p), shuffle_seed)]
     splits = max(1, min(splits, len(log_p)))
     b = split_bounds(len(log_p), splits)
-    scores = np.array([np.exp(split_kl(log_p[b[s]:b[s + 1]])) for s in range(splits)])
+    scores = np.array([np.exp(split_kl(log_p[b[s] : b[s + 1]])) for s in range(splits)])
     return float(scores.mean()), float(scores.std())

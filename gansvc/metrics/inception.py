@@ -32,17 +32,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from gansvc import storage
+from gansvc.metrics.names import DEFAULT_EXTRACTOR, EXTRACTORS, FID_EXTRACTOR, TORCHVISION_EXTRACTOR
 
 # ------------------------------------------------------------------------------------------------------- names
-FID_EXTRACTOR = "fid-inception-2015-12-05"
-TORCHVISION_EXTRACTOR = "torchvision-inception-v3"
-DEFAULT_EXTRACTOR = FID_EXTRACTOR
-EXTRACTORS = (FID_EXTRACTOR, TORCHVISION_EXTRACTOR)
+# FID_EXTRACTOR, TORCHVISION_EXTRACTOR, DEFAULT_EXTRACTOR, EXTRACTORS: gansvc.metrics.names (torch-free)
 
 # torch-fidelity 0.4.0 torch_fidelity/feature_extractor_inceptionv3.py URL_INCEPTION_V3 (copied, not imported: the
 # constant must not change under us with a library upgrade; the pinned hash below belongs to this exact file).
-FID_WEIGHTS_URL = ("https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
-                   "weights-inception-2015-12-05-6726825d.pth")
+FID_WEIGHTS_URL = (
+    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+)
 FID_WEIGHTS_FILE = FID_WEIGHTS_URL.rsplit("/", 1)[1]
 # SHA-256 of that file. torch-fidelity does not publish the full digest; its file name carries the first 8 hex
 # digits ("6726825d", checked by torch.hub's check_hash), and this full digest is the one recorded for the same file
@@ -107,9 +106,14 @@ class FidInceptionFeatures(nn.Module):
         self.net = net
         self.sha256 = sha256
         self.id = f"{FID_EXTRACTOR}/{sha256[:16]}"
-        self.protocol = {"extractor": FID_EXTRACTOR, "weights_sha256": sha256,
-                         "weights_are_published": sha256 == FID_WEIGHTS_SHA256, "resize": FID_RESIZE,
-                         "features": "pool3 2048 (FID, KID)", "is_logits": "logits_unbiased 1008 (IS)"}
+        self.protocol = {
+            "extractor": FID_EXTRACTOR,
+            "weights_sha256": sha256,
+            "weights_are_published": sha256 == FID_WEIGHTS_SHA256,
+            "resize": FID_RESIZE,
+            "features": "pool3 2048 (FID, KID)",
+            "is_logits": "logits_unbiased 1008 (IS)",
+        }
 
     def train(self, mode: bool = True) -> FidInceptionFeatures:
         return super().train(False)  # batch norm always uses the converted running statistics
@@ -140,8 +144,9 @@ def _fidelity_net(state: dict[str, torch.Tensor]) -> nn.Module:
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in state.items()}, buf)
     buf.seek(0)
-    return FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
-                                       feature_extractor_weights_path=buf)
+    return FeatureExtractorInceptionV3(
+        "inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=buf
+    )
 
 
 # --------------------------------------------------------------------------------------- torchvision (ImageNet)
@@ -151,9 +156,14 @@ class InceptionFeatures(nn.Module):
     def __init__(self, net: nn.Module, id: str, sha256: str = "") -> None:
         super().__init__()
         self.id = id
-        self.protocol = {"extractor": TORCHVISION_EXTRACTOR, "weights_sha256": sha256,
-                         "weights_are_published": False, "resize": TORCHVISION_RESIZE,
-                         "features": "avgpool 2048 (FID, KID)", "is_logits": "fc 1000 (IS)"}
+        self.protocol = {
+            "extractor": TORCHVISION_EXTRACTOR,
+            "weights_sha256": sha256,
+            "weights_are_published": False,
+            "resize": TORCHVISION_RESIZE,
+            "features": "avgpool 2048 (FID, KID)",
+            "is_logits": "fc 1000 (IS)",
+        }
         self.fc = net.fc
         net.fc = nn.Identity()  # net(x) now returns the 2048-d average-pool features (dropout is off in eval)
         net.AuxLogits, net.aux_logits = None, False
@@ -195,13 +205,17 @@ def default_cache_path(extractor: str = TORCHVISION_EXTRACTOR) -> Path:
 
 def no_weights_reason(extractor: str = TORCHVISION_EXTRACTOR) -> str:
     if extractor == FID_EXTRACTOR:
-        return (f"no FID Inception weights ({FID_EXTRACTOR}): download {FID_WEIGHTS_URL} (SHA-256 "
-                f"{FID_WEIGHTS_SHA256}) and put it in {default_cache_path(FID_EXTRACTOR).parent}, or set "
-                "metrics.inception (--inception for gansvc.evaluate) to a local path or s3:// URI of that file; "
-                "FID/KID/IS are skipped (SWD is still reported)")
-    return (f"no Inception weights for {TORCHVISION_EXTRACTOR}: set metrics.inception to a path or S3 URI of "
-            f"torchvision's inception_v3 weights (file name {WEIGHTS_FILE}, from {WEIGHTS_URL}) or put that file in "
-            f"{default_cache_path(TORCHVISION_EXTRACTOR).parent}; FID/KID/IS are skipped (SWD is still reported)")
+        return (
+            f"no FID Inception weights ({FID_EXTRACTOR}): download {FID_WEIGHTS_URL} (SHA-256 "
+            f"{FID_WEIGHTS_SHA256}) and put it in {default_cache_path(FID_EXTRACTOR).parent}, or set "
+            "metrics.inception (--inception for gansvc.evaluate) to a local path or s3:// URI of that file; "
+            "FID/KID/IS are skipped (SWD is still reported)"
+        )
+    return (
+        f"no Inception weights for {TORCHVISION_EXTRACTOR}: set metrics.inception to a path or S3 URI of "
+        f"torchvision's inception_v3 weights (file name {WEIGHTS_FILE}, from {WEIGHTS_URL}) or put that file in "
+        f"{default_cache_path(TORCHVISION_EXTRACTOR).parent}; FID/KID/IS are skipped (SWD is still reported)"
+    )
 
 
 def _read_configured(weights: str, extractor: str) -> tuple[bytes | None, str]:
@@ -224,8 +238,11 @@ def _fid_cache_bytes(url: str | None, sha256: str | None, download: bool) -> tup
         return dest.read_bytes(), str(dest)
     failed = _failed_fetch.get(url)
     if not download or (failed and time.monotonic() - failed[0] < _FAILED_FETCH_TTL):
-        why = ("downloads are off" if not download else f"fetching it failed a moment ago: {failed[1]}") \
-            if not dest.is_file() else f"{dest} does not have SHA-256 {want} (damaged or another file)"
+        why = (
+            ("downloads are off" if not download else f"fetching it failed a moment ago: {failed[1]}")
+            if not dest.is_file()
+            else f"{dest} does not have SHA-256 {want} (damaged or another file)"
+        )
         return None, f"{why}. {no_weights_reason(FID_EXTRACTOR)}"
     try:
         fetch(url, dest, sha256=want, retries=_FETCH_RETRIES, progress=os.isatty(2), timeout=30.0)
@@ -244,9 +261,15 @@ def _state_dict(data: bytes) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_inception(weights: str | None, device: torch.device | str = "cpu", extractor: str = DEFAULT_EXTRACTOR, *,
-                   url: str | None = None, sha256: str | None = None,
-                   download: bool = True) -> tuple[nn.Module | None, str]:
+def load_inception(
+    weights: str | None,
+    device: torch.device | str = "cpu",
+    extractor: str = DEFAULT_EXTRACTOR,
+    *,
+    url: str | None = None,
+    sha256: str | None = None,
+    download: bool = True,
+) -> tuple[nn.Module | None, str]:
     """(extractor, message): the extractor and where its weights came from, or (None, why there is none).
 
     `weights`: a local path or s3:// URI of the extractor's state dict (used as given: a file other than the published
@@ -270,12 +293,16 @@ def load_inception(weights: str | None, device: torch.device | str = "cpu", extr
         net = _build(extractor, _state_dict(data), digest)
     except Exception as err:  # noqa: BLE001 - any unpickling / key / shape error means: not these weights
         what = "torch-fidelity's FID Inception" if extractor == FID_EXTRACTOR else "torchvision's inception_v3"
-        return None, (f"{source} is not {what} state dict ({type(err).__name__}: {str(err)[:300]}). "
-                      f"{no_weights_reason(extractor)}")
+        return None, (
+            f"{source} is not {what} state dict ({type(err).__name__}: {str(err)[:300]}). "
+            f"{no_weights_reason(extractor)}"
+        )
     note = ""
     if extractor == FID_EXTRACTOR and digest != FID_WEIGHTS_SHA256:
-        note = (f"; WARNING: SHA-256 {digest[:16]}... is not the published {FID_WEIGHTS_FILE}: numbers compare only "
-                "with results computed with this same file, not with papers")
+        note = (
+            f"; WARNING: SHA-256 {digest[:16]}... is not the published {FID_WEIGHTS_FILE}: numbers compare only "
+            "with results computed with this same file, not with papers"
+        )
     return net.to(device), f"{extractor} weights from {source} (SHA-256 {digest[:16]}...){note}"
 
 

@@ -25,8 +25,8 @@ import hashlib
 import io
 import json
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,11 +65,15 @@ class ReferenceStats:
         return torch.from_numpy(self.swd_images).float().div_(127.5).sub_(1.0)
 
     def to_bytes(self) -> bytes:
-        arrays: dict[str, np.ndarray] = {"swd_images": self.swd_images, "n": np.array(self.n),
-                                         "meta": np.array(json.dumps(self.meta))}
+        arrays: dict[str, np.ndarray] = {
+            "swd_images": self.swd_images,
+            "n": np.array(self.n),
+            "meta": np.array(json.dumps(self.meta)),
+        }
         if self.extractor_id is not None:
-            arrays.update(mu=self.mu, sigma=self.sigma, kid_features=self.kid_features,
-                          extractor_id=np.array(self.extractor_id))
+            arrays.update(
+                mu=self.mu, sigma=self.sigma, kid_features=self.kid_features, extractor_id=np.array(self.extractor_id)
+            )
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         return buf.getvalue()
@@ -78,29 +82,54 @@ class ReferenceStats:
     def from_bytes(cls, data: bytes, uri: str = "") -> ReferenceStats:
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             has = "extractor_id" in z.files
-            return cls(extractor_id=str(z["extractor_id"]) if has else None, n=int(z["n"]),
-                       mu=z["mu"] if has else None, sigma=z["sigma"] if has else None,
-                       kid_features=z["kid_features"] if has else None, swd_images=z["swd_images"],
-                       meta=json.loads(str(z["meta"])), uri=uri, from_cache=True)
+            return cls(
+                extractor_id=str(z["extractor_id"]) if has else None,
+                n=int(z["n"]),
+                mu=z["mu"] if has else None,
+                sigma=z["sigma"] if has else None,
+                kid_features=z["kid_features"] if has else None,
+                swd_images=z["swd_images"],
+                meta=json.loads(str(z["meta"])),
+                uri=uri,
+                from_cache=True,
+            )
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
     return ((images.detach().cpu().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
 
 
-def _cache_key(ds: ImageDataset, extractor: FeatureExtractor | None, stream_key: str, max_samples: int,
-               kid_keep: int, swd_n: int) -> dict[str, Any]:
+def _cache_key(
+    ds: ImageDataset, extractor: FeatureExtractor | None, stream_key: str, max_samples: int, kid_keep: int, swd_n: int
+) -> dict[str, Any]:
     cfg = ds.cfg
-    return {"format": FORMAT, "extractor": extractor.id if extractor is not None else None,
-            "size": list(ds.size), "load_size": list(ds.load), "crop": "center", "channels": ds.spec.channels,
-            "split": cfg.split, "stream": stream_key, "max_samples": max_samples, "kid_keep": kid_keep,
-            "swd_images": swd_n, "dataset": {"fingerprint": ds.manifest.fingerprint,
-                                             "files_root": ds.manifest.files_root,
-                                             "manifest_sha256": manifest_digest(ds.manifest)}}
+    return {
+        "format": FORMAT,
+        "extractor": extractor.id if extractor is not None else None,
+        "size": list(ds.size),
+        "load_size": list(ds.load),
+        "crop": "center",
+        "channels": ds.spec.channels,
+        "split": cfg.split,
+        "stream": stream_key,
+        "max_samples": max_samples,
+        "kid_keep": kid_keep,
+        "swd_images": swd_n,
+        "dataset": {
+            "fingerprint": ds.manifest.fingerprint,
+            "files_root": ds.manifest.files_root,
+            "manifest_sha256": manifest_digest(ds.manifest),
+        },
+    }
 
 
-def stats_from_batches(batches: Iterable[torch.Tensor], extractor: FeatureExtractor | None, batch_size: int = 64,
-                       kid_keep: int = KID_KEEP, swd_n: int = 1024) -> ReferenceStats:
+def stats_from_batches(
+    batches: Iterable[torch.Tensor],
+    extractor: FeatureExtractor | None,
+    batch_size: int = 64,
+    kid_keep: int = KID_KEEP,
+    swd_n: int = 1024,
+) -> ReferenceStats:
     """ReferenceStats of image batches (N, C, H, W) in [-1, 1] (not cached): features of every image, the first
     `kid_keep` feature rows and the first `swd_n` images as uint8. `reference_stats` feeds it a dataset's images;
     tests and tools can feed any images (e.g. a folder of PNGs)."""
@@ -118,24 +147,40 @@ def stats_from_batches(batches: Iterable[torch.Tensor], extractor: FeatureExtrac
         n += len(images)
     if not kept:
         raise ValueError("reference statistics need at least one image")
-    ref = ReferenceStats(extractor_id=None, n=n, mu=None, sigma=None, kid_features=None,
-                         swd_images=np.concatenate(kept))
+    ref = ReferenceStats(
+        extractor_id=None, n=n, mu=None, sigma=None, kid_features=None, swd_images=np.concatenate(kept)
+    )
     if extractor is not None and stats is not None:
-        ref.extractor_id, ref.n, ref.mu, ref.sigma, ref.kid_features = (extractor.id, stats.n, stats.mean, stats.cov,
-                                                                         stats.kept)
+        ref.extractor_id, ref.n, ref.mu, ref.sigma, ref.kid_features = (
+            extractor.id,
+            stats.n,
+            stats.mean,
+            stats.cov,
+            stats.kept,
+        )
     return ref
 
 
-def reference_stats(data_cfg: DataConfig, extractor: FeatureExtractor | None, max_samples: int,
-                    stream_key: str = "image", batch_size: int = 64, kid_keep: int = KID_KEEP, swd_images: int = 1024,
-                    swd_max_bytes: int = 64 << 20, quiet: bool = False) -> ReferenceStats:
+def reference_stats(
+    data_cfg: DataConfig,
+    extractor: FeatureExtractor | None,
+    max_samples: int,
+    stream_key: str = "image",
+    batch_size: int = 64,
+    kid_keep: int = KID_KEEP,
+    swd_images: int = 1024,
+    swd_max_bytes: int = 64 << 20,
+    quiet: bool = False,
+) -> ReferenceStats:
     """Statistics of the real images of `stream_key` ("image"; "A" or "B" for unpaired data: "B" for the targets of a
     translation), loaded from the dataset's cache when there, else computed and cached. See the module doc."""
     cfg = data_cfg.model_copy(update={"flip": False, "crop": "center"})
     ds = ImageDataset(cfg)
     if stream_key not in ds.streams:
-        raise ValueError(f"{cfg.uri} has no {stream_key!r} image stream (it has {', '.join(ds.streams)}): "
-                         "use \"image\" for single-domain data, \"A\"/\"B\" for unpaired data")
+        raise ValueError(
+            f"{cfg.uri} has no {stream_key!r} image stream (it has {', '.join(ds.streams)}): "
+            'use "image" for single-domain data, "A"/"B" for unpaired data'
+        )
     files = ds.streams[stream_key]
     n = min(max_samples, len(files))
     if extractor is not None and n < 2:
@@ -155,12 +200,14 @@ def reference_stats(data_cfg: DataConfig, extractor: FeatureExtractor | None, ma
     order = np.random.default_rng(0).permutation(len(files))[:n]
     samples = [Sample({stream_key: files[i]}) for i in order]
     ds.bytes.warm([s.files[stream_key] for s in samples])
-    with ThreadPoolExecutor(cfg.decode_threads, thread_name_prefix="gansvc-ref") as pool, \
-            tqdm(total=n, desc=f"reference statistics {stream_key}", unit="img", disable=quiet) as bar:
+    with (
+        ThreadPoolExecutor(cfg.decode_threads, thread_name_prefix="gansvc-ref") as pool,
+        tqdm(total=n, desc=f"reference statistics {stream_key}", unit="img", disable=quiet) as bar,
+    ):
 
         def batches() -> Iterator[torch.Tensor]:
             for start in range(0, n, batch_size):
-                chunk = samples[start:start + batch_size]
+                chunk = samples[start : start + batch_size]
                 rngs = [np.random.default_rng([0, start + k]) for k in range(len(chunk))]  # unused: no flip/crop
                 yield torch.stack([it[stream_key] for it in pool.map(ds.load_sample, chunk, rngs)])
                 bar.update(len(chunk))
@@ -170,6 +217,8 @@ def reference_stats(data_cfg: DataConfig, extractor: FeatureExtractor | None, ma
     try:
         storage.write_bytes(uri, ref.to_bytes(), "application/octet-stream")
     except (storage.StorageError, OSError) as err:
-        print(f"[gansvc] could not cache reference statistics at {uri} ({err}); they will be recomputed next time",
-              file=sys.stderr)
+        print(
+            f"[gansvc] could not cache reference statistics at {uri} ({err}); they will be recomputed next time",
+            file=sys.stderr,
+        )
     return ref

@@ -1,5 +1,5 @@
-"""Segmentation scores: confusion matrix, per-class IoU, mean IoU, pixel accuracy (and, re-exported from
-`gansvc.nn.segnet`, the fixed palette that colours masks).
+"""Segmentation scores: confusion matrix, per-class IoU, mean IoU, pixel accuracy (the fixed palette that colours
+masks is `gansvc.nn.segnet.colorize`: metrics sit below the networks and never import them).
 
 mIoU convention (Long et al. 2015 / the Cityscapes and pix2pix "FCN score" evaluations): counts are pooled over all
 pixels of all images first; IoU_c = TP_c / (TP_c + FP_c + FN_c); the mean is over the classes whose union
@@ -15,7 +15,6 @@ import torch
 from torch import Tensor
 
 from gansvc.data.spec import IGNORE_INDEX
-from gansvc.nn.segnet import PALETTE, colorize  # noqa: F401 - the mask pictures live with the networks (light import)
 
 
 def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX) -> Tensor:

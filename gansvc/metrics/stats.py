@@ -97,7 +97,7 @@ class ISStats:
             raise ValueError(f"ISStats was told {self.total} samples and got more")
         if not self._p_sum:
             self._p_sum = [np.zeros(log_p.shape[1]) for _ in range(self.splits)]
-        split = self._split_of[self.n:self.n + len(log_p)]
+        split = self._split_of[self.n : self.n + len(log_p)]
         p = np.exp(log_p)
         with np.errstate(invalid="ignore"):
             plogp = np.where(p > 0, p * log_p, 0.0).sum(axis=1)

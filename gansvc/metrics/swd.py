@@ -25,7 +25,7 @@ _K1 = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
 
 def _blur(x: torch.Tensor, scale: float = 1.0, stride: int = 1) -> torch.Tensor:
     c = x.shape[1]
-    k = _K1.to(x) * scale ** 0.5
+    k = _K1.to(x) * scale**0.5
     pad = F.pad(x, (2, 2, 2, 2), mode="reflect" if min(x.shape[-2:]) > 2 else "replicate")
     rows = F.conv2d(pad, k.view(1, 1, 5, 1).expand(c, 1, 5, 1), groups=c, stride=(stride, 1))
     return F.conv2d(rows, k.view(1, 1, 1, 5).expand(c, 1, 1, 5), groups=c, stride=(1, stride))
@@ -87,8 +87,13 @@ class SWDDescriptors:
             _, c, h, w = band.shape
             img = torch.arange(n).repeat_interleave(self.nhoods_per_image)
             # positions depend on (seed, image index, level) only: the same for any batching of the same images
-            pos = np.concatenate([np.random.default_rng([self.seed, self.n_images + i, lv]).random(
-                (2, self.nhoods_per_image)) for i in range(n)], axis=1)
+            pos = np.concatenate(
+                [
+                    np.random.default_rng([self.seed, self.n_images + i, lv]).random((2, self.nhoods_per_image))
+                    for i in range(n)
+                ],
+                axis=1,
+            )
             ys = torch.from_numpy(half + (pos[0] * (h - 2 * half)).astype(np.int64))
             xs = torch.from_numpy(half + (pos[1] * (w - 2 * half)).astype(np.int64))
             yy = (ys[:, None] + offs)[:, :, None]  # (M, k, 1)
@@ -108,8 +113,9 @@ class SWDDescriptors:
         return out
 
 
-def sliced_wasserstein(a: np.ndarray, b: np.ndarray, dir_repeats: int = 4, dirs_per_repeat: int = 128,
-                       seed: int = 0) -> float:
+def sliced_wasserstein(
+    a: np.ndarray, b: np.ndarray, dir_repeats: int = 4, dirs_per_repeat: int = 128, seed: int = 0
+) -> float:
     """Mean over random unit directions of the 1-D Wasserstein-1 distance of the projections (equal-size sets)."""
     if a.shape != b.shape:
         raise ValueError(f"sliced_wasserstein needs equal-size descriptor sets, got {a.shape} and {b.shape}")
@@ -117,7 +123,7 @@ def sliced_wasserstein(a: np.ndarray, b: np.ndarray, dir_repeats: int = 4, dirs_
     results = []
     for _ in range(dir_repeats):
         dirs = rng.standard_normal((a.shape[1], dirs_per_repeat))
-        dirs = (dirs / np.sqrt((dirs ** 2).sum(axis=0, keepdims=True))).astype(a.dtype)
+        dirs = (dirs / np.sqrt((dirs**2).sum(axis=0, keepdims=True))).astype(a.dtype)
         pa, pb = dirs.T @ a.T, dirs.T @ b.T  # (direction, neighbourhood): rows sort contiguously
         pa.sort(axis=1)
         pb.sort(axis=1)
@@ -139,8 +145,9 @@ def swd_from_descriptors(a: list[np.ndarray], b: list[np.ndarray], seed: int = 0
     return out
 
 
-def sliced_wasserstein_distance(images1: torch.Tensor, images2: torch.Tensor, nhoods_per_image: int = 64,
-                                min_res: int = 16, seed: int = 0) -> float:
+def sliced_wasserstein_distance(
+    images1: torch.Tensor, images2: torch.Tensor, nhoods_per_image: int = 64, min_res: int = 16, seed: int = 0
+) -> float:
     """SWD between two image sets (N, C, H, W) in [-1, 1]: the mean over pyramid levels of per-level SWD x 1e3."""
     d1 = SWDDescriptors(nhoods_per_image, min_res=min_res, seed=seed)
     d2 = SWDDescriptors(nhoods_per_image, min_res=min_res, seed=seed)  # same positions: identical sets give 0

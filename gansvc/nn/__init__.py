@@ -1,4 +1,4 @@
-"""Building blocks shared by the families.
+"""Networks and layers the families are built from.
 
 Modules are imported directly (e.g. `from gansvc.nn.dcgan_blocks import Generator`); this package file stays empty so
 that importing one block never pulls in the others.
@@ -7,7 +7,9 @@ that importing one block never pulls in the others.
   optional conditioning (one-hot labels into G, one auxiliary softmax head per attribute in D).
 - `noise`: Gaussian instance noise layers for D and their annealing schedule.
 - `ema`: exponential moving average copies of generator weights.
-- `gan_fields`: the pydantic field groups the conv GAN family configs are made of, and the optimizer factory.
-- `adversarial`: the D / G training steps, n_critic scheduling, weight clipping, EMA update and generation shared by
-  the dcgan, wgan, wgan-gp, acgan and wacgan families.
+- `wrappers`: `unwrap`, the plain module behind DDP / torch.compile wrappers.
+- `resnet`, `unet`, `patchgan`, `ugatit`, `segnet`: image-to-image and segmentation networks; `pool`: image history
+  pools; `i2i_util`: weight init and padding for translation.
+Networks and layers only: training steps, config fields and schedules live in `gansvc.families` (e.g.
+`families.adversarial`, `families.gan_fields`, `families.cycle`, `families.training`).
 """

@@ -117,8 +117,11 @@ class Generator(nn.Module):
         self.fc_act = _act(arch.activation, arch.leaky_slope)
         layers: list[nn.Module] = []
         for i in range(n_up):
-            layers += [*upsample_layers(arch.upsample, ch[i], ch[i + 1], kernels[i]),
-                       nn.BatchNorm2d(ch[i + 1]), _act(arch.activation, arch.leaky_slope)]
+            layers += [
+                *upsample_layers(arch.upsample, ch[i], ch[i + 1], kernels[i]),
+                nn.BatchNorm2d(ch[i + 1]),
+                _act(arch.activation, arch.leaky_slope),
+            ]
         self.blocks = nn.Sequential(*layers)
         k = kernels[n_up]
         self.out = nn.Conv2d(ch[n_up], arch.channels, k, 1, k // 2)

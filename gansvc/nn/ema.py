@@ -11,21 +11,13 @@ import copy
 import torch
 from torch import nn
 
-
-def plain_module(net: nn.Module) -> nn.Module:
-    """The module behind DDP / torch.compile wrappers (same rule as gansvc.families.base.unwrap; nn may not import
-    families, so the five lines live here too)."""
-    while True:
-        inner = getattr(net, "module", None) or getattr(net, "_orig_mod", None)
-        if not isinstance(inner, nn.Module):
-            return net
-        net = inner
+from gansvc.nn.wrappers import unwrap
 
 
 def ema_copy(net: nn.Module) -> nn.Module:
     """A frozen deep copy of `net` (unwrapped) to hold the average; starts equal to `net`. It is in eval mode: it is
     only ever used for inference (batch norm then uses the running statistics copied from `net`)."""
-    ema = copy.deepcopy(plain_module(net))
+    ema = copy.deepcopy(unwrap(net))
     for p in ema.parameters():
         p.requires_grad_(False)
     return ema.eval()
@@ -34,7 +26,7 @@ def ema_copy(net: nn.Module) -> nn.Module:
 @torch.no_grad()
 def ema_update(ema: nn.Module, net: nn.Module, decay: float) -> None:
     """One EMA step of `ema` towards the current weights of `net` (a plain module or a wrapper)."""
-    src = plain_module(net)
+    src = unwrap(net)
     for p_ema, p in zip(ema.parameters(), src.parameters(), strict=True):
         p_ema.lerp_(p.detach().to(p_ema.dtype), 1.0 - decay)
     for b_ema, b in zip(ema.buffers(), src.buffers(), strict=True):

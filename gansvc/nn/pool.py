@@ -51,8 +51,7 @@ class ImagePool:
         return torch.stack(out)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"size": self.size, "images": [t.clone() for t in self.images],
-                "generator": self.generator.get_state()}
+        return {"size": self.size, "images": [t.clone() for t in self.images], "generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if int(state["size"]) != self.size:

@@ -28,8 +28,12 @@ class ResnetBlock(nn.Module):
 
     def __init__(self, dim: int, *, bias: bool = True, dropout: bool = False) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias),
-                                   nn.InstanceNorm2d(dim), nn.ReLU(True)]
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(dim, dim, 3, bias=bias),
+            nn.InstanceNorm2d(dim),
+            nn.ReLU(True),
+        ]
         if dropout:
             layers.append(nn.Dropout(0.5))
         layers += [nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=bias), nn.InstanceNorm2d(dim)]
@@ -43,21 +47,29 @@ class ResnetGenerator(nn.Module):
     """c7s1-ngf, d(2ngf), d(4ngf), n x R(4ngf), u(2ngf), u(ngf), c7s1-out, tanh. Any H, W that are multiples of 4
     come back at the same size (two stride-2 convs, two transposed convs with output_padding 1)."""
 
-    def __init__(self, in_channels: int = 3, out_channels: int = 3, ngf: int = 64, n_blocks: int = 9,
-                 dropout: bool = False) -> None:
+    def __init__(
+        self, in_channels: int = 3, out_channels: int = 3, ngf: int = 64, n_blocks: int = 9, dropout: bool = False
+    ) -> None:
         super().__init__()
         if n_blocks < 0:
             raise ValueError(f"n_blocks must be >= 0, got {n_blocks}")
-        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7), nn.InstanceNorm2d(ngf),
-                                   nn.ReLU(True)]
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(in_channels, ngf, 7),
+            nn.InstanceNorm2d(ngf),
+            nn.ReLU(True),
+        ]
         for i in range(2):  # two stride-2 downsamplings
             c = ngf * 2**i
             layers += [nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), nn.InstanceNorm2d(2 * c), nn.ReLU(True)]
         layers += [ResnetBlock(4 * ngf, bias=True, dropout=dropout) for _ in range(n_blocks)]
         for i in range(2):  # two fractionally strided convs, stride 1/2
             c = ngf * 2 ** (2 - i)
-            layers += [nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1),
-                       nn.InstanceNorm2d(c // 2), nn.ReLU(True)]
+            layers += [
+                nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1),
+                nn.InstanceNorm2d(c // 2),
+                nn.ReLU(True),
+            ]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
 
@@ -78,7 +90,7 @@ _RUNNING_STATS = ("running_mean", "running_var", "num_batches_tracked")
 def strip_module_prefix(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Drop a leading `module.` (a net saved while wrapped in DataParallel / DDP)."""
     if state and all(k.startswith("module.") for k in state):
-        return {k[len("module."):]: v for k, v in state.items()}
+        return {k[len("module.") :]: v for k, v in state.items()}
     return dict(state)
 
 
@@ -113,16 +125,24 @@ def resnet_arch_from_state_dict(state: Mapping[str, Tensor]) -> ResnetArch:
     try:
         first = sd["model.1.weight"]
     except KeyError:
-        raise ValueError("not an official ResnetGenerator state dict: no 'model.1.weight' "
-                         "(expected keys like model.1.weight, model.10.conv_block.1.weight)") from None
+        raise ValueError(
+            "not an official ResnetGenerator state dict: no 'model.1.weight' "
+            "(expected keys like model.1.weight, model.10.conv_block.1.weight)"
+        ) from None
     blocks = {int(m.group(1)) for k in sd if (m := re.match(r"model\.(\d+)\.conv_block\.", k))}
     n_blocks = len(blocks)
     if blocks and blocks != set(range(10, 10 + n_blocks)):
-        raise ValueError(f"residual blocks at unexpected positions {sorted(blocks)}; "
-                         f"expected model.10 .. model.{9 + n_blocks}")
+        raise ValueError(
+            f"residual blocks at unexpected positions {sorted(blocks)}; expected model.10 .. model.{9 + n_blocks}"
+        )
     last = sd.get(f"model.{17 + n_blocks}.weight")
     if last is None:
         raise ValueError(f"missing final conv 'model.{17 + n_blocks}.weight' for {n_blocks} residual blocks")
     dropout = any(".conv_block.6." in k for k in sd)
-    return ResnetArch(in_channels=int(first.shape[1]), out_channels=int(last.shape[0]), ngf=int(first.shape[0]),
-                      n_blocks=n_blocks, dropout=dropout)
+    return ResnetArch(
+        in_channels=int(first.shape[1]),
+        out_channels=int(last.shape[0]),
+        ngf=int(first.shape[0]),
+        n_blocks=n_blocks,
+        dropout=dropout,
+    )

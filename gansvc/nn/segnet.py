@@ -1,4 +1,4 @@
-"""Segmentation networks: the `segmenter` family trains one, `semantic-cyclegan` uses one frozen for its semantic loss.
+"""Segmentation networks: a segment family trains one, a translation family may use one frozen for a semantic loss.
 
 `SegNet` wraps one architecture behind one interface: images in [-1, 1], (N, C, H, W) with C = 1 or 3, in; per-pixel
 class logits (N, K, H, W) out (`forward`), or the backbone's feature map (`features(x, "backbone")`).
@@ -29,10 +29,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-Arch = Literal["tiny", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large", "deeplabv3_resnet50",
-               "deeplabv3_resnet101", "fcn_resnet50", "fcn_resnet101"]
-ARCHS: tuple[str, ...] = ("tiny", "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large", "deeplabv3_resnet50",
-                          "deeplabv3_resnet101", "fcn_resnet50", "fcn_resnet101")
+Arch = Literal[
+    "tiny",
+    "deeplabv3_mobilenet_v3_large",
+    "lraspp_mobilenet_v3_large",
+    "deeplabv3_resnet50",
+    "deeplabv3_resnet101",
+    "fcn_resnet50",
+    "fcn_resnet101",
+]
+ARCHS: tuple[str, ...] = (
+    "tiny",
+    "deeplabv3_mobilenet_v3_large",
+    "lraspp_mobilenet_v3_large",
+    "deeplabv3_resnet50",
+    "deeplabv3_resnet101",
+    "fcn_resnet50",
+    "fcn_resnet101",
+)
 Features = Literal["logits", "backbone"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -42,8 +56,11 @@ _CLASSIFIER_KEY = {"tiny": "classifier.weight", "lraspp_mobilenet_v3_large": "cl
 
 
 def _conv_bn_relu(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=dilation, dilation=dilation, bias=False),
-                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=dilation, dilation=dilation, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
 
 
 class TinySegNet(nn.Module):
@@ -105,7 +122,7 @@ class SegNet(nn.Module):
         return self.net(self.prepare(x))["out"]
 
     def features(self, x: Tensor, kind: Features = "logits") -> Tensor:
-        """"logits": `forward`; "backbone": the backbone's last feature map (LR-ASPP: its high-level branch)."""
+        """ "logits": `forward`; "backbone": the backbone's last feature map (LR-ASPP: its high-level branch)."""
         if kind == "logits":
             return self.forward(x)
         feats = self.net.backbone(self.prepare(x))
@@ -128,9 +145,9 @@ def segnet_from_state_dict(arch: str, state: Mapping[str, Any], in_channels: int
             state = state[wrapper]
     sd = {k: v for k, v in state.items() if isinstance(v, Tensor)}
     if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
     if sd and all(k.startswith("net.") for k in sd):
-        sd = {k[len("net."):]: v for k, v in sd.items()}
+        sd = {k[len("net.") :]: v for k, v in sd.items()}
     sd = {k: v for k, v in sd.items() if not k.startswith("aux_classifier.")}  # we build without the auxiliary head
     if arch == "tiny" and "stem.0.weight" in sd:
         in_channels = int(sd["stem.0.weight"].shape[1])
@@ -138,8 +155,10 @@ def segnet_from_state_dict(arch: str, state: Mapping[str, Any], in_channels: int
     try:
         net.net.load_state_dict(sd)
     except RuntimeError as err:
-        raise ValueError(f"the weights do not fit a {arch} network: {str(err).splitlines()[0][:300]}; "
-                         "set the architecture they were trained with") from None
+        raise ValueError(
+            f"the weights do not fit a {arch} network: {str(err).splitlines()[0][:300]}; "
+            "set the architecture they were trained with"
+        ) from None
     return net
 
 
@@ -185,11 +204,14 @@ class FrozenSegmenter:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("digest") != self.digest:
-            raise ValueError(f"the segmenter's weights ({self.source}) differ from those the checkpoint was trained "
-                             f"with ({state.get('source')}): resume with the same model.segmenter")
+            raise ValueError(
+                f"the segmenter's weights ({self.source}) differ from those the checkpoint was trained "
+                f"with ({state.get('source')}): resume with the same model.segmenter"
+            )
 
 
 # --------------------------------------------------------------------------------------------------- mask pictures
+
 
 def _voc_palette(n: int = 256) -> np.ndarray:
     """The PASCAL VOC colour map (class 0 black, 1 dark red, 2 dark green, ...; 255 the cream 'void' colour)."""

@@ -98,8 +98,15 @@ def _cam(x: Tensor, gap_fc: nn.Linear, gmp_fc: nn.Linear, gap_w: Tensor, gmp_w: 
 class UgatitGenerator(nn.Module):
     """forward(x) -> (image in [-1, 1], CAM logits (N, 2), heatmap (N, 1, H/4, W/4), not normalised)."""
 
-    def __init__(self, in_channels: int = 3, out_channels: int = 3, ngf: int = 64, n_blocks: int = 4,
-                 img_size: int | tuple[int, int] = 256, light: bool = True) -> None:
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        ngf: int = 64,
+        n_blocks: int = 4,
+        img_size: int | tuple[int, int] = 256,
+        light: bool = True,
+    ) -> None:
         super().__init__()
         h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
         if h % 4 or w % 4:
@@ -107,20 +114,29 @@ class UgatitGenerator(nn.Module):
         self.n_blocks, self.light = n_blocks, light
         self.feat_size = (h // 4, w // 4)  # size the full variant's first FC layer was built for
         dim = 4 * ngf
-        down: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7, bias=False),
-                                 nn.InstanceNorm2d(ngf), nn.ReLU(True)]
+        down: list[nn.Module] = [
+            nn.ReflectionPad2d(3),
+            nn.Conv2d(in_channels, ngf, 7, bias=False),
+            nn.InstanceNorm2d(ngf),
+            nn.ReLU(True),
+        ]
         for i in range(2):
             c = ngf * 2**i
-            down += [nn.ReflectionPad2d(1), nn.Conv2d(c, 2 * c, 3, stride=2, bias=False), nn.InstanceNorm2d(2 * c),
-                     nn.ReLU(True)]
+            down += [
+                nn.ReflectionPad2d(1),
+                nn.Conv2d(c, 2 * c, 3, stride=2, bias=False),
+                nn.InstanceNorm2d(2 * c),
+                nn.ReLU(True),
+            ]
         down += [ResnetBlock(dim, bias=False) for _ in range(n_blocks)]
         self.gap_fc = nn.Linear(dim, 1, bias=False)
         self.gmp_fc = nn.Linear(dim, 1, bias=False)
         self.conv1x1 = nn.Conv2d(2 * dim, dim, 1)
         self.relu = nn.ReLU(True)
         fc_in = dim if light else self.feat_size[0] * self.feat_size[1] * dim
-        self.FC = nn.Sequential(nn.Linear(fc_in, dim, bias=False), nn.ReLU(True), nn.Linear(dim, dim, bias=False),
-                                nn.ReLU(True))
+        self.FC = nn.Sequential(
+            nn.Linear(fc_in, dim, bias=False), nn.ReLU(True), nn.Linear(dim, dim, bias=False), nn.ReLU(True)
+        )
         self.gamma = nn.Linear(dim, dim, bias=False)
         self.beta = nn.Linear(dim, dim, bias=False)
         for i in range(n_blocks):
@@ -128,8 +144,13 @@ class UgatitGenerator(nn.Module):
         up: list[nn.Module] = []
         for i in range(2):
             c = ngf * 2 ** (2 - i)
-            up += [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1),
-                   nn.Conv2d(c, c // 2, 3, bias=False), LIN(c // 2), nn.ReLU(True)]
+            up += [
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.ReflectionPad2d(1),
+                nn.Conv2d(c, c // 2, 3, bias=False),
+                LIN(c // 2),
+                nn.ReLU(True),
+            ]
         up += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7, bias=False), nn.Tanh()]
         self.DownBlock = nn.Sequential(*down)
         self.UpBlock2 = nn.Sequential(*up)
@@ -144,8 +165,11 @@ class UgatitGenerator(nn.Module):
         else:
             # The full MLP was sized for the training resolution; at another size the attended features are resized
             # to it for the gamma/beta path only (the image path keeps the input resolution).
-            feats = x if tuple(x.shape[-2:]) == self.feat_size else F.interpolate(
-                x, size=self.feat_size, mode="bilinear", align_corners=False)
+            feats = (
+                x
+                if tuple(x.shape[-2:]) == self.feat_size
+                else F.interpolate(x, size=self.feat_size, mode="bilinear", align_corners=False)
+            )
             style = feats.flatten(1)
         style = self.FC(style)
         gamma, beta = self.gamma(style), self.beta(style)
@@ -163,8 +187,11 @@ class UgatitDiscriminator(nn.Module):
         if n_layers < 3:
             raise ValueError(f"U-GAT-IT discriminator needs n_layers >= 3, got {n_layers}")
         self.n_layers = n_layers
-        layers: list[nn.Module] = [nn.ReflectionPad2d(1), spectral_norm(nn.Conv2d(in_channels, ndf, 4, stride=2)),
-                                   nn.LeakyReLU(0.2, True)]
+        layers: list[nn.Module] = [
+            nn.ReflectionPad2d(1),
+            spectral_norm(nn.Conv2d(in_channels, ndf, 4, stride=2)),
+            nn.LeakyReLU(0.2, True),
+        ]
         for i in range(1, n_layers - 2):
             c = ndf * 2 ** (i - 1)
             layers += [nn.ReflectionPad2d(1), spectral_norm(nn.Conv2d(c, 2 * c, 4, stride=2)), nn.LeakyReLU(0.2, True)]
@@ -218,9 +245,11 @@ def ugatit_d_output_size(side: int, n_layers: int) -> int:
     (each 4x4 conv follows a reflection pad of 1, which needs a feature map of at least 2 pixels)."""
     out = _d_side(side, n_layers)
     if out is None:
-        raise ValueError(f"images of side {side} are too small for a {n_layers}-layer U-GAT-IT discriminator (it "
-                         f"needs >= {ugatit_d_min_side(n_layers)} px); lower n_dis_global / n_dis_local, leave them "
-                         "unset (auto: the deepest that fits) or use larger images")
+        raise ValueError(
+            f"images of side {side} are too small for a {n_layers}-layer U-GAT-IT discriminator (it "
+            f"needs >= {ugatit_d_min_side(n_layers)} px); lower n_dis_global / n_dis_local, leave them "
+            "unset (auto: the deepest that fits) or use larger images"
+        )
     return out
 
 
@@ -233,6 +262,7 @@ def clip_rho_(net: nn.Module) -> None:
 
 
 # --- official checkpoints -------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class UgatitArch:
@@ -277,8 +307,10 @@ def ugatit_arch_from_state_dict(params: Mapping[str, Mapping[str, Tensor]] | Map
     (4ngf for light, (s/4)^2 4ngf for full, which also gives the image side s)."""
     gen = params.get("genA2B", params)
     if not isinstance(gen, Mapping) or "FC.0.weight" not in gen:
-        raise ValueError("not a UGATIT-pytorch generator state dict: no 'FC.0.weight' (expected keys like "
-                         "DownBlock.1.weight, FC.0.weight, UpBlock1_1.norm1.rho)")
+        raise ValueError(
+            "not a UGATIT-pytorch generator state dict: no 'FC.0.weight' (expected keys like "
+            "DownBlock.1.weight, FC.0.weight, UpBlock1_1.norm1.rho)"
+        )
     gen = strip_module_prefix(gen)
     first, fc0 = gen["DownBlock.1.weight"], gen["FC.0.weight"]
     ngf, dim = int(first.shape[0]), int(fc0.shape[0])
@@ -292,9 +324,16 @@ def ugatit_arch_from_state_dict(params: Mapping[str, Mapping[str, Tensor]] | Map
         if side * side * dim != fc_in:
             raise ValueError(f"FC.0.weight has {fc_in} inputs: not (s/4)^2 * {dim} for a square image side s")
         img_size = 4 * side
-    out = gen[max((k for k in gen if re.fullmatch(r"UpBlock2\.\d+\.weight", k)),
-                  key=lambda k: int(k.split(".")[1]))]
+    out = gen[max((k for k in gen if re.fullmatch(r"UpBlock2\.\d+\.weight", k)), key=lambda k: int(k.split(".")[1]))]
     n_global = _n_dis(strip_module_prefix(params["disGA"])) if "disGA" in params else None
     n_local = _n_dis(strip_module_prefix(params["disLA"])) if "disLA" in params else None
-    return UgatitArch(in_channels=int(first.shape[1]), out_channels=int(out.shape[0]), ngf=ngf, n_blocks=n_blocks,
-                      light=light, img_size=img_size, n_dis_global=n_global, n_dis_local=n_local)
+    return UgatitArch(
+        in_channels=int(first.shape[1]),
+        out_channels=int(out.shape[0]),
+        ngf=ngf,
+        n_blocks=n_blocks,
+        light=light,
+        img_size=img_size,
+        n_dis_global=n_global,
+        n_dis_local=n_local,
+    )

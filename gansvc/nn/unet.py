@@ -27,9 +27,16 @@ from gansvc.nn.i2i_util import crop_to, pad_to_multiple
 class UnetSkipConnectionBlock(nn.Module):
     """One level: x -> [down, submodule, up] and, except at the outermost level, cat([x, that])."""
 
-    def __init__(self, outer_nc: int, inner_nc: int, input_nc: int | None = None,
-                 submodule: nn.Module | None = None, outermost: bool = False, innermost: bool = False,
-                 dropout: bool = False) -> None:
+    def __init__(
+        self,
+        outer_nc: int,
+        inner_nc: int,
+        input_nc: int | None = None,
+        submodule: nn.Module | None = None,
+        outermost: bool = False,
+        innermost: bool = False,
+        dropout: bool = False,
+    ) -> None:
         super().__init__()
         self.outermost = outermost
         input_nc = outer_nc if input_nc is None else input_nc
@@ -58,8 +65,9 @@ class UnetSkipConnectionBlock(nn.Module):
 
 
 class UnetGenerator(nn.Module):
-    def __init__(self, in_channels: int = 3, out_channels: int = 3, num_downs: int = 8, ngf: int = 64,
-                 dropout: bool = False) -> None:
+    def __init__(
+        self, in_channels: int = 3, out_channels: int = 3, num_downs: int = 8, ngf: int = 64, dropout: bool = False
+    ) -> None:
         super().__init__()
         if num_downs < 2:
             raise ValueError(f"a U-Net needs num_downs >= 2, got {num_downs}")
@@ -70,8 +78,9 @@ class UnetGenerator(nn.Module):
 
         block = UnetSkipConnectionBlock(nc(num_downs - 2), nc(num_downs - 1), innermost=True)
         for i in range(num_downs - 2, 0, -1):
-            block = UnetSkipConnectionBlock(nc(i - 1), nc(i), submodule=block,
-                                            dropout=dropout and i >= 4 and nc(i - 1) == nc(i))
+            block = UnetSkipConnectionBlock(
+                nc(i - 1), nc(i), submodule=block, dropout=dropout and i >= 4 and nc(i - 1) == nc(i)
+            )
         self.model = UnetSkipConnectionBlock(out_channels, ngf, input_nc=in_channels, submodule=block, outermost=True)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -21,9 +21,13 @@ import requests
 
 from gansvc.serve.app import DEFAULT_CONFIG, INGRESS_APP, deploy_config, load_config
 
-BUILTIN = {"proxy_location": "HeadOnly", "http_options": {"host": "127.0.0.1", "port": 29320},
-           "applications": [{"name": INGRESS_APP, "route_prefix": "/", "import_path": "gansvc.serve.app:build_app",
-                             "args": {}}]}
+BUILTIN = {
+    "proxy_location": "HeadOnly",
+    "http_options": {"host": "127.0.0.1", "port": 29320},
+    "applications": [
+        {"name": INGRESS_APP, "route_prefix": "/", "import_path": "gansvc.serve.app:build_app", "args": {}}
+    ],
+}
 API = "/api/serve/applications/"
 
 
@@ -49,8 +53,10 @@ def dashboard_address() -> tuple[str, int | None]:
 
     state = local.load_state(local.default_state_dir())
     if state is None or not local.running(state)["ray"]:
-        raise ServeCliError("no cluster: set RAY_ADDRESS (and RAY_DASHBOARD_ADDRESS), or start the embedded stack "
-                            "with `python -m gansvc.local up`")
+        raise ServeCliError(
+            "no cluster: set RAY_ADDRESS (and RAY_DASHBOARD_ADDRESS), or start the embedded stack "
+            "with `python -m gansvc.local up`"
+        )
     for key, value in state.env().items():
         os.environ.setdefault(key, value)
     return state.dashboard_url, state.ports.serve_http
@@ -70,8 +76,10 @@ def check_models(config: dict[str, Any]) -> None:
         except RegistryError as err:
             raise ServeCliError(f"{app['name']}: {err}") from None
         except (storage.StorageError, OSError) as err:
-            print(f"warning: cannot read the registry from here ({err}); the replicas will check "
-                  f"{args['model']!r}", file=sys.stderr)
+            print(
+                f"warning: cannot read the registry from here ({err}); the replicas will check {args['model']!r}",
+                file=sys.stderr,
+            )
 
 
 def auth_headers() -> dict[str, str]:
@@ -91,9 +99,11 @@ def _rest(method: str, url: str, **kw: Any) -> requests.Response:
     except requests.RequestException as err:
         raise ServeCliError(f"the Ray dashboard at {url} does not answer: {err}") from None
     if resp.status_code in (401, 403):
-        raise ServeCliError(f"{method} {url} -> {resp.status_code}: the Ray dashboard wants its auth token: set "
-                            "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH (eval \"$(python -m gansvc.local env)\" for "
-                            f"the embedded stack) ({resp.text[:200]})")
+        raise ServeCliError(
+            f"{method} {url} -> {resp.status_code}: the Ray dashboard wants its auth token: set "
+            'RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH (eval "$(python -m gansvc.local env)" for '
+            f"the embedded stack) ({resp.text[:200]})"
+        )
     if resp.status_code >= 400:
         raise ServeCliError(f"{method} {url} -> {resp.status_code}: {resp.text[:1000]}")
     return resp
@@ -102,8 +112,9 @@ def _rest(method: str, url: str, **kw: Any) -> requests.Response:
 def declarative_apps(dashboard: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(configs of the applications deployed through the REST API, Serve's details)."""
     details = _rest("GET", dashboard + API).json()
-    apps = [a["deployed_app_config"] for a in (details.get("applications") or {}).values()
-            if a.get("deployed_app_config")]
+    apps = [
+        a["deployed_app_config"] for a in (details.get("applications") or {}).values() if a.get("deployed_app_config")
+    ]
     return apps, details
 
 
@@ -127,8 +138,10 @@ def wait_running(dashboard: str, names: list[str], timeout: float) -> dict[str, 
         states = {n: (apps.get(n) or {}).get("status", "NOT_STARTED") for n in names}
         failed = [n for n, s in states.items() if s in ("DEPLOY_FAILED", "UNHEALTHY")]
         if failed:
-            raise ServeCliError("; ".join(f"{n}: {_why(apps[n])}" for n in failed) + " (full tracebacks: "
-                                "`serve status`; after fixing code, change the config or remove the application)")
+            raise ServeCliError(
+                "; ".join(f"{n}: {_why(apps[n])}" for n in failed) + " (full tracebacks: "
+                "`serve status`; after fixing code, change the config or remove the application)"
+            )
         if all(s == "RUNNING" for s in states.values()):
             return details
         line = ", ".join(f"{n} {s}" for n, s in states.items())
@@ -152,8 +165,15 @@ def restore(dashboard: str, names: list[str], before: dict[str, dict[str, Any]])
     apps = [before.get(a["name"]) if a["name"] in names else a for a in running]
     apps = [a for a in apps if a is not None]
     if apps:
-        _rest("PUT", dashboard + API, json={"proxy_location": details.get("proxy_location") or "HeadOnly",
-                                            "http_options": details.get("http_options") or {}, "applications": apps})
+        _rest(
+            "PUT",
+            dashboard + API,
+            json={
+                "proxy_location": details.get("proxy_location") or "HeadOnly",
+                "http_options": details.get("http_options") or {},
+                "applications": apps,
+            },
+        )
     else:
         _rest("DELETE", dashboard + API)  # nothing else runs: shut Serve down
 
@@ -162,8 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m gansvc.serve", description=__doc__.strip().splitlines()[0])
     p.add_argument("--models", default=None, help="comma-separated served names (default: every model in --config)")
     p.add_argument("--config", default=None, help=f"Serve deploy config (default {DEFAULT_CONFIG} when present)")
-    p.add_argument("--port", type=int, default=None, help="Serve HTTP port (default $GANSVC_SERVE_PORT, else the "
-                                                          "config's); fixed once Serve runs on the cluster")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help="Serve HTTP port (default $GANSVC_SERVE_PORT, else the config's); fixed once Serve runs on the cluster",
+    )
     p.add_argument("--registry", default=None, help="registry root for every model (default: the config's)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the models to load")
     p.add_argument("--detach", action="store_true", help="return once running; leave the applications deployed")
@@ -173,8 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None)
         base = load_config(path) if path else BUILTIN
         models = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else None
-        port = args.port or (int(os.environ["GANSVC_SERVE_PORT"]) if os.environ.get("GANSVC_SERVE_PORT")
-                             else port_hint)
+        port = args.port or (int(os.environ["GANSVC_SERVE_PORT"]) if os.environ.get("GANSVC_SERVE_PORT") else port_hint)
         config = deploy_config(base, models, port, args.registry)
         check_models(config)
         names, before = deploy(dashboard, config)
@@ -195,8 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     http = details.get("http_options") or {}
     url = f"http://{http.get('host', '127.0.0.1')}:{http.get('port', port)}"
     served = [a["name"] for a in config["applications"] if a["name"] != INGRESS_APP]
-    print(f"gansvc serves {', '.join(served) or 'no models'} at {url}  (API docs {url}/docs, models {url}/v1/models)",
-          flush=True)
+    print(
+        f"gansvc serves {', '.join(served) or 'no models'} at {url}  (API docs {url}/docs, models {url}/v1/models)",
+        flush=True,
+    )
     if args.detach:
         return 0
     stop = threading.Event()
@@ -207,8 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the clean-up short
         signal.signal(sig, signal.SIG_IGN)
     added = [n for n in names if n not in before]
-    print(f"stopping: removing {', '.join(added) or 'nothing'}"
-          + (f", restoring {', '.join(before)}" if before else ""), file=sys.stderr, flush=True)
+    print(
+        f"stopping: removing {', '.join(added) or 'nothing'}" + (f", restoring {', '.join(before)}" if before else ""),
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         restore(dashboard, names, before)
     except ServeCliError as err:

@@ -3,22 +3,27 @@ application's own ingress (`model_ingress.ModelIngress`, route "/v1/models/<name
 
 One copy of: the JSON error contract (`errors.error_response`, the exception handlers), the body limit
 (`BodyLimit`), the request metrics (`observe`), the validation of generate / translate requests and the response
-headers and bodies (`generate_response`, `translate_response`), and the mapping of a model call's failures to
-503 / 504 / 500 (`guarded`).
+headers and bodies (`generate_response`, `translate_response`), the mapping of a model call's failures to
+503 / 504 / 500 (`guarded`), and the documentation pages with their assets served by the app itself (`add_local_docs`).
 A model request is handled by exactly one of the two ingresses, so it is validated, limited and counted once.
 """
 # No `from __future__ import annotations`: FastAPI must resolve the route functions' annotations (see ingress.py).
 
+from __future__ import annotations
+
 import asyncio
 import base64
+import importlib.resources
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from ray.exceptions import RayActorError, WorkerCrashedError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 from ray.serve.metrics import Counter, Histogram
@@ -29,16 +34,28 @@ from gansvc.data.spec import DataSpec
 from gansvc.families.sampling import encode_labels
 from gansvc.serve.errors import RETRY_AFTER_S, ROUTE, error_response
 from gansvc.serve.model import SECONDS_BOUNDS, DeadlineExpired
-from gansvc.serve.schemas import (GenerateRequest, GenJob, ImagesBody, IngressArgs, JobResult, TranslateJob,
-                                  TranslationBody)
+from gansvc.serve.schemas import (
+    GenerateRequest,
+    GenJob,
+    ImagesBody,
+    IngressArgs,
+    JobResult,
+    TranslateJob,
+    TranslationBody,
+)
 from gansvc.serve.uploads import ApiError, decode_image, read_body, upload_bytes
 
 ENDPOINTS = ("generate", "translate", "v1_models", "healthz", "readyz", "docs", "openapi.json")
 # a replica died (killed, OOM, node lost) or none can take the request now: the model is briefly unavailable,
 # Serve replaces the replica; the client should retry (503 + Retry-After), it did nothing wrong and the server did not
 # fail on its input (500)
-UNAVAILABLE = (RayActorError, WorkerCrashedError, BackPressureError, DeploymentUnavailableError,
-               ReplicaUnavailableError)
+UNAVAILABLE = (
+    RayActorError,
+    WorkerCrashedError,
+    BackPressureError,
+    DeploymentUnavailableError,
+    ReplicaUnavailableError,
+)
 
 # what runs a job: (task method name "generate" | "translate", job) -> the replica's result
 Runner = Callable[[str, Any], Awaitable[JobResult]]
@@ -56,8 +73,10 @@ def _problem(e: dict[str, Any]) -> str:
         where = next((p for p in e.get("loc", ()) if isinstance(p, int)), None)
         at = f" at character {where}" if where is not None else ""
         reason = (e.get("ctx") or {}).get("error")
-        return (f"the body is not valid JSON{at}{f' ({reason})' if reason else ''}: send a JSON object "
-                "with Content-Type application/json")
+        return (
+            f"the body is not valid JSON{at}{f' ({reason})' if reason else ''}: send a JSON object "
+            "with Content-Type application/json"
+        )
     return f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}"
 
 
@@ -107,8 +126,9 @@ class BodyLimit:
 
     @staticmethod
     async def _too_large(scope: Scope, receive: Receive, send: Send, max_bytes: int) -> None:
-        response = error_response(413, "payload_too_large", f"the request body exceeds {max_bytes} bytes "
-                                                            "(max_request_bytes)")
+        response = error_response(
+            413, "payload_too_large", f"the request body exceeds {max_bytes} bytes (max_request_bytes)"
+        )
         response.headers["Connection"] = "close"
         await response(scope, receive, send)
 
@@ -123,6 +143,7 @@ def _replay(body: bytes, early: Message | None, receive: Receive) -> Receive:
             sent = True
             return early or {"type": "http.request", "body": body, "more_body": False}
         return await receive()
+
     return replay
 
 
@@ -149,14 +170,105 @@ async def observe(request: Request, call_next: Any) -> Response:
         req.inc(tags={"model": model, "endpoint": endpoint, "status": str(response.status_code)})
         lat.observe(time.perf_counter() - t0, tags={"model": model, "endpoint": endpoint})
         if response.status_code >= 400:
-            err.inc(tags={"model": model, "endpoint": endpoint,
-                          "kind": response.headers.get("x-error-code", str(response.status_code))})
+            err.inc(
+                tags={
+                    "model": model,
+                    "endpoint": endpoint,
+                    "kind": response.headers.get("x-error-code", str(response.status_code)),
+                }
+            )
     return response
 
 
-def make_api(**fastapi_kwargs: Any) -> FastAPI:
-    """A FastAPI app with the JSON error contract, the body limit and the request metrics installed."""
-    app = FastAPI(**fastapi_kwargs)
+# ------------------------------------------------------------------------------------------ documentation pages
+
+# The documentation pages (/docs: Swagger UI, /redoc: ReDoc) load their scripts and styles from this app, not from
+# FastAPI's default CDN (cdn.jsdelivr.net, fonts.googleapis.com): clusters are often offline. The files are the
+# copies the `fastapi-offline` package ships (MIT; Swagger UI 5.32.6 and ReDoc's standalone bundle in 1.7.7).
+DOCS_ASSETS_URL = "/docs/assets"
+DOCS_ASSETS = {
+    "swagger-ui-bundle.js": "text/javascript; charset=utf-8",
+    "swagger-ui.css": "text/css; charset=utf-8",
+    "redoc.standalone.js": "text/javascript; charset=utf-8",
+    "favicon.png": "image/png",
+}
+
+
+def docs_assets_dir() -> Path:
+    try:
+        folder = Path(str(importlib.resources.files("fastapi_offline") / "static"))
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError(
+            "the package fastapi-offline (the /docs page's Swagger UI files) is not installed: "
+            "reinstall gansvc (./dev setup, or pip install -e .)"
+        ) from None
+    missing = [name for name in DOCS_ASSETS if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{folder} lacks {', '.join(missing)}: reinstall fastapi-offline (the version gansvc pins)"
+        )
+    return folder
+
+
+def add_local_docs(app: FastAPI, docs_url: str | None, redoc_url: str | None) -> None:
+    """/docs and /redoc as FastAPI serves them (same page, same Swagger UI parameters), their assets from
+    DOCS_ASSETS_URL on this app; paths are under the request's root_path, as FastAPI's own pages do."""
+    if docs_url is None and redoc_url is None:
+        return
+    folder = docs_assets_dir()
+
+    def under_root(request: Request, path: str) -> str:
+        return request.scope.get("root_path", "").rstrip("/") + path
+
+    @app.get(DOCS_ASSETS_URL + "/{name}", include_in_schema=False)
+    async def docs_asset(name: str) -> FileResponse:
+        if name not in DOCS_ASSETS:
+            raise StarletteHTTPException(404, f"no documentation asset {name!r}")
+        return FileResponse(
+            folder / name, media_type=DOCS_ASSETS[name], headers={"Cache-Control": "public, max-age=86400"}
+        )
+
+    if docs_url is not None:
+        redirect = app.swagger_ui_oauth2_redirect_url
+
+        @app.get(docs_url, include_in_schema=False)
+        async def swagger_ui(request: Request) -> HTMLResponse:
+            return get_swagger_ui_html(
+                openapi_url=under_root(request, app.openapi_url or ""),
+                title=f"{app.title} - Swagger UI",
+                swagger_js_url=under_root(request, f"{DOCS_ASSETS_URL}/swagger-ui-bundle.js"),
+                swagger_css_url=under_root(request, f"{DOCS_ASSETS_URL}/swagger-ui.css"),
+                swagger_favicon_url=under_root(request, f"{DOCS_ASSETS_URL}/favicon.png"),
+                oauth2_redirect_url=under_root(request, redirect) if redirect else None,
+                init_oauth=app.swagger_ui_init_oauth,
+                swagger_ui_parameters=app.swagger_ui_parameters,
+            )
+
+        if redirect:
+
+            @app.get(redirect, include_in_schema=False)
+            async def swagger_ui_redirect() -> HTMLResponse:
+                return get_swagger_ui_oauth2_redirect_html()
+
+    if redoc_url is not None:
+
+        @app.get(redoc_url, include_in_schema=False)
+        async def redoc(request: Request) -> HTMLResponse:
+            return get_redoc_html(
+                openapi_url=under_root(request, app.openapi_url or ""),
+                title=f"{app.title} - ReDoc",
+                redoc_js_url=under_root(request, f"{DOCS_ASSETS_URL}/redoc.standalone.js"),
+                redoc_favicon_url=under_root(request, f"{DOCS_ASSETS_URL}/favicon.png"),
+                with_google_fonts=False,
+            )
+
+
+def make_api(docs_url: str | None = "/docs", redoc_url: str | None = "/redoc", **fastapi_kwargs: Any) -> FastAPI:
+    """A FastAPI app with the JSON error contract, the body limit and the request metrics installed, and its
+    documentation pages (when it has an OpenAPI document) with their assets served locally."""
+    app = FastAPI(docs_url=None, redoc_url=None, **fastapi_kwargs)  # FastAPI's own pages load a CDN: add_local_docs
+    if app.openapi_url:
+        add_local_docs(app, docs_url, redoc_url)
     app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http)  # type: ignore[arg-type]
@@ -168,12 +280,15 @@ def make_api(**fastapi_kwargs: Any) -> FastAPI:
 def http_metrics() -> tuple[Counter, Histogram, Counter]:
     """The request metrics (created in the replica that serves the HTTP routes; Ray adds deployment tags)."""
     tags = ("model", "endpoint")
-    return (Counter("gansvc_http_requests", "HTTP requests by model, endpoint and status", (*tags, "status")),
-            Histogram("gansvc_http_request_seconds", "HTTP request latency", SECONDS_BOUNDS, tags),
-            Counter("gansvc_http_errors", "HTTP errors by model, endpoint and kind (error code)", (*tags, "kind")))
+    return (
+        Counter("gansvc_http_requests", "HTTP requests by model, endpoint and status", (*tags, "status")),
+        Histogram("gansvc_http_request_seconds", "HTTP request latency", SECONDS_BOUNDS, tags),
+        Counter("gansvc_http_errors", "HTTP errors by model, endpoint and kind (error code)", (*tags, "kind")),
+    )
 
 
 # ------------------------------------------------------------------------------------------------- model calls
+
 
 async def guarded(work: Awaitable[Any], timeout: float, name: str, cancel: Callable[[], Any] | None = None) -> Any:
     """`work` (a model call, local or through a handle) bounded by `timeout`, its failures mapped to the API's
@@ -194,8 +309,12 @@ async def guarded(work: Awaitable[Any], timeout: float, name: str, cancel: Calla
     except DeadlineExpired:
         raise ApiError(504, "timeout", f"model {name!r} did not start within {timeout:g} s; retry later") from None
     except UNAVAILABLE as err:
-        raise ApiError(503, "model_unavailable", f"model {name!r} is restarting ({type(err).__name__}); retry in "
-                                                 f"{RETRY_AFTER_S} s", {"Retry-After": str(RETRY_AFTER_S)}) from None
+        raise ApiError(
+            503,
+            "model_unavailable",
+            f"model {name!r} is restarting ({type(err).__name__}); retry in {RETRY_AFTER_S} s",
+            {"Retry-After": str(RETRY_AFTER_S)},
+        ) from None
     except Exception as err:  # noqa: BLE001 - a replica failure must not leak a traceback to the client
         first = (str(err).strip().splitlines() or [type(err).__name__])[-1][:300]
         raise ApiError(500, "model_error", f"model {name!r} failed: {first}") from None
@@ -216,8 +335,13 @@ def _b64(data: bytes) -> str:
 
 
 def _headers(info: dict[str, Any], res: JobResult, **extra: Any) -> dict[str, str]:
-    return {"X-Model-Version": str(res.version or info["version"]), "X-Batch-Size": str(res.batch_requests),
-            "X-Batch-Images": str(res.batch_images), "X-Replica": res.replica, **{k: str(v) for k, v in extra.items()}}
+    return {
+        "X-Model-Version": str(res.version or info["version"]),
+        "X-Batch-Size": str(res.batch_requests),
+        "X-Batch-Images": str(res.batch_images),
+        "X-Replica": res.replica,
+        **{k: str(v) for k, v in extra.items()},
+    }
 
 
 def _labels(name: str, info: dict[str, Any], body: GenerateRequest) -> list[dict[str, str]] | None:
@@ -227,8 +351,11 @@ def _labels(name: str, info: dict[str, Any], body: GenerateRequest) -> list[dict
         return None
     items = body.labels if isinstance(body.labels, list) else [body.labels or {}] * body.n
     if len(items) != body.n:
-        raise ApiError(422, "invalid_labels", f"labels is a list of {len(items)} mappings; give n={body.n} of "
-                                              "them, or one mapping for every image")
+        raise ApiError(
+            422,
+            "invalid_labels",
+            f"labels is a list of {len(items)} mappings; give n={body.n} of them, or one mapping for every image",
+        )
     try:
         encode_labels(DataSpec.from_dict(info["data_spec"]), items, seed=0)
     except ValueError as err:
@@ -236,15 +363,18 @@ def _labels(name: str, info: dict[str, Any], body: GenerateRequest) -> list[dict
     return items
 
 
-async def generate_response(name: str, body: GenerateRequest, info: dict[str, Any], args: IngressArgs,
-                            run: Runner) -> Response:
+async def generate_response(
+    name: str, body: GenerateRequest, info: dict[str, Any], args: IngressArgs, run: Runner
+) -> Response:
     """POST /v1/models/<name>/generate: validate against the model's info, run the job, answer PNG or JSON."""
     if info["task"] != "generate":
-        raise ApiError(400, "wrong_task", f"{name!r} is an image-to-image model ({info['family']}): POST an image "
-                                          f"to /v1/models/{name}/translate")
+        raise ApiError(
+            400,
+            "wrong_task",
+            f"{name!r} is an image-to-image model ({info['family']}): POST an image to /v1/models/{name}/translate",
+        )
     if body.n > info["max_n"]:
-        raise ApiError(422, "n_out_of_range", f"n={body.n}: {name!r} makes at most {info['max_n']} images per "
-                                              "request")
+        raise ApiError(422, "n_out_of_range", f"n={body.n}: {name!r} makes at most {info['max_n']} images per request")
     fmt: Literal["png", "grid", "json"] = body.format or ("png" if body.n == 1 else "grid")
     if fmt == "png" and body.n != 1:
         raise ApiError(422, "invalid_format", 'format "png" returns one image: use n=1, or "grid" / "json"')
@@ -253,21 +383,29 @@ async def generate_response(name: str, body: GenerateRequest, info: dict[str, An
     res = await run("generate", GenJob(body.n, seed, labels, body.truncation, fmt, deadline=deadline(args)))
     headers = _headers(info, res, **{"X-Seed": seed})
     if fmt == "json":
-        payload = ImagesBody(images=[_b64(p) for p in res.pngs], seed=seed, model=name,
-                             version=res.version or info["version"])
+        payload = ImagesBody(
+            images=[_b64(p) for p in res.pngs], seed=seed, model=name, version=res.version or info["version"]
+        )
         return JSONResponse(payload.model_dump(), headers=headers)
     return Response(res.pngs[0], media_type="image/png", headers=headers)
 
 
-async def translate_response(name: str, request: Request, direction: str, heatmap: bool, info: dict[str, Any],
-                             args: IngressArgs, run: Runner) -> Response:
+async def translate_response(
+    name: str, request: Request, direction: str, heatmap: bool, info: dict[str, Any], args: IngressArgs, run: Runner
+) -> Response:
     """POST /v1/models/<name>/translate: validate, read and decode the upload, run the job, answer PNG or JSON."""
     if info["task"] == "generate":
-        raise ApiError(400, "wrong_task", f"{name!r} is a generation model ({info['family']}): POST JSON to "
-                                          f"/v1/models/{name}/generate")
+        raise ApiError(
+            400,
+            "wrong_task",
+            f"{name!r} is a generation model ({info['family']}): POST JSON to /v1/models/{name}/generate",
+        )
     if direction not in info["directions"]:
-        raise ApiError(400, "unsupported_direction", f"{name!r} translates {', '.join(info['directions'])} only "
-                                                     "(imported without the other generator)")
+        raise ApiError(
+            400,
+            "unsupported_direction",
+            f"{name!r} translates {', '.join(info['directions'])} only (imported without the other generator)",
+        )
     if heatmap and not info["heatmap"]:
         raise ApiError(400, "no_heatmap", f"{name!r} ({info['family']}) has no attention heatmap: drop heatmap")
     if info["image"]["channels"] not in (1, 3):
@@ -278,7 +416,8 @@ async def translate_response(name: str, request: Request, direction: str, heatma
     res = await run("translate", TranslateJob(image, direction, heatmap, deadline=deadline(args)))  # type: ignore
     headers = _headers(info, res)
     if heatmap:
-        body_out = TranslationBody(image=_b64(res.pngs[0]), heatmap=_b64(res.heatmaps[0]), width=image.shape[1],
-                                   height=image.shape[0])
+        body_out = TranslationBody(
+            image=_b64(res.pngs[0]), heatmap=_b64(res.heatmaps[0]), width=image.shape[1], height=image.shape[0]
+        )
         return JSONResponse(body_out.model_dump(), headers=headers)
     return Response(res.pngs[0], media_type="image/png", headers=headers)

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
-
-from ray import serve
-from ray.serve import Application
+from typing import TYPE_CHECKING, Any
 
 from gansvc.serve.schemas import INGRESS_DEPLOYMENT, MODEL_DEPLOYMENT, IngressArgs, ModelArgs
+
+if TYPE_CHECKING:
+    from ray.serve import Application
 
 DEFAULT_CONFIG = Path("serve") / "gansvc.yaml"
 INGRESS_APP = "gansvc"
@@ -35,27 +35,41 @@ def model_route(name: str) -> str:
 
 
 def model_app(args: ModelArgs) -> Application:
+    # Ray imported here, not at module level: `python -m gansvc.serve --help` (this module's deploy-config half) starts
+    # in well under a second without it
+    from ray import serve
+
     # the HTTP routes are used only when the application has a route_prefix; the handle methods in every case
     from gansvc.serve.model_ingress import ModelIngress
 
     a = args.autoscaling
-    autoscaling = {"min_replicas": a.min_replicas, "max_replicas": a.max_replicas,
-                   "target_ongoing_requests": a.target_ongoing_requests}
+    autoscaling = {
+        "min_replicas": a.min_replicas,
+        "max_replicas": a.max_replicas,
+        "target_ongoing_requests": a.target_ongoing_requests,
+    }
     if a.initial_replicas is not None:
         autoscaling["initial_replicas"] = a.initial_replicas
     deployment = serve.deployment(ModelIngress, name=MODEL_DEPLOYMENT).options(
         ray_actor_options={"num_cpus": args.num_cpus, "num_gpus": args.num_gpus},
-        max_ongoing_requests=args.ongoing_limit(), autoscaling_config=autoscaling,
-        max_surge_percent=args.max_surge_percent)
+        max_ongoing_requests=args.ongoing_limit(),
+        autoscaling_config=autoscaling,
+        max_surge_percent=args.max_surge_percent,
+    )
     return deployment.bind(args.model_dump())
 
 
 def ingress_app(args: IngressArgs) -> Application:
+    from ray import serve  # deferred: see model_app
+
     from gansvc.serve.ingress import Ingress
 
     deployment = serve.deployment(Ingress, name=INGRESS_DEPLOYMENT).options(
-        ray_actor_options={"num_cpus": args.num_cpus}, num_replicas=args.num_replicas,
-        max_ongoing_requests=args.max_ongoing_requests, max_surge_percent=args.max_surge_percent)
+        ray_actor_options={"num_cpus": args.num_cpus},
+        num_replicas=args.num_replicas,
+        max_ongoing_requests=args.max_ongoing_requests,
+        max_surge_percent=args.max_surge_percent,
+    )
     return deployment.bind(args.model_dump())
 
 
@@ -68,6 +82,7 @@ def build_app(args: dict[str, Any]) -> Application:
 
 
 # ---------------------------------------------------------------------------------------------------- deploy config
+
 
 def load_config(path: str | Path) -> dict[str, Any]:
     import yaml
@@ -87,8 +102,10 @@ def check_config(config: dict[str, Any]) -> Any:
             (ModelArgs if "model" in args else IngressArgs).model_validate(args)
             route = app.route_prefix if isinstance(app.route_prefix, str) else None
             if "model" in args and route is not None and route != model_route(app.name):
-                raise ValueError(f"application {app.name!r}: route_prefix {route!r}: a model application is served "
-                                 f"at {model_route(app.name)!r} (its name) or through the front door (null)")
+                raise ValueError(
+                    f"application {app.name!r}: route_prefix {route!r}: a model application is served "
+                    f"at {model_route(app.name)!r} (its name) or through the front door (null)"
+                )
     return schema
 
 
@@ -96,8 +113,9 @@ def is_model_app(app: dict[str, Any]) -> bool:
     return str(app.get("import_path", "")).startswith("gansvc.serve.app:") and "model" in (app.get("args") or {})
 
 
-def deploy_config(base: dict[str, Any], models: list[str] | None = None, port: int | None = None,
-                  registry: str | None = None) -> dict[str, Any]:
+def deploy_config(
+    base: dict[str, Any], models: list[str] | None = None, port: int | None = None, registry: str | None = None
+) -> dict[str, Any]:
     """The config to deploy: `base` (serve/gansvc.yaml) with only the `models` listed (None: all of base's), each
     from its own entry in base or, for a model base does not name, a copy of base's first model application. A model
     whose entry (or the copied one) has a route answers its own: route_prefix /v1/models/<name> (one hop)."""
@@ -105,12 +123,15 @@ def deploy_config(base: dict[str, Any], models: list[str] | None = None, port: i
     apps = config.get("applications", [])
     front = [a for a in apps if not is_model_app(a)]
     by_name = {a["name"]: a for a in apps if is_model_app(a)}
-    template = next(iter(by_name.values()), {"import_path": "gansvc.serve.app:build_app",
-                                              "route_prefix": model_route("template"), "args": {}})  # one hop
+    template = next(
+        iter(by_name.values()),
+        {"import_path": "gansvc.serve.app:build_app", "route_prefix": model_route("template"), "args": {}},
+    )  # one hop
     chosen = []
-    for name in (models if models is not None else list(by_name)):
-        app = copy.deepcopy(by_name.get(name) or {**template, "name": name,
-                                                   "args": {**template.get("args", {}), "model": name}})
+    for name in models if models is not None else list(by_name):
+        app = copy.deepcopy(
+            by_name.get(name) or {**template, "name": name, "args": {**template.get("args", {}), "model": name}}
+        )
         # keep the entry's choice: its own route (one hop) or none (through the front door)
         app["route_prefix"] = model_route(name) if app.get("route_prefix") else None
         if registry:

@@ -30,8 +30,9 @@ def error_response(status: int, code: str, message: str) -> JSONResponse:
 
 def unavailable_response(name: str, why: str) -> JSONResponse:
     """503 model_unavailable + Retry-After: the client did nothing wrong, a replica is being replaced: retry."""
-    response = error_response(503, "model_unavailable", f"model {name!r} is restarting ({why}); retry in "
-                                                        f"{RETRY_AFTER_S} s")
+    response = error_response(
+        503, "model_unavailable", f"model {name!r} is restarting ({why}); retry in {RETRY_AFTER_S} s"
+    )
     response.headers["Retry-After"] = str(RETRY_AFTER_S)
     return response
 
@@ -58,7 +59,7 @@ class ReplicaLost:
 
         try:
             await self.app(scope, receive, watch)
-        except Exception:  # noqa: BLE001 - the proxy gave up on the request: answer it if nothing was sent
+        except Exception:
             if started:
                 raise
         if not started:  # (a client that went away meanwhile just does not read it)

@@ -11,6 +11,8 @@ The request handling itself (validation, errors, limits, metrics) is gansvc.serv
 # No `from __future__ import annotations` here: FastAPI must resolve the route methods' annotations (Request, bodies)
 # when Serve rebuilds the routes, which string annotations break.
 
+from __future__ import annotations
+
 import asyncio
 import time
 from dataclasses import dataclass
@@ -21,11 +23,22 @@ from fastapi.responses import JSONResponse, Response
 from ray import serve
 
 from gansvc.serve.api import generate_response, guarded, http_metrics, make_api, max_pixels, translate_response
-from gansvc.serve.schemas import (MAX_N_CAP, MODEL_DEPLOYMENT, ErrorBody, GenerateRequest, ImagesBody, IngressArgs,
-                                  JobResult, ModelInfo, ModelList, TranslationBody)
+from gansvc.serve.schemas import (
+    MAX_N_CAP,
+    MODEL_DEPLOYMENT,
+    ErrorBody,
+    GenerateRequest,
+    ImagesBody,
+    IngressArgs,
+    JobResult,
+    ModelInfo,
+    ModelList,
+    TranslationBody,
+)
 from gansvc.serve.uploads import ApiError
 
-DESCRIPTION = """Generation (noise / labels -> image) and translation (image -> image) with the promoted GAN models.
+DESCRIPTION = (
+    """Generation (noise / labels -> image) and translation (image -> image) with the promoted GAN models.
 Errors are JSON `{"error": {"code": ..., "message": ...}}` with a 4xx/5xx status. Responses carry `X-Model-Version`,
 `X-Batch-Size` (requests in the forward pass this request shared) and `X-Replica`.
 
@@ -37,12 +50,18 @@ Limits (this document is the whole contract; per-model values are in `GET /v1/mo
 - translate: the image at most the model's `max_pixels` (width x height; default 4 x its training pixels) -> 413
   `image_too_large`, both sides at least `min_side` (default 8) -> 400 `image_too_small`;
 - a model call longer than `request_timeout_s` -> 504 `timeout` (the work is dropped, not finished); a model replica
-  that died or is restarting -> 503 `model_unavailable` with `Retry-After`.""" % MAX_N_CAP
+  that died or is restarting -> 503 `model_unavailable` with `Retry-After`."""
+    % MAX_N_CAP
+)
 ERRORS = {s: {"model": ErrorBody} for s in (400, 404, 413, 415, 422, 503, 504)}
 PNG = {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}
-GENERATED = {"description": "image/png (format png or grid), or JSON with base64 PNGs (format json)", "content": {
-    "image/png": {"schema": {"type": "string", "format": "binary"}},
-    "application/json": {"schema": ImagesBody.model_json_schema()}}}
+GENERATED = {
+    "description": "image/png (format png or grid), or JSON with base64 PNGs (format json)",
+    "content": {
+        "image/png": {"schema": {"type": "string", "format": "binary"}},
+        "application/json": {"schema": ImagesBody.model_json_schema()},
+    },
+}
 app = make_api(title="gansvc", version="1", description=DESCRIPTION)
 
 
@@ -76,10 +95,12 @@ class Catalog:
                         # replicas still answer: a model stays a model
                         was = self._apps.get(name)
                         is_model = MODEL_DEPLOYMENT in a.deployments or (
-                            not a.deployments and was is not None and was.is_model)
+                            not a.deployments and was is not None and was.is_model
+                        )
                         if name != self.own_app:
-                            apps[name] = AppState(str(getattr(a.status, "value", a.status)), a.message, is_model,
-                                                  a.last_deployed_time_s)
+                            apps[name] = AppState(
+                                str(getattr(a.status, "value", a.status)), a.message, is_model, a.last_deployed_time_s
+                            )
                     self._apps, self._at = apps, time.monotonic()
         return self._apps
 
@@ -147,16 +168,20 @@ class Ingress:
     async def healthz(self) -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="readiness: every configured model application is running (its replicas loaded)",
-             responses={503: {"description": "some model is not loaded yet"}})
+    @app.get(
+        "/readyz",
+        summary="readiness: every configured model application is running (its replicas loaded)",
+        responses={503: {"description": "some model is not loaded yet"}},
+    )
     async def readyz(self) -> JSONResponse:
         apps = await self.catalog.apps(force=True)
         models = {n: a.status for n, a in apps.items() if a.is_model}
         pending = {n: f"{a.status}: {a.message}".strip(": ") for n, a in apps.items() if a.status != "RUNNING"}
         missing = [m for m in self.args.expect_models if m not in models]
         ready = not pending and not missing
-        return JSONResponse({"ready": ready, "models": models, "pending": pending, "missing": missing},
-                            200 if ready else 503)
+        return JSONResponse(
+            {"ready": ready, "models": models, "pending": pending, "missing": missing}, 200 if ready else 503
+        )
 
     @app.get("/v1/models", response_model=ModelList, summary="the served models and what they accept")
     async def list_models(self) -> ModelList:
@@ -166,46 +191,79 @@ class Ingress:
                 info = await self.catalog.info(name)
             except ApiError:
                 continue  # being deleted or failing: not listed
-            limits = {"max_pixels": max_pixels(info, self.args), "min_side": self.args.min_side} \
-                if info["task"] != "generate" else {}
+            limits = (
+                {"max_pixels": max_pixels(info, self.args), "min_side": self.args.min_side}
+                if info["task"] != "generate"
+                else {}
+            )
             fields = {k: v for k, v in info.items() if k in ModelInfo.model_fields}
             out.append(ModelInfo(name=name, **{**fields, **limits}))
         return ModelList(models=out)
 
-    @app.post("/v1/models/{name}/generate", response_model=None, responses={200: GENERATED, **ERRORS},
-              summary="images from noise (and labels): image/png (png, grid) or JSON (json)",
-              description="Per model (GET /v1/models): `n` at most its `max_n` (422 n_out_of_range); `labels` only for "
-                          "a `conditional` model, with its `attributes` and their values (422 invalid_labels), as one "
-                          "mapping or a list of n mappings; format `png` needs n = 1 (422 invalid_format). A "
-                          "translate model answers 400 wrong_task.")
+    @app.post(
+        "/v1/models/{name}/generate",
+        response_model=None,
+        responses={200: GENERATED, **ERRORS},
+        summary="images from noise (and labels): image/png (png, grid) or JSON (json)",
+        description="Per model (GET /v1/models): `n` at most its `max_n` (422 n_out_of_range); `labels` only for "
+        "a `conditional` model, with its `attributes` and their values (422 invalid_labels), as one "
+        "mapping or a list of n mappings; format `png` needs n = 1 (422 invalid_format). A "
+        "translate model answers 400 wrong_task.",
+    )
     async def generate(self, name: str, body: GenerateRequest) -> Response:
         return await generate_response(name, body, await self.catalog.info(name), self.args, self._runner(name))
 
     def _runner(self, name: str) -> Any:
         """How the front door runs a job of a model without its own route: through the model's deployment handle."""
+
         async def run(method: str, job: Any) -> JobResult:
             return await call(await self.catalog.handle(name), method, job, self.args.request_timeout_s, name)
+
         return run
 
-    @app.post("/v1/models/{name}/translate", response_model=None, summary="translate one image (PNG out, same size)",
-              description="The body: one PNG or JPEG (raw, or a multipart file field `image`) of at most "
-                          "`max_request_bytes`; width x height at most the model's `max_pixels` (413) and both sides "
-                          "at least `min_side` (400), both listed per model in GET /v1/models. Transparent images are "
-                          "composited on white, as in training. `direction` must be one of the model's `directions`, "
-                          "`heatmap=true` needs a model with `heatmap` (400 otherwise).",
-              responses={200: {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}},
-                                           "application/json": {"schema": TranslationBody.model_json_schema()}},
-                               "description": "image/png, or with heatmap=true JSON with the image and its heatmap"},
-                         **ERRORS},
-              openapi_extra={"requestBody": {"required": True, "content": {
-                  "image/png": {"schema": {"type": "string", "format": "binary"}},
-                  "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-                  "multipart/form-data": {"schema": {"type": "object", "properties": {
-                      "image": {"type": "string", "format": "binary"}}}}}}})
-    async def translate(self, name: str, request: Request,
-                        direction: Literal["a2b", "b2a"] = Query("a2b", description="a2b (domain A -> B) or b2a"),
-                        heatmap: bool = Query(False, description="attention models (ugatit): answer JSON with "
-                                                                 "base64 PNGs of the image and its attention heatmap")
-                        ) -> Response:
-        return await translate_response(name, request, direction, heatmap, await self.catalog.info(name), self.args,
-                                        self._runner(name))
+    @app.post(
+        "/v1/models/{name}/translate",
+        response_model=None,
+        summary="translate one image (PNG out, same size)",
+        description="The body: one PNG or JPEG (raw, or a multipart file field `image`) of at most "
+        "`max_request_bytes`; width x height at most the model's `max_pixels` (413) and both sides "
+        "at least `min_side` (400), both listed per model in GET /v1/models. Transparent images are "
+        "composited on white, as in training. `direction` must be one of the model's `directions`, "
+        "`heatmap=true` needs a model with `heatmap` (400 otherwise).",
+        responses={
+            200: {
+                "content": {
+                    "image/png": {"schema": {"type": "string", "format": "binary"}},
+                    "application/json": {"schema": TranslationBody.model_json_schema()},
+                },
+                "description": "image/png, or with heatmap=true JSON with the image and its heatmap",
+            },
+            **ERRORS,
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "image/png": {"schema": {"type": "string", "format": "binary"}},
+                    "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+                    "multipart/form-data": {
+                        "schema": {"type": "object", "properties": {"image": {"type": "string", "format": "binary"}}}
+                    },
+                },
+            }
+        },
+    )
+    async def translate(
+        self,
+        name: str,
+        request: Request,
+        direction: Literal["a2b", "b2a"] = Query("a2b", description="a2b (domain A -> B) or b2a"),
+        heatmap: bool = Query(
+            False,
+            description="attention models (ugatit): answer JSON with "
+            "base64 PNGs of the image and its attention heatmap",
+        ),
+    ) -> Response:
+        return await translate_response(
+            name, request, direction, heatmap, await self.catalog.info(name), self.args, self._runner(name)
+        )

@@ -66,10 +66,12 @@ class GanModel:
         self.task = self.m.spec.task
         self.version = int(self.entry.get("version", 0))
         self.directions = list(self.entry.get("directions") or self.m.extra.get("directions") or ["a2b", "b2a"])
-        # a warm-up pass at the training size, which also tells whether the family returns attention heatmaps
+        # whether the family returns attention heatmaps is its declaration (FamilySpec.heatmap); a warm-up pass at the
+        # training size (translation families) so the first request does not pay for lazy initialisation
         d = self.m.data
-        self.has_heatmap = self.task != "generate" and "heatmap" in self._translate_pass(
-            torch.zeros(1, d.channels, d.height, d.width), self.directions[0])
+        self.has_heatmap = self.task != "generate" and self.m.spec.heatmap
+        if self.task != "generate":
+            self._translate_pass(torch.zeros(1, d.channels, d.height, d.width), self.directions[0])
         self._generate_batch.set_max_batch_size(self.args.max_batch_size)
         self._generate_batch.set_batch_wait_timeout_s(self.args.batch_wait_timeout_s)
         self._translate_batch.set_max_batch_size(self.args.max_batch_size)
@@ -95,14 +97,22 @@ class GanModel:
     def info(self) -> dict[str, Any]:
         e, d, cfg = self.entry, self.m.data, self.m.config
         return {
-            "registry_name": e["name"], "family": e["family"], "task": self.task,
+            "registry_name": e["name"],
+            "family": e["family"],
+            "task": self.task,
             "image": {"height": d.height, "width": d.width, "channels": d.channels},
-            "attributes": {k: list(v) for k, v in d.attributes.items()}, "conditional": bool(self.m.spec.conditional),
-            "latent_dim": getattr(cfg, "latent_dim", None), "metrics": dict(e.get("metrics", {})),
+            "attributes": {k: list(v) for k, v in d.attributes.items()},
+            "conditional": bool(self.m.spec.conditional),
+            "latent_dim": getattr(cfg, "latent_dim", None),
+            "metrics": dict(e.get("metrics", {})),
             "metric_protocol": dict(e.get("metric_protocol") or {}),
-            "version": int(e.get("version", 0)), "created": e.get("created"),
-            "directions": self.directions if self.task != "generate" else [], "heatmap": self.has_heatmap,
-            "max_n": self.args.max_n, "data_spec": d.to_dict(), "replica": self.replica,
+            "version": int(e.get("version", 0)),
+            "created": e.get("created"),
+            "directions": self.directions if self.task != "generate" else [],
+            "heatmap": self.has_heatmap,
+            "max_n": self.args.max_n,
+            "data_spec": d.to_dict(),
+            "replica": self.replica,
             "max_pixels": self.args.pixel_limit(d.height, d.width) if self.task != "generate" else 0,
             "counters": dict(self.counters),
         }
@@ -153,11 +163,14 @@ class GanModel:
         images = self.m.spec.generate(self.m.nets, z, y, self.m.config).float().cpu()
         out, start, total = [], 0, z.shape[0]
         for job in jobs:
-            part = images[start:start + job.n]
+            part = images[start : start + job.n]
             start += job.n
             pngs = [png_bytes(grid(part))] if job.fmt == "grid" else [png_bytes(to_pil(a)) for a in to_uint8(part)]
-            out.append(JobResult(pngs, batch_requests=len(jobs), batch_images=total, replica=self.replica,
-                                 version=self.version))
+            out.append(
+                JobResult(
+                    pngs, batch_requests=len(jobs), batch_images=total, replica=self.replica, version=self.version
+                )
+            )
         self._observe(len(jobs), total, time.perf_counter() - t0)
         return out
 
@@ -176,8 +189,15 @@ class GanModel:
             x = x.contiguous(memory_format=torch.channels_last)
         assert self.m.spec.translate is not None
         with torch.inference_mode():
-            return {k: v.float().cpu() for k, v in self.m.spec.translate(self.m.nets, x, direction,  # type: ignore
-                                                                          self.m.config).items()}
+            return {
+                k: v.float().cpu()
+                for k, v in self.m.spec.translate(
+                    self.m.nets,
+                    x,
+                    direction,  # type: ignore
+                    self.m.config,
+                ).items()
+            }
 
     def _run_translate(self, jobs: list[TranslateJob]) -> list[JobResult]:
         return self._run_live(jobs, self._translate_jobs)
@@ -195,8 +215,15 @@ class GanModel:
             heat = to_uint8(res["heatmap"] * 2.0 - 1.0) if "heatmap" in res else None
             for k, i in enumerate(idx):
                 hm = [png_bytes(to_pil(heat[k]))] if jobs[i].heatmap and heat is not None else []
-                out[i] = JobResult([png_bytes(to_pil(imgs[k]))], hm, batch_requests=len(jobs), batch_images=len(jobs),
-                                   replica=self.replica, version=self.version, extra={"groups": len(groups)})
+                out[i] = JobResult(
+                    [png_bytes(to_pil(imgs[k]))],
+                    hm,
+                    batch_requests=len(jobs),
+                    batch_images=len(jobs),
+                    replica=self.replica,
+                    version=self.version,
+                    extra={"groups": len(groups)},
+                )
         self._observe(len(jobs), len(jobs), time.perf_counter() - t0, passes=len(groups))
         return [r for r in out if r is not None]
 

@@ -15,6 +15,8 @@ SETTINGS_TTL_S after, in the background; with no front door deployed it uses Ing
 """
 # No `from __future__ import annotations`: FastAPI must resolve the route methods' annotations (see ingress.py).
 
+from __future__ import annotations
+
 import asyncio
 import time
 from typing import Any, Literal
@@ -89,8 +91,9 @@ class ModelIngress(GanModel):
         return await generate_response(self.served_as, body, self._static_info, await self.settings.get(), self._run)
 
     @model_api.post("/translate", response_model=None)
-    async def http_translate(self, request: Request,
-                             direction: Literal["a2b", "b2a"] = Query("a2b"), heatmap: bool = Query(False)
-                             ) -> Response:
-        return await translate_response(self.served_as, request, direction, heatmap, self._static_info,
-                                        await self.settings.get(), self._run)
+    async def http_translate(
+        self, request: Request, direction: Literal["a2b", "b2a"] = Query("a2b"), heatmap: bool = Query(False)
+    ) -> Response:
+        return await translate_response(
+            self.served_as, request, direction, heatmap, self._static_info, await self.settings.get(), self._run
+        )

@@ -26,6 +26,7 @@ class _Strict(BaseModel):
 
 # ------------------------------------------------------------------------------------------------------ builder args
 
+
 class Autoscaling(_Strict):
     """Serve autoscaling of one model's replicas (ray.serve.config.AutoscalingConfig)."""
 
@@ -45,13 +46,18 @@ class ModelArgs(_Strict):
     """`args:` of a model application (`build_app` with a `model` key): one registered model, its replicas, batching."""
 
     model: str = Field(pattern=NAME_PATTERN, description="registry name of the model to load")
-    registry: str | None = Field(None, description="registry root; default $GANSVC_REGISTRY or "
-                                                   "$GANSVC_STORAGE/registry in the replica's environment")
+    registry: str | None = Field(
+        None,
+        description="registry root; default $GANSVC_REGISTRY or $GANSVC_STORAGE/registry in the replica's environment",
+    )
     max_n: int = Field(64, ge=1, le=MAX_N_CAP, description="most images one generate request may ask for")
     max_pixels: int | None = Field(
-        None, ge=64, description="largest translate input, width x height -> else 413. Default: "
-                                 f"{PIXELS_PER_TRAIN_PIXEL} x the model's training height x width (a forward pass "
-                                 "costs about its pixels: this bounds one request to a few training-size passes)")
+        None,
+        ge=64,
+        description="largest translate input, width x height -> else 413. Default: "
+        f"{PIXELS_PER_TRAIN_PIXEL} x the model's training height x width (a forward pass "
+        "costs about its pixels: this bounds one request to a few training-size passes)",
+    )
     max_batch_size: int = Field(16, ge=1, le=1024, description="most requests @serve.batch puts in one forward pass")
     batch_wait_timeout_s: float = Field(0.01, ge=0.0, le=10.0, description="how long a batch waits to fill")
     num_cpus: float = Field(1.0, ge=0.0)
@@ -60,10 +66,18 @@ class ModelArgs(_Strict):
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when the replica sees a GPU")
     torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads per replica (default: torch's)")
-    revision: str = Field("", description="free text; changing it rolls the replicas onto the registry's latest "
-                                          "version of the model (Serve restarts an application when its args change)")
-    max_surge_percent: int = Field(100, ge=0, le=100, description="extra replicas during a rolling restart: >0 keeps "
-                                                                  "old replicas answering until the new ones loaded")
+    revision: str = Field(
+        "",
+        description="free text; changing it rolls the replicas onto the registry's latest "
+        "version of the model (Serve restarts an application when its args change)",
+    )
+    max_surge_percent: int = Field(
+        100,
+        ge=0,
+        le=100,
+        description="extra replicas during a rolling restart: >0 keeps "
+        "old replicas answering until the new ones loaded",
+    )
 
     @model_validator(mode="after")
     def _gpu(self) -> ModelArgs:
@@ -84,8 +98,11 @@ class IngressArgs(_Strict):
 
     max_request_bytes: int = Field(8 << 20, ge=1024, description="largest request body (upload) in bytes -> else 413")
     max_pixels: int | None = Field(
-        None, ge=64, description="a cap on every model's translate input (width x height) -> else 413; None: each "
-                                 "model's own limit (its max_pixels, default 4 x its training pixels)")
+        None,
+        ge=64,
+        description="a cap on every model's translate input (width x height) -> else 413; None: each "
+        "model's own limit (its max_pixels, default 4 x its training pixels)",
+    )
     min_side: int = Field(MIN_SIDE, ge=1, description="smallest translate input side (the nets downsample twice)")
     expect_models: list[str] = Field(default_factory=list, description="/readyz stays 503 until these are served")
     request_timeout_s: float = Field(120.0, gt=0, description="a model call taking longer answers 504")
@@ -98,25 +115,43 @@ class IngressArgs(_Strict):
 
 # ------------------------------------------------------------------------------------------------------ HTTP bodies
 
+
 class GenerateRequest(_Strict):
     # strict numbers (pydantic's lax mode would take true / "7" as 1 / 7): the schema is the contract, and a JSON
     # boolean or string where a number belongs is a client bug to report, not to guess at
-    n: int = Field(1, ge=1, le=MAX_N_CAP, strict=True,
-                   description=f"number of images: at most the model's max_n (GET /v1/models; a larger n answers "
-                               f"422 n_out_of_range), never more than {MAX_N_CAP}")
-    seed: int | None = Field(None, ge=0, le=2**63 - 1, strict=True,
-                             description="same seed + same model version = same images; default: a random seed, "
-                                         "returned in X-Seed")
+    n: int = Field(
+        1,
+        ge=1,
+        le=MAX_N_CAP,
+        strict=True,
+        description=f"number of images: at most the model's max_n (GET /v1/models; a larger n answers "
+        f"422 n_out_of_range), never more than {MAX_N_CAP}",
+    )
+    seed: int | None = Field(
+        None,
+        ge=0,
+        le=2**63 - 1,
+        strict=True,
+        description="same seed + same model version = same images; default: a random seed, returned in X-Seed",
+    )
     labels: dict[str, str] | list[dict[str, str]] | None = Field(
-        None, description="label-conditioned models: attribute -> value for every image, or one mapping per image "
-                          "(n of them). Attributes left out are drawn from the seed.")
+        None,
+        description="label-conditioned models: attribute -> value for every image, or one mapping per image "
+        "(n of them). Attributes left out are drawn from the seed.",
+    )
     truncation: float | None = Field(
-        None, ge=0.05, le=10.0, strict=True,
+        None,
+        ge=0.05,
+        le=10.0,
+        strict=True,
         description="truncation trick (Brock et al. 2019): every latent component with |z_i| > truncation is redrawn "
-                    "(seeded) until it lies within it; smaller = more typical, less varied images. Default: none")
+        "(seeded) until it lies within it; smaller = more typical, less varied images. Default: none",
+    )
     format: Literal["png", "grid", "json"] | None = Field(
-        None, description="png: one image/png (n must be 1); grid: one image/png grid of all n; json: "
-                          '{"images": [base64 PNG, ...]}. Default: png for n=1, grid otherwise')
+        None,
+        description="png: one image/png (n must be 1); grid: one image/png grid of all n; json: "
+        '{"images": [base64 PNG, ...]}. Default: png for n=1, grid otherwise',
+    )
 
 
 class ImageSize(BaseModel):
@@ -130,14 +165,17 @@ class ModelInfo(BaseModel):
     registry_name: str
     family: str
     task: str = Field(description="generate (noise/labels -> image) or translate (image -> image)")
-    image: ImageSize = Field(description="training image size; generate returns this size, translate keeps the "
-                                         "input's size")
+    image: ImageSize = Field(
+        description="training image size; generate returns this size, translate keeps the input's size"
+    )
     attributes: dict[str, list[str]] = Field(description="label-conditioned models: attribute -> allowed values")
     conditional: bool
     latent_dim: int | None = None
     metrics: dict[str, float]
-    metric_protocol: dict[str, Any] = Field(default_factory=dict, description="how `metrics` were computed: "
-                                            "extractor and weights SHA-256, resize, image counts, reference split")
+    metric_protocol: dict[str, Any] = Field(
+        default_factory=dict,
+        description="how `metrics` were computed: extractor and weights SHA-256, resize, image counts, reference split",
+    )
     version: int
     created: str | None = None
     directions: list[str] = Field(description="translate models: a2b and/or b2a (one-way imports: a2b only)")
@@ -176,6 +214,7 @@ class TranslationBody(BaseModel):
 
 # ------------------------------------------------------------------------------------------------------ replica jobs
 
+
 @dataclass
 class GenJob:
     n: int
@@ -198,6 +237,7 @@ def expired(deadline: float, now: float | None = None) -> bool:
     """True when a job's caller has stopped waiting (the ingress timed out). Wall clock: the ingress and the replica
     compare time.time() of their hosts (NTP-synchronised cluster nodes; a skew only shifts when work is dropped)."""
     return deadline > 0 and (now if now is not None else time.time()) > deadline
+
 
 @dataclass
 class JobResult:

@@ -67,8 +67,11 @@ def multipart_file(body: bytes, content_type: str) -> bytes:
             continue
         part_type = headers.get("content-type", "application/octet-stream").split(";")[0].strip().lower()
         if part_type not in PART_TYPES:
-            raise ApiError(415, "unsupported_media_type", f"the uploaded file is {part_type}: upload a PNG or JPEG "
-                                                          "image (image/png or image/jpeg)")
+            raise ApiError(
+                415,
+                "unsupported_media_type",
+                f"the uploaded file is {part_type}: upload a PNG or JPEG image (image/png or image/jpeg)",
+            )
         return data[:-2] if data.endswith(b"\r\n") else data
     raise ApiError(400, "invalid_multipart", "no file in the form: send the image in a field named 'image'")
 
@@ -80,9 +83,13 @@ def upload_bytes(content_type: str | None, body: bytes) -> bytes:
         return body
     if mime == "multipart/form-data":
         return multipart_file(body, content_type or "")
-    raise ApiError(415, "unsupported_media_type", f"got {mime or 'no content type'}: send the image as the body with "
-                                                  "Content-Type image/png or image/jpeg, or as multipart/form-data "
-                                                  "with a file field named 'image'")
+    raise ApiError(
+        415,
+        "unsupported_media_type",
+        f"got {mime or 'no content type'}: send the image as the body with "
+        "Content-Type image/png or image/jpeg, or as multipart/form-data "
+        "with a file field named 'image'",
+    )
 
 
 def decode_image(data: bytes, channels: int, max_pixels: int, min_side: int) -> np.ndarray:
@@ -99,8 +106,11 @@ def decode_image(data: bytes, channels: int, max_pixels: int, min_side: int) -> 
         raise ApiError(400, "invalid_image", "the upload is not a readable PNG or JPEG image") from None
     w, h = img.size
     if w * h > max_pixels:
-        raise ApiError(413, "image_too_large", f"the image is {w}x{h} = {w * h} pixels; the limit is {max_pixels} "
-                                               "(max_pixels): resize it first")
+        raise ApiError(
+            413,
+            "image_too_large",
+            f"the image is {w}x{h} = {w * h} pixels; the limit is {max_pixels} (max_pixels): resize it first",
+        )
     if min(w, h) < min_side:
         raise ApiError(400, "image_too_small", f"the image is {w}x{h}; both sides must be at least {min_side} pixels")
     try:  # transparency on white, the one rule training uses (gansvc.imaging.on_white)

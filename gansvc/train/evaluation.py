@@ -28,29 +28,36 @@ from gansvc.data.spec import mask_key
 from gansvc.families.base import FamilyConfig, FamilySpec, GanState
 from gansvc.families.sampling import sample_labels, sample_latents
 from gansvc.imaging import grid, png_bytes
+from gansvc.nn.segnet import colorize
+from gansvc.paths import HISTORY_FILE, SAMPLES_DIR
+
+# eval_dataset / eval_split live with the quality metrics (their user; imports point evaluation -> quality) and are
+# re-exported here, where the train driver's preflight imports them
+from gansvc.train.quality import QualityMetrics, eval_dataset, eval_split
+
+__all__ = ["QUALITY_KEYS", "Evaluator", "eval_dataset", "eval_split", "is_train_term", "plot_curves", "quality_keys"]
 
 GRID_SEED = 1234
-QUALITY_KEYS = ("fid", "kid", "is", "swd", "miou", "fcn_miou")  # keys of history entries that are evaluations
+# keys of history entries that are evaluations: the shared ones, and those a family declares (ExtraMetric.quality)
+QUALITY_KEYS = ("fid", "kid", "is", "swd", "miou")
 
 
-def eval_split(dataset: ImageDataset) -> str:
-    """The split evaluation reads: "test" when the dataset has any test split (test/, testA/, testB/), else "train"."""
-    return "test" if any(n in dataset.manifest.splits for n in ("test", "testA", "testB")) else "train"
-
-
-def eval_dataset(cfg: ExperimentConfig, dataset: ImageDataset) -> ImageDataset:
-    """The held-out images of sample grids and translation metrics (fixed order, no augmentation).
-
-    Raises ValueError (from ImageDataset) when the test split is incomplete, e.g. testA/ without testB/. The driver
-    calls this before any worker starts (`python -m gansvc.train` preflight), the workers call it again: one check.
-    """
-    update = {"split": eval_split(dataset), "flip": False, "crop": "center"}
-    return ImageDataset(cfg.data.model_copy(update=update), dataset.manifest)
+def quality_keys(spec: FamilySpec[Any]) -> tuple[str, ...]:
+    """QUALITY_KEYS and the evaluation scores `spec` declares (FamilySpec.extra_metrics with quality=True)."""
+    return QUALITY_KEYS + tuple(k for k, m in spec.extra_metrics.items() if m.quality)
 
 
 class Evaluator:
-    def __init__(self, cfg: ExperimentConfig, spec: FamilySpec, fam_cfg: FamilyConfig, dataset: ImageDataset,
-                 run_uri: str, device: torch.device, start_step: int = 0) -> None:
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        spec: FamilySpec,
+        fam_cfg: FamilyConfig,
+        dataset: ImageDataset,
+        run_uri: str,
+        device: torch.device,
+        start_step: int = 0,
+    ) -> None:
         self.cfg, self.spec, self.fam_cfg, self.dataset, self.device = cfg, spec, fam_cfg, dataset, device
         self.run = storage.parse_uri(run_uri)
         # a resumed run's past ends at its checkpoint: what the failed attempt logged after it is rewritten
@@ -95,8 +102,6 @@ class Evaluator:
                     heat = out["heatmap"].float() * 2 - 1
                     rows.append(heat.expand(-1, self.fixed[key].shape[1], -1, -1))
                 if self.spec.task == "segment" and mask_key(key) in self.fixed:  # image, prediction, truth
-                    from gansvc.metrics.segmentation import colorize
-
                     rows.append(colorize(self.fixed[mask_key(key)]))
             channels = max(r.shape[1] for r in rows)  # grey images beside coloured masks: expand to RGB
             return torch.cat([r.expand(-1, channels, -1, -1) for r in rows])
@@ -106,7 +111,7 @@ class Evaluator:
 
     # ------------------------------------------------------------------------------------------------- state
     def _load_history(self) -> list[dict[str, float]]:
-        uri = self.run.join("history.json").uri()
+        uri = self.run.join(HISTORY_FILE).uri()
         return storage.read_json(uri) if storage.exists(uri) else []
 
     def _load_best(self, start_step: int) -> dict[str, Any] | None:
@@ -133,19 +138,31 @@ class Evaluator:
         name = best.get("metric")
         higher_is_better = getattr(self.quality, "mode", "min") == "max"
         scored = [h for h in self.history if name in h]
-        where = f"[gansvc] best/ was evaluated at step {best.get('step')}, after the checkpoint resumed from " \
-                f"(step {start_step})"
+        where = (
+            f"[gansvc] best/ was evaluated at step {best.get('step')}, after the checkpoint resumed from "
+            f"(step {start_step})"
+        )
         if scored:
             pick = (max if higher_is_better else min)(scored, key=lambda h: h[name])
             step = int(pick["step"])
             model = self._checkpoint_model(step)
             if model is not None:
-                results = {k: v for k, v in pick.items() if k in QUALITY_KEYS}
-                meta = write_best(self.run.uri(), model,
-                                  {"step": step, "metric": name, "value": pick[name], "metrics": results,
-                                   "protocol": pick.get("protocol")})
-                print(f"{where}: rolled back to the best of the history up to it (step {step}, {name} "
-                      f"{pick[name]:.4g})", flush=True)
+                results = {k: v for k, v in pick.items() if k in quality_keys(self.spec)}
+                meta = write_best(
+                    self.run.uri(),
+                    model,
+                    {
+                        "step": step,
+                        "metric": name,
+                        "value": pick[name],
+                        "metrics": results,
+                        "protocol": pick.get("protocol"),
+                    },
+                )
+                print(
+                    f"{where}: rolled back to the best of the history up to it (step {step}, {name} {pick[name]:.4g})",
+                    flush=True,
+                )
                 return meta
         drop_best(self.run.uri())
         print(f"{where}: removed (no checkpoint of an earlier best is left); the next evaluation sets it", flush=True)
@@ -161,14 +178,16 @@ class Evaluator:
         images = self.sample_grid(state)
         first = self.fixed.get("A", self.fixed.get("image"))
         nrow = first.shape[0] if first is not None else None
-        storage.write_bytes(self.run.join("samples", f"step-{step:08d}.png").uri(),
-                            png_bytes(grid(images, nrow=nrow)), "image/png")
+        storage.write_bytes(
+            self.run.join(SAMPLES_DIR, f"step-{step:08d}.png").uri(), png_bytes(grid(images, nrow=nrow)), "image/png"
+        )
         results = self.quality.evaluate(state, self.fam_cfg) if self.quality is not None else {}
         self.record({**metrics, **results})
         if results and getattr(self.quality, "protocol", None):
             self.history[-1]["protocol"] = self.quality.protocol  # type: ignore[assignment]
-        storage.write_json(self.run.join("history.json").uri(), self.history)
-        storage.write_bytes(self.run.join("samples", "curves.png").uri(), plot_curves(self.history), "image/png")
+        storage.write_json(self.run.join(HISTORY_FILE).uri(), self.history)
+        curves = plot_curves(self.history, quality_keys(self.spec))
+        storage.write_bytes(self.run.join(SAMPLES_DIR, "curves.png").uri(), curves, "image/png")
         self._maybe_best(state, step, results)
         return results
 
@@ -178,11 +197,15 @@ class Evaluator:
             return
         value = results[name]
         higher_is_better = getattr(self.quality, "mode", "min") == "max"  # e.g. segmentation mIoU
-        if self.best is not None and self.best.get("metric") == name and (
-                self.best["value"] >= value if higher_is_better else self.best["value"] <= value):
+        if (
+            self.best is not None
+            and self.best.get("metric") == name
+            and (self.best["value"] >= value if higher_is_better else self.best["value"] <= value)
+        ):
             return
-        payload = inference_payload(self.spec, self.fam_cfg, self.dataset.spec, state,
-                                    {"step": step, "metrics": results})
+        payload = inference_payload(
+            self.spec, self.fam_cfg, self.dataset.spec, state, {"step": step, "metrics": results}
+        )
         buf = io.BytesIO()
         torch.save(payload, buf)
         meta = {"step": step, "metric": name, "value": value, "metrics": results}
@@ -192,27 +215,32 @@ class Evaluator:
 
 
 def _quality_metrics(cfg: ExperimentConfig, spec: FamilySpec, dataset: ImageDataset, device: torch.device) -> Any:
-    """FID/KID/IS/SWD against cached reference statistics (gansvc.metrics), or None where unavailable."""
-    try:
-        from gansvc.train.quality import QualityMetrics
-    except ImportError:
-        return None
+    """FID/KID/IS/SWD against cached reference statistics (gansvc.metrics), or the family's own selection metric."""
     return QualityMetrics(cfg, spec, dataset, device)
 
 
 # history keys the loop adds around a family's train_step outputs (gansvc.train.loop); every other key is one of
 # those outputs: a loss term under the family's own name (loss_g, G_A, cycle_A, D_B...) or a D score (d_real)
-LOOP_KEYS = ("step", "epoch", "images_per_s", "step_time_s", "data_wait_frac", "replicas_identical", "diverged",
-             "protocol", "lr")
+LOOP_KEYS = (
+    "step",
+    "epoch",
+    "images_per_s",
+    "step_time_s",
+    "data_wait_frac",
+    "replicas_identical",
+    "diverged",
+    "protocol",
+    "lr",
+)
 LOOP_PREFIXES = ("lr/", "grad_norm/")
 
 
-def is_train_term(key: str) -> bool:
-    return key not in LOOP_KEYS and key not in QUALITY_KEYS and not key.startswith(LOOP_PREFIXES)
+def is_train_term(key: str, quality: tuple[str, ...] = QUALITY_KEYS) -> bool:
+    return key not in LOOP_KEYS and key not in quality and not key.startswith(LOOP_PREFIXES)
 
 
-def plot_curves(history: list[dict[str, float]]) -> bytes:
-    """Loss terms in one panel, quality metrics in another, against the step."""
+def plot_curves(history: list[dict[str, float]], quality_names: tuple[str, ...] = QUALITY_KEYS) -> bytes:
+    """Loss terms in one panel, quality metrics (`quality_names`: see quality_keys) in another, against the step."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -220,8 +248,8 @@ def plot_curves(history: list[dict[str, float]]) -> bytes:
 
     steps = [h.get("step", i) for i, h in enumerate(history)]
     keys = sorted({k for h in history for k in h})
-    losses = [k for k in keys if is_train_term(k)]
-    quality = [k for k in keys if k in QUALITY_KEYS]
+    losses = [k for k in keys if is_train_term(k, quality_names)]
+    quality = [k for k in keys if k in quality_names]
     fig, axes = plt.subplots(1, 2 if quality else 1, figsize=(11 if quality else 6, 3.6), squeeze=False)
     for k in losses:
         axes[0][0].plot(steps, [h.get(k, float("nan")) for h in history], label=k)

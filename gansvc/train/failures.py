@@ -24,7 +24,13 @@ from ray.train.v2.api.exceptions import TrainingFailedError, WorkerGroupError
 
 DETERMINISTIC_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,  # includes pydantic ValidationError, our ConfigError and JSON decode errors
-    TypeError, KeyError, IndexError, AttributeError, NotImplementedError, ZeroDivisionError, AssertionError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    NotImplementedError,
+    ZeroDivisionError,
+    AssertionError,
 )
 
 
@@ -52,7 +58,8 @@ class StopOnDeterministicErrors(DefaultFailurePolicy):
 
     def make_decision(self, training_failed_error: TrainingFailedError) -> FailureDecision:
         if isinstance(training_failed_error, WorkerGroupError) and any(
-                is_deterministic(e) for e in training_failed_error.worker_failures.values()):
+            is_deterministic(e) for e in training_failed_error.worker_failures.values()
+        ):
             return FailureDecision.RAISE
         return super().make_decision(training_failed_error)
 

@@ -21,18 +21,23 @@ from typing import Any
 import torch
 
 from gansvc import storage
-from gansvc.checkpoint import (CheckpointError, checkpoint_step, restore_training, save_checkpoint, save_rng,
-                               validate_checkpoint)
+from gansvc.checkpoint import (
+    CheckpointError,
+    checkpoint_step,
+    restore_training,
+    save_checkpoint,
+    save_rng,
+    validate_checkpoint,
+)
 from gansvc.config import ExperimentConfig
-from gansvc.data.manifest import Manifest
 from gansvc.data.decoded import open_stream
+from gansvc.data.manifest import Manifest
 from gansvc.data.pipeline import ImageDataset
-from gansvc.families.base import FamilySpec, GanState, unwrap
+from gansvc.families.base import FamilySpec, GanState
+from gansvc.nn.wrappers import unwrap
+from gansvc.paths import DIVERGED_FILE, STARTS_FILE
 from gansvc.train.evaluation import Evaluator
 from gansvc.train.failures import DeterministicError
-
-
-DIVERGED_FILE = "diverged.json"
 
 
 def _dist() -> Any:
@@ -95,8 +100,9 @@ def uncompilable(spec: FamilySpec, fam_cfg: Any) -> tuple[str, ...]:
     return tuple(spec.uncompilable(fam_cfg)) if spec.uncompilable is not None else ()
 
 
-def place(state: GanState, device: torch.device, world: int, cfg: ExperimentConfig,
-          eager: tuple[str, ...] = ()) -> None:
+def place(
+    state: GanState, device: torch.device, world: int, cfg: ExperimentConfig, eager: tuple[str, ...] = ()
+) -> None:
     """Nets (and EMA copies) on the device, channels_last and DDP-wrapped as configured, torch.compile'd on CUDA
     when loop.compile is on except the `eager` ones (see `uncompilable`); optimizer state follows."""
     import ray.train.torch
@@ -128,8 +134,9 @@ def autocast_for(device: torch.device, cfg: ExperimentConfig) -> contextlib.Abst
     return contextlib.nullcontext()
 
 
-def device_batch(batch: dict[str, torch.Tensor], device: torch.device, cfg: ExperimentConfig
-                 ) -> dict[str, torch.Tensor]:
+def device_batch(
+    batch: dict[str, torch.Tensor], device: torch.device, cfg: ExperimentConfig
+) -> dict[str, torch.Tensor]:
     """A batch on the training device (channels_last images on CUDA when loop.channels_last is on)."""
     batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     if device.type == "cuda" and cfg.loop.channels_last:
@@ -172,8 +179,9 @@ def _quiet_ray_train_reports() -> None:
     logging.getLogger(v2_context.__file__).setLevel(logging.WARNING)
 
 
-def _plain_print(*objects: object, sep: str | None = " ", end: str | None = "\n", file: Any = None,
-                 flush: bool = False) -> None:
+def _plain_print(
+    *objects: object, sep: str | None = " ", end: str | None = "\n", file: Any = None, flush: bool = False
+) -> None:
     """Python's print, written out: one copy of each line on the worker's stdout / stderr."""
     stream = sys.stdout if file is None else file
     stream.write((" " if sep is None else sep).join(map(str, objects)) + ("\n" if end is None else end))
@@ -192,9 +200,6 @@ def _one_copy_of_each_print() -> None:
     builtins.print = _plain_print
 
 
-STARTS_FILE = "starts.json"  # one record per worker-group start: where each attempt began (fresh or resumed)
-
-
 def _restore(directory: Path, spec: FamilySpec, state: GanState, rank: int) -> tuple[int, dict[str, int]]:
     """restore_training; a checkpoint that does not fit this config is a deterministic error (never retried)."""
     try:
@@ -210,8 +215,9 @@ def _candidates(latest: Any, run_uri: str) -> list[str]:
     if latest_step is None:  # not one of ours (a Checkpoint Ray was given by someone else): no fall back
         return [latest_name]
     names = {obj.rel.split("/", 1)[0] for obj in storage.list_objects(run_uri) if "/" in obj.rel}
-    older = [n for n in names if n != latest_name and (checkpoint_step(n) is not None)
-             and checkpoint_step(n) <= latest_step]  # type: ignore[operator]
+    older = [
+        n for n in names if n != latest_name and (checkpoint_step(n) is not None) and checkpoint_step(n) <= latest_step
+    ]  # type: ignore[operator]
     return [latest_name, *sorted(older, key=lambda n: (checkpoint_step(n), n), reverse=True)]
 
 
@@ -225,8 +231,9 @@ def _broadcast(obj: Any) -> Any:
     return box[0]
 
 
-def _resume(latest: Any, run_uri: str, spec: FamilySpec, state: GanState, rank: int
-            ) -> tuple[int, dict[str, int], str, str, int]:
+def _resume(
+    latest: Any, run_uri: str, spec: FamilySpec, state: GanState, rank: int
+) -> tuple[int, dict[str, int], str, str, int]:
     """Restore from Ray's latest checkpoint or, when it is truncated, corrupted or incomplete in storage, from the
     newest good one before it, with a message naming the bad one. Every worker validates its own files
     (`validate_checkpoint`) and all agree on one checkpoint. Returns (step, position, checkpoint name, suffix for new
@@ -264,11 +271,16 @@ def _resume(latest: Any, run_uri: str, spec: FamilySpec, state: GanState, rank: 
                 upto = max((checkpoint_step(b) or 0 for b in bad), default=-1)
                 return step, position, name, suffix, upto
         if rank == 0:
-            print(f"[gansvc] checkpoint {run.join(name).uri()} is damaged or incomplete "
-                  f"({reason or 'on another worker'}): falling back to the previous checkpoint", flush=True)
+            print(
+                f"[gansvc] checkpoint {run.join(name).uri()} is damaged or incomplete "
+                f"({reason or 'on another worker'}): falling back to the previous checkpoint",
+                flush=True,
+            )
         bad.append(name)
-    raise DeterministicError(f"no readable checkpoint in {run_uri} ({', '.join(bad)} are damaged): start a new run "
-                             "with another --name, or delete the damaged checkpoint directories")
+    raise DeterministicError(
+        f"no readable checkpoint in {run_uri} ({', '.join(bad)} are damaged): start a new run "
+        "with another --name, or delete the damaged checkpoint directories"
+    )
 
 
 def _log_start(run_uri: str, step: int, source: str, checkpoint: str | None, world: int) -> None:
@@ -277,8 +289,15 @@ def _log_start(run_uri: str, step: int, source: str, checkpoint: str | None, wor
 
     uri = storage.parse_uri(run_uri).join(STARTS_FILE).uri()
     starts = storage.read_json(uri) if storage.exists(uri) else []
-    starts.append({"step": step, "source": source, "checkpoint": checkpoint, "workers": world,
-                   "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
+    starts.append(
+        {
+            "step": step,
+            "source": source,
+            "checkpoint": checkpoint,
+            "workers": world,
+            "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        }
+    )
     storage.write_json(uri, starts)
 
 
@@ -313,8 +332,10 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     if checkpoint is None and loop_config.get("init_from"):
         # start from another run's checkpoint (PBT exploit): its weights and data position, this config's lrs
         fs, path = storage.arrow_filesystem(loop_config["init_from"])
-        checkpoint, source = ray.train.Checkpoint(path=path, filesystem=fs), "initialised from " + loop_config[
-            "init_from"]
+        checkpoint, source = (
+            ray.train.Checkpoint(path=path, filesystem=fs),
+            "initialised from " + loop_config["init_from"],
+        )
     dir_suffix, suffix_upto, used = "", -1, None
     if checkpoint is not None:
         fresh_lrs = {k: [g["lr"] for g in o.param_groups] for k, o in state.optimizers.items()}
@@ -325,14 +346,18 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                 step, position = _restore(Path(ckpt_dir), spec, state, rank)
             _set_lrs(state, fresh_lrs)
         if rank == 0:
-            print(f"[gansvc] {source} at step {step} (epoch {position['epoch']}, batch {position['batch']})",
-                  flush=True)
+            print(
+                f"[gansvc] {source} at step {step} (epoch {position['epoch']}, batch {position['batch']})", flush=True
+            )
     if rank == 0:
         _log_start(run_uri, step, source if checkpoint is not None else "fresh", used, world)
     eager = uncompilable(spec, fam_cfg)
     if rank == 0 and device.type == "cuda" and cfg.loop.compile and eager:
-        print(f"[gansvc] loop.compile: {', '.join(eager)} stay eager (a gradient penalty differentiates them twice, "
-              "which torch.compile does not support)", flush=True)
+        print(
+            f"[gansvc] loop.compile: {', '.join(eager)} stay eager (a gradient penalty differentiates them twice, "
+            "which torch.compile does not support)",
+            flush=True,
+        )
     place(state, device, world, cfg, eager)
     cuda_graphs = device.type == "cuda" and cfg.loop.compile and cfg.loop.compile_mode == "reduce-overhead"
     for net in state.nets.values():
@@ -358,14 +383,17 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             finite = all(math.isfinite(v) for v in out.values())
             if not _all_true(finite):
                 bad = {k: v for k, v in out.items() if not math.isfinite(v)}
-                message = (f"non-finite loss at step {step} ({bad or 'on another worker'}): training stopped; the "
-                           "last checkpoint is kept. Lower the learning rates or change the loss, then start a new "
-                           "run (resuming would diverge again)")
+                message = (
+                    f"non-finite loss at step {step} ({bad or 'on another worker'}): training stopped; the "
+                    "last checkpoint is kept. Lower the learning rates or change the loss, then start a new "
+                    "run (resuming would diverge again)"
+                )
                 if rank == 0:
                     print(f"[gansvc] {message}", flush=True)
                     # Result.metrics only holds the latest checkpoint's metrics: tell the driver through storage
-                    storage.write_json(storage.parse_uri(run_uri).join(DIVERGED_FILE).uri(),
-                                       {"step": step, "error": message})
+                    storage.write_json(
+                        storage.parse_uri(run_uri).join(DIVERGED_FILE).uri(), {"step": step, "error": message}
+                    )
                 ray.train.report({"step": step, "diverged": 1.0})
                 return
             for k, v in out.items():
@@ -380,10 +408,13 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             window_end = time.perf_counter()
             elapsed = window_end - window_start
             metrics: dict[str, Any] = {k: v / n_in_window for k, v in sums.items()}
-            metrics.update(step=step, epoch=stream.position[0],
-                           images_per_s=n_in_window * cfg.loop.batch_size * world / max(elapsed, 1e-9),
-                           step_time_s=elapsed / n_in_window,
-                           data_wait_frac=(stream.wait_s - wait_start) / max(elapsed, 1e-9))
+            metrics.update(
+                step=step,
+                epoch=stream.position[0],
+                images_per_s=n_in_window * cfg.loop.batch_size * world / max(elapsed, 1e-9),
+                step_time_s=elapsed / n_in_window,
+                data_wait_frac=(stream.wait_s - wait_start) / max(elapsed, 1e-9),
+            )
             metrics.update(learning_rates(state))
             metrics.update(grad_norms(state))
             if evaluator is not None:
@@ -396,19 +427,32 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                 done = step - start_step
                 eta = (time.perf_counter() - run_start) / max(done, 1) * (max_steps - step)
                 losses = "  ".join(f"{k} {v:.4g}" for k, v in list(out.items())[:6])
-                print(f"[gansvc] step {step}/{max_steps}  {losses}  {metrics['images_per_s']:.0f} img/s  "
-                      f"data wait {100 * metrics['data_wait_frac']:.1f}%  ETA {eta:.0f}s", flush=True)
+                print(
+                    f"[gansvc] step {step}/{max_steps}  {losses}  {metrics['images_per_s']:.0f} img/s  "
+                    f"data wait {100 * metrics['data_wait_frac']:.1f}%  ETA {eta:.0f}s",
+                    flush=True,
+                )
             if do_ckpt:
                 metrics["replicas_identical"] = 1.0 if replicas_identical(state) else 0.0
                 with tempfile.TemporaryDirectory(prefix="gansvc-ckpt-") as tmp:
                     if rank == 0:
-                        save_checkpoint(Path(tmp), spec, fam_cfg, dataset.spec, state, step, stream.state_dict(),
-                                        experiment_json, {k: v for k, v in metrics.items()
-                                                          if isinstance(v, float | int)})
+                        save_checkpoint(
+                            Path(tmp),
+                            spec,
+                            fam_cfg,
+                            dataset.spec,
+                            state,
+                            step,
+                            stream.state_dict(),
+                            experiment_json,
+                            {k: v for k, v in metrics.items() if isinstance(v, float | int)},
+                        )
                     save_rng(Path(tmp), rank)
-                    ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
-                                     checkpoint_dir_name=f"checkpoint-{step:08d}"
-                                     f"{dir_suffix if step <= suffix_upto else ''}")
+                    ray.train.report(
+                        metrics,
+                        checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                        checkpoint_dir_name=f"checkpoint-{step:08d}{dir_suffix if step <= suffix_upto else ''}",
+                    )
             else:
                 ray.train.report(metrics)
             # the next window counts this one's logging and reporting (they are part of every step's cost, and

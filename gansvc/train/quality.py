@@ -6,8 +6,9 @@ The feature extractor is `metrics.extractor` (default "fid-inception-2015-12-05"
 "torchvision-inception-v3" on request). After each evaluation `protocol` says how the numbers were computed
 (extractor, weights SHA-256, resize, image counts, reference split/stream, KID/IS settings): recorded with them.
 
-A family with an `evaluate` hook (FamilySpec.evaluate) adds its own held-out metrics (e.g. semantic-cyclegan's FCN
-score). Task "segment" has no image distribution to compare: its hook's mIoU (higher is better) is the metric.
+A family with an `evaluate` hook (FamilySpec.evaluate) adds its own held-out metrics (declared in
+FamilySpec.extra_metrics). A family whose `FamilySpec.selection_metric()` names a metric (task "segment": no image
+distribution to compare, its hook's mIoU, higher is better) is judged by that metric alone.
 """
 
 from __future__ import annotations
@@ -18,12 +19,33 @@ import torch
 
 from gansvc.config import ExperimentConfig
 from gansvc.data.pipeline import BatchStream, ImageDataset
+from gansvc.families import metric_mode
 from gansvc.families.base import FamilyConfig, FamilySpec, GanState
 from gansvc.families.sampling import sample_labels, sample_latents
-from gansvc.metrics import (DEFAULT_EXTRACTOR, evaluate_with_protocol, extractor_protocol, load_inception,
-                            reference_stats)
+from gansvc.metrics import (
+    DEFAULT_EXTRACTOR,
+    evaluate_with_protocol,
+    extractor_protocol,
+    load_inception,
+    reference_stats,
+)
 
 EVAL_SEED = 4321
+
+
+def eval_split(dataset: ImageDataset) -> str:
+    """The split evaluation reads: "test" when the dataset has any test split (test/, testA/, testB/), else "train"."""
+    return "test" if any(n in dataset.manifest.splits for n in ("test", "testA", "testB")) else "train"
+
+
+def eval_dataset(cfg: ExperimentConfig, dataset: ImageDataset) -> ImageDataset:
+    """The held-out images of sample grids and translation metrics (fixed order, no augmentation).
+
+    Raises ValueError (from ImageDataset) when the test split is incomplete, e.g. testA/ without testB/. The driver
+    calls this before any worker starts (`python -m gansvc.train` preflight), the workers call it again: one check.
+    """
+    update = {"split": eval_split(dataset), "flip": False, "crop": "center"}
+    return ImageDataset(cfg.data.model_copy(update=update), dataset.manifest)
 
 
 class QualityMetrics:
@@ -31,8 +53,9 @@ class QualityMetrics:
         self.cfg, self.spec, self.dataset, self.device = cfg, spec, dataset, device
         self.mode = "min"  # of `metric`: "max" when higher is better
         self.protocol: dict[str, Any] = {}  # how the last evaluation was computed (evaluate_with_protocol)
-        if spec.task == "segment":  # masks, not images, are the output: mIoU on held-out masks picks the best
-            self.extractor, self.real, self.task, self.metric, self.mode = None, None, "segment", "miou", "max"
+        own = spec.selection_metric()  # e.g. a segment family's mIoU on held-out masks: its outputs are not images
+        if own is not None:
+            self.extractor, self.real, self.task, self.metric, self.mode = None, None, "segment", own, metric_mode(own)
             return
         # getattr: metrics.extractor is new in MetricsSection (issue 14); older configs mean the default
         name = getattr(cfg.metrics, "extractor", None) or DEFAULT_EXTRACTOR
@@ -46,15 +69,14 @@ class QualityMetrics:
         if wanted == "auto":
             wanted = "kid" if self.extractor is not None else "swd"
         elif wanted in ("fid", "kid") and self.extractor is None:
-            print(f"[gansvc] metrics: {wanted} needs Inception weights; the best checkpoint is chosen by swd",
-                  flush=True)
+            print(
+                f"[gansvc] metrics: {wanted} needs Inception weights; the best checkpoint is chosen by swd", flush=True
+            )
             wanted = "swd"
         self.metric = wanted
 
     def _sources(self) -> Any:
         """An endless stream of source (A) images for translation metrics, fixed order (no flip, center crop)."""
-        from gansvc.train.evaluation import eval_dataset
-
         ds = eval_dataset(self.cfg, self.dataset)  # the one rule (and check) for the evaluation split
         stream = BatchStream(ds, batch_size=1, seed=EVAL_SEED)
         try:
@@ -114,10 +136,14 @@ class QualityMetrics:
             return self.spec.translate(nets, a, "a2b", fam_cfg)["image"]
 
         try:
-            results, protocol = evaluate_with_protocol(sample, self.real, self.extractor, self.cfg.metrics.samples,
-                                                       batch_size=64, task=self.task)
-            self.protocol = {**protocol, "extractor_asked": self.protocol.get("extractor_asked"),
-                             "eval_seed": EVAL_SEED}
+            results, protocol = evaluate_with_protocol(
+                sample, self.real, self.extractor, self.cfg.metrics.samples, batch_size=64, task=self.task
+            )
+            self.protocol = {
+                **protocol,
+                "extractor_asked": self.protocol.get("extractor_asked"),
+                "eval_seed": EVAL_SEED,
+            }
             return extra | results
         finally:
             if sources is not None:

@@ -34,8 +34,7 @@ def load_digits_16() -> tuple[np.ndarray, np.ndarray]:
 
     bunch = load_digits()
     small = np.clip(bunch.images * (255.0 / 16.0), 0, 255).round().astype(np.uint8)  # ink 0..16 -> grey 0..255
-    big = np.stack([np.asarray(Image.fromarray(im).resize((SIZE, SIZE), Image.Resampling.BILINEAR))
-                    for im in small])
+    big = np.stack([np.asarray(Image.fromarray(im).resize((SIZE, SIZE), Image.Resampling.BILINEAR)) for im in small])
     return big, bunch.target.astype(np.int64)
 
 
@@ -58,8 +57,9 @@ def read_pngs(folder: Path) -> np.ndarray:
     files = sorted(p for p in folder.glob("*.png") if p.name != "grid.png")
     if not files:
         raise FileNotFoundError(f"no generated PNGs in {folder}")
-    return np.stack([np.asarray(Image.open(p).convert("L").resize((SIZE, SIZE), Image.Resampling.BILINEAR))
-                     for p in files])
+    return np.stack(
+        [np.asarray(Image.open(p).convert("L").resize((SIZE, SIZE), Image.Resampling.BILINEAR)) for p in files]
+    )
 
 
 def _features(images: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the repository's `tests` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.gate import digits, textbook_dcgan  # noqa: E402
+from tests.gate import digits, textbook_dcgan
 
 # Loop and data flags (not model flags) of the gansvc run. Batch 64: the textbook's batch, set on both sides. No
 # horizontal flip: a mirrored digit is another glyph (issue 14: flips are wrong for characters).
@@ -36,8 +36,10 @@ class Scores:
     seconds: float
 
     def line(self, name: str) -> str:
-        return (f"{name:<24} IS {self.inception_score:5.2f}  coverage {self.coverage:2d}/10  "
-                f"confident {self.confident:4.0%}  ({self.seconds:.0f} s)")
+        return (
+            f"{name:<24} IS {self.inception_score:5.2f}  coverage {self.coverage:2d}/10  "
+            f"confident {self.confident:4.0%}  ({self.seconds:.0f} s)"
+        )
 
 
 def score(scorer: digits.Scorer, images: np.ndarray, seconds: float) -> Scores:
@@ -63,13 +65,59 @@ def train_gansvc(dataset: str, work: Path, steps: int, seed: int, env: dict[str,
     """`gansvc.train dcgan` with default model flags, `registry promote`, `gansvc.generate` 1,000 samples."""
     py, name = sys.executable, f"gate-{seed}"
     runs, registry, out = work / "runs", work / "registry", work / f"generated-{seed}"
-    _run([py, "-m", "gansvc.train", "dcgan", "--dataset", dataset, "--storage", str(runs), "--name", name,
-          "--max-steps", str(steps), "--batch-size", str(BATCH), "--seed", str(seed), "--set", "data.flip=false",
-          "--log-every", str(steps), "--checkpoint-every", str(steps), "--eval-every", str(steps)], env, 900)
-    _run([py, "-m", "gansvc.registry", "promote", str(runs / name), "--name", name, "--registry", str(registry)],
-         env, 120)
-    _run([py, "-m", "gansvc.generate", "--model", name, "--n", str(N_SAMPLES), "--seed", str(seed), "--registry",
-          str(registry), str(out)], env, 300)
+    _run(
+        [
+            py,
+            "-m",
+            "gansvc.train",
+            "dcgan",
+            "--dataset",
+            dataset,
+            "--storage",
+            str(runs),
+            "--name",
+            name,
+            "--max-steps",
+            str(steps),
+            "--batch-size",
+            str(BATCH),
+            "--seed",
+            str(seed),
+            "--set",
+            "data.flip=false",
+            "--log-every",
+            str(steps),
+            "--checkpoint-every",
+            str(steps),
+            "--eval-every",
+            str(steps),
+        ],
+        env,
+        900,
+    )
+    _run(
+        [py, "-m", "gansvc.registry", "promote", str(runs / name), "--name", name, "--registry", str(registry)],
+        env,
+        120,
+    )
+    _run(
+        [
+            py,
+            "-m",
+            "gansvc.generate",
+            "--model",
+            name,
+            "--n",
+            str(N_SAMPLES),
+            "--seed",
+            str(seed),
+            "--registry",
+            str(registry),
+            str(out),
+        ],
+        env,
+        300,
+    )
     return digits.read_pngs(out)
 
 
@@ -78,8 +126,9 @@ def train_textbook(steps: int, seed: int) -> np.ndarray:
     return textbook_dcgan.sample(textbook_dcgan.train(images, steps, BATCH, seed), N_SAMPLES, seed)
 
 
-def run_seed(scorer: digits.Scorer, dataset: str, work: Path, steps: int, seed: int,
-             env: dict[str, str]) -> tuple[Scores, Scores]:
+def run_seed(
+    scorer: digits.Scorer, dataset: str, work: Path, steps: int, seed: int, env: dict[str, str]
+) -> tuple[Scores, Scores]:
     t0 = time.perf_counter()
     ours = train_gansvc(dataset, work, steps, seed, env)
     t1 = time.perf_counter()
@@ -102,8 +151,11 @@ def main() -> None:
     dataset = put_digits(args.work, env)
     for seed in (int(s) for s in args.seeds.split(",")):
         ours, theirs = run_seed(scorer, dataset, args.work, args.steps, seed, env)
-        print(f"seed {seed} steps {args.steps}\n  {ours.line('gansvc dcgan defaults')}\n"
-              f"  {theirs.line('textbook DCGAN')}", flush=True)
+        print(
+            f"seed {seed} steps {args.steps}\n  {ours.line('gansvc dcgan defaults')}\n"
+            f"  {theirs.line('textbook DCGAN')}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -32,18 +32,29 @@ def _init(net: nn.Module) -> None:
 
 def generator(channels: int) -> nn.Module:
     g = nn.Sequential(
-        nn.ConvTranspose2d(NZ, NGF * 2, 4, 1, 0, bias=False), nn.BatchNorm2d(NGF * 2), nn.ReLU(True),
-        nn.ConvTranspose2d(NGF * 2, NGF, 4, 2, 1, bias=False), nn.BatchNorm2d(NGF), nn.ReLU(True),
-        nn.ConvTranspose2d(NGF, channels, 4, 2, 1, bias=False), nn.Tanh())
+        nn.ConvTranspose2d(NZ, NGF * 2, 4, 1, 0, bias=False),
+        nn.BatchNorm2d(NGF * 2),
+        nn.ReLU(True),
+        nn.ConvTranspose2d(NGF * 2, NGF, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(NGF),
+        nn.ReLU(True),
+        nn.ConvTranspose2d(NGF, channels, 4, 2, 1, bias=False),
+        nn.Tanh(),
+    )
     _init(g)
     return g
 
 
 def discriminator(channels: int) -> nn.Module:
     d = nn.Sequential(
-        nn.Conv2d(channels, NDF, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True),
-        nn.Conv2d(NDF, NDF * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(NDF * 2), nn.LeakyReLU(0.2, True),
-        nn.Conv2d(NDF * 2, 1, 4, 1, 0, bias=False), nn.Flatten())
+        nn.Conv2d(channels, NDF, 4, 2, 1, bias=False),
+        nn.LeakyReLU(0.2, True),
+        nn.Conv2d(NDF, NDF * 2, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(NDF * 2),
+        nn.LeakyReLU(0.2, True),
+        nn.Conv2d(NDF * 2, 1, 4, 1, 0, bias=False),
+        nn.Flatten(),
+    )
     _init(d)
     return d
 
@@ -60,13 +71,14 @@ def train(images: np.ndarray, steps: int, batch_size: int, seed: int) -> nn.Modu
     for _ in range(steps):
         if pos + batch_size > len(order):  # a new epoch: reshuffle, drop the last partial batch
             order, pos = rng.permutation(len(data)), 0
-        real = data[order[pos:pos + batch_size]]
+        real = data[order[pos : pos + batch_size]]
         pos += batch_size
         fake = g(torch.randn(batch_size, NZ, 1, 1))
         opt_d.zero_grad(set_to_none=True)
         out_r, out_f = d(real), d(fake.detach())
-        loss_d = (F.binary_cross_entropy_with_logits(out_r, torch.ones_like(out_r))
-                  + F.binary_cross_entropy_with_logits(out_f, torch.zeros_like(out_f)))
+        loss_d = F.binary_cross_entropy_with_logits(out_r, torch.ones_like(out_r)) + F.binary_cross_entropy_with_logits(
+            out_f, torch.zeros_like(out_f)
+        )
         loss_d.backward()
         opt_d.step()
         opt_g.zero_grad(set_to_none=True)

@@ -68,8 +68,10 @@ class ConvGanFields(BaseModel):
         if self.d_batchnorm and self.d_layernorm:
             raise ValueError("d_batchnorm and d_layernorm cannot both be on: pick one normalisation for D")
         if self.gp_lambda > 0 and self.d_batchnorm:
-            raise ValueError("d_batchnorm must be off with gp_lambda > 0: the gradient penalty is per sample and batch "
-                             "norm couples samples (Gulrajani et al. 2017 §4); use d_layernorm instead")
+            raise ValueError(
+                "d_batchnorm must be off with gp_lambda > 0: the gradient penalty is per sample and batch "
+                "norm couples samples (Gulrajani et al. 2017 §4); use d_layernorm instead"
+            )
         if self.loss == "wasserstein" and self.gp_lambda == 0 and self.clip_value == 0:
             raise ValueError("loss 'wasserstein' needs a Lipschitz constraint: set clip_value > 0 or gp_lambda > 0")
         return self
@@ -86,8 +88,13 @@ class ConditionalFields(BaseModel):
     fake_labels: Literal["data", "uniform"] = "data"
 
 
-def make_optimizer(kind: Optimizer, params: Iterable[torch.nn.Parameter], lr: float,
-                   betas: tuple[float, float] = (0.5, 0.999), momentum: float = 0.0) -> torch.optim.Optimizer:
+def make_optimizer(
+    kind: Optimizer,
+    params: Iterable[torch.nn.Parameter],
+    lr: float,
+    betas: tuple[float, float] = (0.5, 0.999),
+    momentum: float = 0.0,
+) -> torch.optim.Optimizer:
     """Adam(lr, betas) / RMSprop(lr, momentum; torch alpha 0.99 as in Arjovsky et al.'s code) / SGD(lr, momentum)."""
     if kind == "adam":
         return torch.optim.Adam(params, lr=lr, betas=betas)

@@ -1,5 +1,9 @@
 """The training and inference steps shared by the DCGAN-style families (dcgan, wgan, wgan-gp, acgan, wacgan).
 
+A family module declares its config (`ConvGanFields` [+ `ConditionalFields`] with its own defaults) and one
+`DcganStyle(name, conditional)`; the style's `build` / `train_step` / `generate` go into its FamilySpec. What differs
+between the five is data (the config's fields and whether labels condition the nets), never a branch on a name.
+
 One `train_step` = `n_critic` D updates, then one G update (Arjovsky et al. 2017 Algorithm 1; n_critic = 1 is the
 plain alternating GAN step of Goodfellow et al. 2014):
 - D step (`d_step`): fakes are generated without a graph (G is not trained by this step); one D forward on
@@ -11,7 +15,7 @@ plain alternating GAN step of Goodfellow et al. 2014):
   through D to G without computing D's weight gradients (as the WGAN reference code does; computing and then
   discarding them cost 2-22% of the whole step on CPU, most for dcgan / acgan: bench/before_after.py), so D's
   gradients stay those of D's last update. Only G's optimizer steps; the EMA copy of G is updated afterwards.
-Nets are always called through `state.nets[...]` (they may be DDP wrappers); `plain_module` is used only to reach
+Nets are always called through `state.nets[...]` (they may be DDP wrappers); `unwrap` is used only to reach
 weights (clipping, noise std, EMA). Each forward of a wrapped net is followed by exactly one backward, except the
 gradient-penalty critic step: its real/fake forward runs under DDP's no_sync() and one backward covers both forwards.
 
@@ -25,27 +29,21 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from gansvc import losses
 from gansvc.data.spec import DataSpec
+from gansvc.families.base import Batch, GanState
+from gansvc.families.gan_fields import ConditionalFields, ConvGanFields, make_optimizer
+from gansvc.families.training import frozen
 from gansvc.nn.dcgan_blocks import DiscArch, Discriminator, GenArch, Generator, clip_weights_, resolution_steps
-from gansvc.nn.ema import ema_copy, ema_update, plain_module
-from gansvc.nn.gan_fields import ConditionalFields, ConvGanFields, make_optimizer
-from gansvc.nn.i2i_util import frozen
+from gansvc.nn.ema import ema_copy, ema_update
 from gansvc.nn.noise import annealed_std, set_instance_noise
-
-
-class TrainState(Protocol):
-    """What the steps need of `gansvc.families.base.GanState` (nn may not import families)."""
-
-    nets: dict[str, nn.Module]
-    optimizers: dict[str, torch.optim.Optimizer]
-    ema: dict[str, nn.Module]
-
+from gansvc.nn.wrappers import unwrap
 
 # --------------------------------------------------------------------------------------------------------------------
 # build
@@ -58,7 +56,7 @@ def attribute_sizes(data: DataSpec) -> tuple[int, ...]:
 
 
 def check_data(data: DataSpec, family: str, conditional: bool) -> None:
-    """Fail early, with what to change, when a dataset cannot feed this family."""
+    """Fail early, with what to change, when a dataset cannot feed this family (`family`: its name, for the message)."""
     if data.layout != "single":
         raise ValueError(f"{family} trains on single-image datasets, the data has layout {data.layout!r}")
     resolution_steps(data.image_size)  # square, power of two, 16..256
@@ -72,23 +70,48 @@ def check_data(data: DataSpec, family: str, conditional: bool) -> None:
             raise ValueError(f"attributes without values: {', '.join(empty)}")
 
 
-def build_parts(cfg: ConvGanFields, data: DataSpec, family: str, conditional: bool
-                ) -> tuple[dict[str, nn.Module], dict[str, torch.optim.Optimizer], dict[str, nn.Module]]:
-    """(nets {"G", "D"}, optimizers {"G", "D"}, ema {"G"} or {}) for a DCGAN-style family."""
-    check_data(data, family, conditional)
+def build_parts(
+    cfg: ConvGanFields, data: DataSpec, conditional: bool
+) -> tuple[dict[str, nn.Module], dict[str, torch.optim.Optimizer], dict[str, nn.Module]]:
+    """(nets {"G", "D"}, optimizers {"G", "D"}, ema {"G"} or {}) for a DCGAN-style family on data `check_data` passed.
+    `conditional`: one-hot labels into G and one classifier head per attribute in D."""
     sizes = attribute_sizes(data) if conditional else ()
-    g = Generator(GenArch(size=data.image_size, channels=data.channels, latent_dim=cfg.latent_dim,
-                          filters=cfg.g_filters, max_filters=cfg.max_filters, kernel_size=cfg.kernel_size,
-                          progressive_kernels=cfg.progressive_kernels, activation=cfg.activation,
-                          leaky_slope=cfg.leaky_slope, attr_sizes=sizes, upsample=cfg.upsample))
+    g = Generator(
+        GenArch(
+            size=data.image_size,
+            channels=data.channels,
+            latent_dim=cfg.latent_dim,
+            filters=cfg.g_filters,
+            max_filters=cfg.max_filters,
+            kernel_size=cfg.kernel_size,
+            progressive_kernels=cfg.progressive_kernels,
+            activation=cfg.activation,
+            leaky_slope=cfg.leaky_slope,
+            attr_sizes=sizes,
+            upsample=cfg.upsample,
+        )
+    )
     norm = "batch" if cfg.d_batchnorm else "layer" if cfg.d_layernorm else "none"
-    d = Discriminator(DiscArch(size=data.image_size, channels=data.channels, filters=cfg.d_filters,
-                               max_filters=cfg.max_filters, kernel_size=cfg.kernel_size,
-                               progressive_kernels=cfg.progressive_kernels, leaky_slope=cfg.d_leaky_slope,
-                               norm=norm, dropout=cfg.d_dropout, noise=cfg.noise, noise_std=cfg.noise_std,
-                               attr_sizes=sizes))
-    opts = {"G": make_optimizer(cfg.optimizer, g.parameters(), cfg.lr_g, cfg.betas, cfg.momentum),
-            "D": make_optimizer(cfg.optimizer, d.parameters(), cfg.lr_d, cfg.betas, cfg.momentum)}
+    d = Discriminator(
+        DiscArch(
+            size=data.image_size,
+            channels=data.channels,
+            filters=cfg.d_filters,
+            max_filters=cfg.max_filters,
+            kernel_size=cfg.kernel_size,
+            progressive_kernels=cfg.progressive_kernels,
+            leaky_slope=cfg.d_leaky_slope,
+            norm=norm,
+            dropout=cfg.d_dropout,
+            noise=cfg.noise,
+            noise_std=cfg.noise_std,
+            attr_sizes=sizes,
+        )
+    )
+    opts = {
+        "G": make_optimizer(cfg.optimizer, g.parameters(), cfg.lr_g, cfg.betas, cfg.momentum),
+        "D": make_optimizer(cfg.optimizer, d.parameters(), cfg.lr_d, cfg.betas, cfg.momentum),
+    }
     ema = {"G": ema_copy(g)} if getattr(cfg, "ema", False) else {}
     return {"G": g, "D": d}, opts, ema
 
@@ -98,12 +121,12 @@ def build_parts(cfg: ConvGanFields, data: DataSpec, family: str, conditional: bo
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _conditional(state: TrainState) -> bool:
-    return len(getattr(plain_module(state.nets["D"]), "heads", ())) > 0
+def _conditional(state: GanState) -> bool:
+    return len(getattr(unwrap(state.nets["D"]), "heads", ())) > 0
 
 
-def _attr_sizes(state: TrainState) -> tuple[int, ...]:
-    return tuple(plain_module(state.nets["G"]).attr_sizes)
+def _attr_sizes(state: GanState) -> tuple[int, ...]:
+    return tuple(unwrap(state.nets["G"]).attr_sizes)
 
 
 def fake_labels(labels: Tensor, attr_sizes: tuple[int, ...], mode: str) -> Tensor:
@@ -121,8 +144,10 @@ def _class_settings(cfg: ConvGanFields) -> tuple[float, bool, str]:
 def _real_accuracy(logits: list[Tensor], labels: Tensor) -> Tensor:
     """Mean over attributes of the classifier's accuracy on real images with known labels (for logging)."""
     known = (labels >= 0).float()
-    hits = [((lg.argmax(1) == labels[:, j]).float() * known[:, j]).sum() / known[:, j].sum().clamp(min=1)
-            for j, lg in enumerate(logits)]
+    hits = [
+        ((lg.argmax(1) == labels[:, j]).float() * known[:, j]).sum() / known[:, j].sum().clamp(min=1)
+        for j, lg in enumerate(logits)
+    ]
     return torch.stack(hits).mean().detach()
 
 
@@ -132,8 +157,7 @@ def _touch(outputs: list[Tensor], zero: Tensor) -> Tensor:
     return sum((o.sum() for o in outputs), zero) * 0.0
 
 
-def d_step(state: TrainState, real: Tensor, labels: Tensor | None, step: int, cfg: ConvGanFields
-           ) -> dict[str, Tensor]:
+def d_step(state: GanState, real: Tensor, labels: Tensor | None, step: int, cfg: ConvGanFields) -> dict[str, Tensor]:
     """One update of D on `real` (and as many fakes). Returns detached 0-dim tensors."""
     G, D, opt = state.nets["G"], state.nets["D"], state.optimizers["D"]
     cond = _conditional(state)
@@ -172,7 +196,7 @@ def d_step(state: TrainState, real: Tensor, labels: Tensor | None, step: int, cf
         out_r, out_f = outs[0], outs[1]
         cls_r = [c[:n] for c in cls]
         c_r = losses.classification_loss(cls_r, labels) if cond else zero
-        c_f = losses.classification_loss([c[n:2 * n] for c in cls], y_fake) if cond and cls_on_fake else zero
+        c_f = losses.classification_loss([c[n : 2 * n] for c in cls], y_fake) if cond and cls_on_fake else zero
         loss = losses.d_loss(cfg.loss, out_r, out_f, cfg.label_smoothing) + w_cls * (c_r + c_f)
         if x_hat is not None:
             gp, grad_norm = losses.gradient_penalty_from(D(x_hat)[0], x_hat)
@@ -182,7 +206,7 @@ def d_step(state: TrainState, real: Tensor, labels: Tensor | None, step: int, cf
         loss = loss.detach()
     opt.step()
     if cfg.clip_value > 0:
-        clip_weights_(plain_module(D), cfg.clip_value)  # after every critic update (Arjovsky et al. Algorithm 1)
+        clip_weights_(unwrap(D), cfg.clip_value)  # after every critic update (Arjovsky et al. Algorithm 1)
 
     stats["loss_d"] = loss
     stats["d_real"], stats["d_fake"] = out_r.detach().mean(), out_f.detach().mean()
@@ -194,8 +218,7 @@ def d_step(state: TrainState, real: Tensor, labels: Tensor | None, step: int, cf
     return stats
 
 
-def g_step(state: TrainState, real: Tensor, labels: Tensor | None, step: int, cfg: ConvGanFields
-           ) -> dict[str, Tensor]:
+def g_step(state: GanState, real: Tensor, labels: Tensor | None, step: int, cfg: ConvGanFields) -> dict[str, Tensor]:
     """One update of G with as many samples as `real` has (`real` gives size, device and dtype; its pixels are unused).
     D is frozen for it (see the module docstring), so its gradients stay those of its last update, which gradient
     monitoring reports. Returns detached 0-dim tensors."""
@@ -235,8 +258,7 @@ def critic_slices(n: int, n_critic: int, mode: str) -> list[slice]:
     return [parts[i % len(parts)] for i in range(n_critic)]
 
 
-def train_step(state: TrainState, batch: Mapping[str, Tensor], step: int, cfg: ConvGanFields,
-               conditional: bool) -> dict[str, float]:
+def train_step(state: GanState, batch: Batch, step: int, cfg: ConvGanFields, conditional: bool) -> dict[str, float]:
     """n_critic D steps then one G step on one batch; returns detached floats (means over the critic steps)."""
     real = batch["image"]
     labels = batch.get("labels") if conditional else None
@@ -247,10 +269,12 @@ def train_step(state: TrainState, batch: Mapping[str, Tensor], step: int, cfg: C
     extra: dict[str, Tensor] = {}
     if cfg.noise != "off":
         std = annealed_std(cfg.noise_std, step, cfg.noise_anneal_steps)
-        set_instance_noise(plain_module(state.nets["D"]), std)
+        set_instance_noise(unwrap(state.nets["D"]), std)
         extra["noise_std"] = real.new_tensor(std)
-    d_stats = [d_step(state, real[s], labels[s] if labels is not None else None, step, cfg)
-               for s in critic_slices(real.shape[0], cfg.n_critic, cfg.critic_batches)]
+    d_stats = [
+        d_step(state, real[s], labels[s] if labels is not None else None, step, cfg)
+        for s in critic_slices(real.shape[0], cfg.n_critic, cfg.critic_batches)
+    ]
     stats = {k: torch.stack([s[k] for s in d_stats]).mean() for k in d_stats[0]}
     stats.update(g_step(state, real, labels, step, cfg))
     stats.update(extra)
@@ -264,8 +288,9 @@ def train_step(state: TrainState, batch: Mapping[str, Tensor], step: int, cfg: C
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def generate(nets: Mapping[str, nn.Module], z: Tensor, labels: Tensor | None, cfg: ConvGanFields,
-             conditional: bool) -> Tensor:
+def generate(
+    nets: Mapping[str, nn.Module], z: Tensor, labels: Tensor | None, cfg: ConvGanFields, conditional: bool
+) -> Tensor:
     """Images in [-1, 1] from latents `z` (N, latent_dim) [and labels (N, n_attributes) int64]; no gradients.
     The caller puts the nets in eval mode (batch norm then uses running statistics)."""
     if z.dim() != 2 or z.shape[1] != cfg.latent_dim:
@@ -284,3 +309,28 @@ def generate(nets: Mapping[str, nn.Module], z: Tensor, labels: Tensor | None, cf
 def penalised_nets(cfg: Any) -> tuple[str, ...]:
     """The nets a gradient penalty differentiates twice (D, when gp_lambda > 0): FamilySpec.uncompilable."""
     return ("D",) if getattr(cfg, "gp_lambda", 0.0) > 0 else ()
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# the family's spec callables
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DcganStyle:
+    """What one DCGAN-style family passes to the shared steps: its name (only for error messages) and whether it is
+    label-conditioned. Its methods are the family's `FamilySpec.build` / `train_step` / `generate`."""
+
+    name: str
+    conditional: bool
+
+    def build(self, cfg: ConvGanFields, data: DataSpec) -> GanState:
+        check_data(data, self.name, self.conditional)
+        nets, opts, ema = build_parts(cfg, data, self.conditional)
+        return GanState(nets=nets, optimizers=opts, ema=ema, inference=("G",))
+
+    def train_step(self, state: GanState, batch: Batch, step: int, cfg: ConvGanFields) -> dict[str, float]:
+        return train_step(state, batch, step, cfg, self.conditional)
+
+    def generate(self, nets: Mapping[str, nn.Module], z: Tensor, labels: Tensor | None, cfg: ConvGanFields) -> Tensor:
+        return generate(nets, z, labels, cfg, self.conditional)
