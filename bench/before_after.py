@@ -14,6 +14,7 @@ import importlib.util
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import torch
 
@@ -23,6 +24,7 @@ import train_bench as tb
 
 from gansvc.config import LoopConfig
 from gansvc.families import FAMILIES
+from gansvc.families.base import GanState
 
 
 def main() -> int:
@@ -39,7 +41,13 @@ def main() -> int:
         batches = tb.make_batches(spec, data, 64, 4, 0)
         new_state, old_state = (tb.build(spec, cfg, data, cpu, loop) for _ in range(2))
 
-        def run_old(batch: dict, step: int, st=old_state, c=cfg, cond=spec.conditional) -> None:
+        def run_old(
+            batch: dict[str, torch.Tensor],
+            step: int,
+            st: GanState = old_state,
+            c: Any = cfg,  # the family's config dataclass (FamilySpec[Any])
+            cond: bool = spec.conditional,
+        ) -> None:
             old.train_step(st, batch, step, c, cond)
 
         res = tb.compare(

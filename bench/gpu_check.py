@@ -6,7 +6,8 @@ issue-15 targets are about, then prints one summary table of each figure against
 
 Stages, each a subprocess with its own time budget (killed, reported "timed out" and the next one started when it
 overruns; a failed stage never stops the others, and the exit status is 1 when any stage failed):
-  gpu_tests    tests/test_gpu.py (bf16 autocast + channels_last step of every family, the training CLI on one GPU)
+  gpu_tests    tests/integration/train/test_gpu.py (bf16 autocast + channels_last step of every family, the training
+               CLI on one GPU)
   train_*      bench/train_bench.py switch cells per family at report sizes: fp32 eager (the reference), bf16
                autocast, channels_last, torch.compile, all three, and all three with CUDA graphs
                (torch.compile mode="reduce-overhead") for the batch-1 translation families; each cell's rate, its
@@ -65,8 +66,8 @@ GPU_CELLS = ("fp32", "bf16", "channels_last", "all", "compile")  # "all" before 
 GPU_FAMILIES = (
     FamilyRun("dcgan", 64, 128, 50_000, "img/s", GPU_CELLS),
     FamilyRun("wgan-gp", 64, 64, 10_000, "generator-step img/s", GPU_CELLS),  # report preset: n_critic 5
-    FamilyRun("cyclegan", 256, 1, 150, "pairs/s", GPU_CELLS[:4] + ("all+cudagraphs", "compile")),
-    FamilyRun("ugatit", 256, 1, 100, "pairs/s", GPU_CELLS[:4] + ("all+cudagraphs", "compile")),  # report: light
+    FamilyRun("cyclegan", 256, 1, 150, "pairs/s", (*GPU_CELLS[:4], "all+cudagraphs", "compile")),
+    FamilyRun("ugatit", 256, 1, 100, "pairs/s", (*GPU_CELLS[:4], "all+cudagraphs", "compile")),  # report: light
 )
 # the dry run: the same families and code paths at tiny sizes, smoke nets
 DRY_FAMILIES = (
@@ -210,7 +211,8 @@ class Clock:
 
 def stage_tests(plan: Plan, out: Path, clock: Clock, after: int) -> Stage:
     st = Stage("gpu_tests", budget_s=clock.budget(plan.tests_s, after))
-    cmd = [python(), "-m", "pytest", "tests/test_gpu.py", "-q", "-p", "no:cacheprovider", "--timeout", "60"]
+    gpu_tests = "tests/integration/train/test_gpu.py"
+    cmd = [python(), "-m", "pytest", gpu_tests, "-q", "-p", "no:cacheprovider", "--timeout", "60"]
     if plan.dry:  # on CPU the GPU tests skip; the CPU twin of the CLI test shows the file runs (the others are in
         cmd += ["-k", "cli_config_is_valid_on_cpu"]  # the suite)
     t0 = time.perf_counter()
@@ -490,7 +492,7 @@ def stage_serve(plan: Plan, out: Path, clock: Clock, after: int, work: Path) -> 
         st.status, rc = run_cmd(up, log, min(60.0, st.budget_s))
         if st.status == "ok":
             left = st.budget_s - (time.perf_counter() - t0) - 10.0  # keep time for `down`
-            st.status, rc = run_cmd(bench + ["--state-dir", str(state)], log, left)
+            st.status, rc = run_cmd([*bench, "--state-dir", str(state)], log, left)
     finally:
         run_cmd(down, log, 30.0)
     st.seconds = time.perf_counter() - t0
@@ -602,7 +604,8 @@ def preflight(plan: Plan, out: Path) -> str | None:
         return None
     smi = shutil.which("nvidia-smi")
     if smi:
-        subprocess.run([smi], stdout=open(out / "logs" / "nvidia-smi.log", "w"), stderr=subprocess.STDOUT, timeout=20)
+        with open(out / "logs" / "nvidia-smi.log", "w") as smi_log:
+            subprocess.run([smi], stdout=smi_log, stderr=subprocess.STDOUT, timeout=20)
     probe = subprocess.run(
         [python(), "-c", "import torch; print(torch.cuda.is_available())"], capture_output=True, text=True, timeout=120
     )

@@ -58,21 +58,24 @@ class Case:
 
 
 ATTRS = {"hair": ("black", "blonde", "blue", "pink", "red"), "eyes": ("blue", "green", "red", "yellow")}
-# (small side, report side, batch): anime-face reports 002-004 train 64x64 (batch 64 as in the WGAN-GP reference);
-# CycleGAN / U-GAT-IT / semantic CycleGAN 256x256 with batch 1 (official code, report 001; U-GAT-IT small is 128:
-# its 7-layer global D needs it); the segmenter batch 2
-# (report 001)
-SIZES: dict[str, tuple[int, int, int]] = {
-    "dcgan": (32, 64, 64),
-    "wgan": (32, 64, 64),
-    "wgan-gp": (32, 64, 64),
-    "acgan": (32, 64, 64),
-    "wacgan": (32, 64, 64),
-    "cyclegan": (64, 256, 1),
-    "ugatit": (128, 256, 1),
-    "semantic-cyclegan": (64, 256, 1),
-    "segmenter": (64, 256, 2),
+# (small side, report side, batch) by task: the anime-face reports 002-004 train noise -> image at 64x64 (batch 64 as in
+# the WGAN-GP reference); CycleGAN / U-GAT-IT / semantic CycleGAN translate at 256x256 with batch 1 (official code,
+# report 001), the segmenter with batch 2 (report 001). A new family gets its task's sizes with no entry here.
+TASK_SIZES: dict[str, tuple[int, int, int]] = {
+    "generate": (32, 64, 64),
+    "translate": (64, 256, 1),
+    "segment": (64, 256, 2),
 }
+# where a family needs other sizes: U-GAT-IT's 7-layer global D needs 128 px at the small size
+SIZE_OVERRIDES: dict[str, tuple[int, int, int]] = {"ugatit": (128, 256, 1)}
+FAMILY_NAMES = tuple(FAMILIES)  # every registered family is benchmarked
+
+
+def sizes_of(family: str) -> tuple[int, int, int]:
+    """(small side, report side, batch) of a family's benchmark cases."""
+    return SIZE_OVERRIDES.get(family) or TASK_SIZES[FAMILIES[family].task]
+
+
 # the report preset, plus what a benchmark needs: semantic-cyclegan's frozen segmenter with random weights (the
 # cost of a trained one is the same); the report's U-Net depth (8 downsamplings) needs 256 px, 6 fit 64 px
 EXTRA: dict[tuple[str, str], dict[str, Any]] = {
@@ -84,7 +87,7 @@ EXTRA: dict[tuple[str, str], dict[str, Any]] = {
 def cases(families: list[str], sizes: list[str]) -> list[Case]:
     out = []
     for fam in families:
-        small, report, batch = SIZES[fam]
+        small, report, batch = sizes_of(fam)
         for size in sizes:
             side = small if size == "small" else report
             out.append(Case(fam, size, side, batch, EXTRA.get((fam, size), {})))
@@ -596,7 +599,7 @@ def setup_device(args: argparse.Namespace) -> torch.device | None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     p.add_argument("--quick", action="store_true", help="small sizes only, short rounds")
-    p.add_argument("--families", default=",".join(SIZES), help="comma-separated (default: all)")
+    p.add_argument("--families", default=",".join(FAMILY_NAMES), help="comma-separated (default: all)")
     p.add_argument("--sizes", default=None, help="small,report (default: both; small with --quick)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
@@ -628,11 +631,11 @@ def main() -> int:
     if args.cells or args.amp or args.channels_last or args.compile:
         return main_cells(args)
     families = [f.strip() for f in args.families.split(",") if f.strip()]
-    unknown = [f for f in families if f not in SIZES]
+    unknown = [f for f in families if f not in FAMILIES]
     sizes = (args.sizes or ("small" if args.quick else "small,report")).split(",")
     if unknown or not set(sizes) <= {"small", "report"}:
         print(
-            f"unknown families {unknown} or sizes {sizes}: families are {', '.join(SIZES)}; sizes small,report",
+            f"unknown families {unknown} or sizes {sizes}: families are {', '.join(FAMILY_NAMES)}; sizes small,report",
             file=sys.stderr,
         )
         return 2
@@ -688,10 +691,10 @@ def main_cells(args: argparse.Namespace) -> int:
     bad = [n for n in names if n not in SWITCHES and n != "custom"]
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     sizes = (args.sizes or "report").split(",")
-    if bad or [f for f in families if f not in SIZES] or len(sizes) != 1 or sizes[0] not in ("small", "report"):
+    if bad or [f for f in families if f not in FAMILIES] or len(sizes) != 1 or sizes[0] not in ("small", "report"):
         print(
             f"--cells: unknown cells {bad} (choose from {', '.join(SWITCHES)}), or families {families} / one size "
-            f"{sizes} not known: families are {', '.join(SIZES)}; sizes small or report",
+            f"{sizes} not known: families are {', '.join(FAMILY_NAMES)}; sizes small or report",
             file=sys.stderr,
         )
         return 2

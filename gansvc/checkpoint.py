@@ -91,7 +91,7 @@ def _load_bytes(data: bytes, what: str) -> Any:
 
 def save_checkpoint(
     directory: Path,
-    spec: FamilySpec,
+    spec: FamilySpec[Any],
     fam_cfg: FamilyConfig,
     data: DataSpec,
     state: GanState,
@@ -181,7 +181,7 @@ def validate_checkpoint(directory: Path, rank: int) -> dict[str, Any]:
     return meta
 
 
-def restore_training(directory: Path, spec: FamilySpec, state: GanState, rank: int) -> tuple[int, dict[str, int]]:
+def restore_training(directory: Path, spec: FamilySpec[Any], state: GanState, rank: int) -> tuple[int, dict[str, int]]:
     """Load everything into `state` (nets may be DDP-wrapped); returns (step, data position). Refuses misfits."""
     train = _read(directory, TRAIN_FILE)
     if train.get("format") != FORMAT:
@@ -224,7 +224,8 @@ def _tuple(x: Any) -> Any:
 
 
 def stored_experiment(directory: Path) -> str:
-    return _read(directory, TRAIN_FILE)["experiment"]
+    experiment: str = _read(directory, TRAIN_FILE)["experiment"]
+    return experiment
 
 
 # -------------------------------------------------------------------------------------------------------- inference

@@ -22,7 +22,7 @@ import json
 import math
 import sys
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
     from gansvc.checkpoint import InferenceModel
     from gansvc.data.pipeline import DataConfig, ImageDataset
+    from gansvc.families.base import Direction
 
 SCALED = {"kid": 100.0}  # reported also as <name>_x100 (U-GAT-IT tables give KID x 100)
 
@@ -51,7 +52,9 @@ def _data_config(uri: str, model: InferenceModel, split: str | None) -> DataConf
     from gansvc.data.pipeline import DataConfig, ImageDataset  # deferred: see the imports
 
     d = model.data
-    base = DataConfig(uri=uri, size=(d.height, d.width), channels=d.channels, flip=False, crop="center")
+    # DataConfig validates the count at run time (1 or 3; another is its ValidationError, as before the cast)
+    channels = cast("Literal[1, 3]", d.channels)
+    base = DataConfig(uri=uri, size=(d.height, d.width), channels=channels, flip=False, crop="center")
     try:
         manifest = ImageDataset(base).manifest
     except (ValueError, FileNotFoundError, storage.StorageError) as err:
@@ -94,6 +97,8 @@ def _generator(
 ) -> Callable[[int], torch.Tensor]:
     from gansvc.families.sampling import sample_labels, sample_latents  # deferred: see the imports
 
+    generate = model.spec.generate
+    assert generate is not None, f"{model.spec.name} does not generate"  # run() calls this for generate families
     drawn = [0]
 
     def sample(n: int) -> torch.Tensor:
@@ -103,16 +108,18 @@ def _generator(
         labels = sample_labels(model.data, n, s, device) if model.spec.conditional else None
         if labels is not None and fixed_class is not None:
             labels[:, 0] = fixed_class
-        return model.spec.generate(model.nets, z, labels, model.config).float()
+        return generate(model.nets, z, labels, model.config).float()
 
     return sample
 
 
 def _translator(
-    model: InferenceModel, ds: ImageDataset, stream: str, direction: str, n: int, batch: int, device: str
+    model: InferenceModel, ds: ImageDataset, stream: str, direction: Direction, n: int, batch: int, device: str
 ) -> Callable[[int], torch.Tensor]:
     import torch  # deferred: see the imports
 
+    translate = model.spec.translate
+    assert translate is not None, f"{model.spec.name} does not translate"  # run() calls this for translate families
     sources = _images(ds, stream, ds.streams[stream][:n], batch)
     buffer: list[torch.Tensor] = []
 
@@ -121,7 +128,7 @@ def _translator(
             buffer.append(next(sources))
         x = torch.cat(buffer)
         buffer[:] = [x[k:]] if len(x) > k else []
-        return model.spec.translate(model.nets, x[:k].to(device), direction, model.config)["image"].float()
+        return translate(model.nets, x[:k].to(device), direction, model.config)["image"].float()
 
     return sample
 
@@ -157,6 +164,8 @@ def _intra_fid(model: InferenceModel, cfg: DataConfig, extractor: Any, args: arg
                 feats, _ = extractor.extract(sample(min(args.batch_size, n_gen - start)), args.batch_size)
             stats = stats or FeatureStats(feats.shape[1], keep=0)
             stats.update(feats)
+        assert stats is not None  # n_gen >= 2: the loop ran
+        assert real.mu is not None and real.sigma is not None  # computed with the extractor, of >= 2 images
         per_class[value] = frechet_distance(stats.mean, stats.cov, real.mu, real.sigma)
         counts[value] = [len(mine), n_gen]
     if not per_class:

@@ -33,6 +33,7 @@ must see the same variable, which `env` exports.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -44,6 +45,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -305,10 +307,8 @@ def identity(pid: int, wait: float = 2.0) -> dict[str, Any] | None:
 
 
 def _reap(pid: int) -> None:
-    try:  # collect our own exited child (same-process up/down in tests) so it stops looking alive
-        os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
+    with contextlib.suppress(ChildProcessError):  # collect our own exited child (same-process up/down in tests)
+        os.waitpid(pid, os.WNOHANG)  # so it stops looking alive
 
 
 def same_process(recorded: dict[str, Any] | None) -> bool:
@@ -351,10 +351,8 @@ def _our_members(leader: dict[str, Any]) -> list[int]:
 
 def _signal_each(pids: list[int], sig: signal.Signals) -> None:
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 def _stop_group(leader: dict[str, Any] | None, timeout: float = 20.0) -> bool:
@@ -368,10 +366,8 @@ def _stop_group(leader: dict[str, Any] | None, timeout: float = 20.0) -> bool:
         return False
     assert leader is not None
     pid = int(leader["pid"])
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and (
         same_process(leader) or _our_members(leader) or not _exited(pid, _stat_fields(pid))
@@ -446,7 +442,7 @@ def _spawn(cmd: list[str], log: Path, cwd: Path, env: dict[str, str]) -> subproc
         )
 
 
-def _wait_until(ready, proc: subprocess.Popen[bytes], timeout: float, what: str, log: Path) -> None:  # noqa: ANN001
+def _wait_until(ready: Callable[[], bool], proc: subprocess.Popen[bytes], timeout: float, what: str, log: Path) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -493,6 +489,7 @@ def _s3_ready(state: StackState, client: Any) -> bool:
     found") until the volume server has registered its volumes with the master."""
     try:
         client.head_bucket(Bucket=state.bucket)
+        body: bytes  # boto3 is untyped here: StreamingBody.read() returns bytes
         try:
             body = client.get_object(Bucket=state.bucket, Key=HEALTH_KEY)["Body"].read()
         except client.exceptions.NoSuchKey:
@@ -586,7 +583,8 @@ def _ray_ready(state: StackState) -> bool:
     request = urllib.request.Request(f"{state.dashboard_url}/api/version", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=2) as resp:
-            return resp.status == 200
+            status: int = resp.status  # urlopen's result is Any in typeshed; an HTTPResponse here (http URL)
+            return status == 200
     except OSError:
         return False
 
@@ -883,10 +881,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd == "up":
             before = load_state(state_dir)
             was = running(before) if before else {"s3": False, "ray": False}
-            state = up(state_dir, args.port_base, args.bucket, not args.no_ray, args.timeout, args.num_cpus)
+            started = up(state_dir, args.port_base, args.bucket, not args.no_ray, args.timeout, args.num_cpus)
             if all(was.values()) or (args.no_ray and was["s3"]):
                 print("already running; nothing started")
-            print("\n".join(status_lines(state)))
+            print("\n".join(status_lines(started)))
             print(
                 '\nconfigure this shell:  eval "$(python -m gansvc.local env'
                 + (f" --state-dir {state_dir}" if args.state_dir else "")

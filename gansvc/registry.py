@@ -85,7 +85,8 @@ def get_entry(name: str, root: str | None = None) -> dict[str, Any]:
     if not storage.exists(uri):
         known = ", ".join(e["name"] for e in list_entries(root)) or "none"
         raise RegistryError(f"no model named {name!r} in the registry at {root} (models: {known})")
-    return storage.read_json(uri)
+    entry: dict[str, Any] = storage.read_json(uri)
+    return entry
 
 
 def list_entries(root: str | None = None) -> list[dict[str, Any]]:

@@ -88,7 +88,8 @@ class Location:
 
 
 def parse_uri(uri: str) -> Location:
-    """`s3://bucket/key` -> s3 location; `file:///x`, `/x` or `rel/x` -> local absolute path. Other schemes are errors."""
+    """`s3://bucket/key` -> s3 location; `file:///x`, `/x` or `rel/x` -> local absolute path. Other schemes are
+    errors."""
     if not uri or not uri.strip():
         raise StorageError("empty storage URI: give s3://bucket/prefix or a local path")
     uri = uri.strip()
@@ -187,7 +188,8 @@ def retrying_s3_filesystem(kwargs: dict[str, Any]) -> Any:
 def _retrying_class() -> type:
     import pyarrow.fs as pafs
 
-    class RetryingS3FileSystem(pafs.S3FileSystem):
+    # the ignore: pyarrow ships no type information, so its classes are Any to mypy (disallow_subclassing_any)
+    class RetryingS3FileSystem(pafs.S3FileSystem):  # type: ignore[misc]
         def __init__(self, **kwargs: Any) -> None:
             strategy = pafs.AwsStandardS3RetryStrategy(max_attempts=ARROW_RETRY_ATTEMPTS)
             super().__init__(**kwargs, retry_strategy=strategy)
@@ -374,7 +376,8 @@ def read_bytes(uri: str) -> bytes:
 
     try:
         # the body is read inside the retried call: a connection cut mid-body is retried as a whole
-        return with_retries(lambda: s3_client().get_object(Bucket=loc.bucket, Key=loc.key)["Body"].read(), uri)
+        data: bytes = with_retries(lambda: s3_client().get_object(Bucket=loc.bucket, Key=loc.key)["Body"].read(), uri)
+        return data
     except StorageError:
         raise
     except ClientError as err:
@@ -447,7 +450,7 @@ def list_objects(uri: str) -> Iterator[ObjectInfo]:
         if token:
             kwargs["ContinuationToken"] = token
         try:
-            page = with_retries(lambda kw=kwargs: s3_client().list_objects_v2(**kw), uri)
+            page = with_retries(functools.partial(_list_page, kwargs), uri)
         except StorageError:
             raise
         except Exception as err:  # noqa: BLE001
@@ -459,6 +462,11 @@ def list_objects(uri: str) -> Iterator[ObjectInfo]:
         token = page.get("NextContinuationToken") if page.get("IsTruncated") else None
         if not token:
             return
+
+
+def _list_page(kwargs: dict[str, Any]) -> Any:
+    """One page of an S3 listing (list_objects_v2 with `kwargs`)."""
+    return s3_client().list_objects_v2(**kwargs)
 
 
 def upload_file(local_path: str | Path, uri: str, content_type: str | None = None) -> None:

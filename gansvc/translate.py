@@ -86,8 +86,8 @@ def read_image(uri: str, channels: int, size: tuple[int, int] | None) -> torch.T
     import torch  # deferred: see the imports
 
     try:
-        with Image.open(io.BytesIO(storage.read_bytes(uri))) as img:
-            img = img.convert("L" if channels == 1 else "RGB")
+        with Image.open(io.BytesIO(storage.read_bytes(uri))) as file:
+            img = file.convert("L" if channels == 1 else "RGB")
             if size is not None:
                 img = img.resize(size, Image.Resampling.BICUBIC)  # official transforms resize bicubically
             arr = np.asarray(img, dtype=np.float32)

@@ -7,7 +7,7 @@ as `eval "$(python -m gansvc.local env)"` does for a shell.
 Hygiene: a test run leaves nothing behind in $HOME or the temp folder. At import (before any test module, any
 fixture, and so before the stack's processes start and inherit the environment) every temp and cache location is
 pointed into one session scratch folder, `$TMPDIR/gsx-*`, which `pytest_unconfigure` removes (after the session
-fixtures, the stack included, are torn down). tests/test_hygiene.py checks it with a fake HOME and TMPDIR.
+fixtures, the stack included, are torn down). tests/unit/test_hygiene.py checks it with a fake HOME and TMPDIR.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def _remove_scratch() -> None:
 
 
 def _write_report(path: str) -> None:
-    """For tests/test_hygiene.py: where this run's folders were, and what tests left in the temp folder (tests
+    """For tests/unit/test_hygiene.py: where this run's folders were, and what tests left in the temp folder (tests
     should remove what they create; the scratch folder removes the rest regardless)."""
     tmp = SCRATCH / "tmp"
     left = sorted(p.name for p in tmp.iterdir()) if tmp.is_dir() else []

@@ -13,11 +13,11 @@ record whatever the archive's size, and nothing but the PNGs is written to disk.
 from __future__ import annotations
 
 import csv
-import io
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image
@@ -41,7 +41,7 @@ class Converted:
     counts: dict[str, int]  # split -> images
 
 
-def records(stream: io.BufferedIOBase | io.RawIOBase, member: str) -> Iterator[tuple[int, np.ndarray]]:
+def records(stream: IO[bytes], member: str) -> Iterator[tuple[int, np.ndarray]]:
     """(label, HxWx3 uint8 image) for each record of one batch file."""
     n = 0
     while True:

@@ -41,10 +41,11 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ParamSpec
 
 import numpy as np
 import torch
@@ -192,7 +193,7 @@ class DecodedStore:
     """A finished store, memory-mapped read-only: images[key] (N, LH, LW, C), masks[mask key] (N, LH, LW), labels."""
 
     path: Path
-    meta: dict
+    meta: dict[str, Any]  # the store's meta.json (see `_write_store`)
     images: dict[str, np.ndarray]
     masks: dict[str, np.ndarray]
     labels: np.ndarray | None
@@ -201,7 +202,8 @@ class DecodedStore:
     def open(cls, path: Path) -> DecodedStore:
         meta = json.loads((path / META).read_text())
         lh, lw = meta["load"]
-        images, masks = {}, {}
+        images: dict[str, np.ndarray] = {}
+        masks: dict[str, np.ndarray] = {}
         for key, st in meta["streams"].items():
             images[key] = np.memmap(path / f"{key}.u8", np.uint8, "r", shape=(st["count"], lh, lw, meta["channels"]))
             if st["mask"]:
@@ -251,7 +253,7 @@ def _decode_one(
         raise RuntimeError(f"{rel}: {err}") from err
 
 
-def _write_store(ds: ImageDataset, tmp: Path, threads: int) -> dict:
+def _write_store(ds: ImageDataset, tmp: Path, threads: int) -> dict[str, Any]:
     """Decode every image of the split into `tmp` (a fresh folder); returns the meta written last."""
     lh, lw = ds.load
     c = ds.spec.channels
@@ -312,7 +314,10 @@ def _write_store(ds: ImageDataset, tmp: Path, threads: int) -> dict:
     return meta
 
 
-def _quiet(fn, *args, **kwargs) -> None:  # noqa: ANN001, ANN002, ANN003
+_P = ParamSpec("_P")
+
+
+def _quiet(fn: Callable[_P, object], *args: _P.args, **kwargs: _P.kwargs) -> None:
     with contextlib.suppress(Exception):  # only a head start: the decoders read the same files and report errors
         fn(*args, **kwargs)
 
@@ -508,12 +513,12 @@ class DecodedBatchStream(BatchStream):
             epoch, batch = epoch + 1, 0
 
     def __next__(self) -> dict[str, torch.Tensor]:
-        host = super().__next__()
+        host = self._next_item()
         if not self.device_side:
             return host
         t0 = time.perf_counter()
-        geo: dict[str, Geometries] = host.pop("_geometry")  # type: ignore[assignment]
-        out = {}
+        geo: dict[str, Geometries] = host.pop("_geometry")
+        out: dict[str, torch.Tensor] = {}
         for name, t in host.items():
             t = t.to(self.device, non_blocking=True)  # pinned: asynchronous, ordered before the kernels below
             if name in geo:  # an image stream

@@ -122,8 +122,8 @@ def _attempt(
     except urllib.error.HTTPError as err:
         err.close()
         if err.code == 416 and offset:  # nothing left past `offset`: the .part is complete, or it is not this file
-            total = err.headers.get("Content-Range", "").rpartition("/")[2].strip()  # "bytes */<size>"
-            if total == str(offset) and _mismatch(hashers) is None:
+            whole = err.headers.get("Content-Range", "").rpartition("/")[2].strip()  # "bytes */<size>"
+            if whole == str(offset) and _mismatch(hashers) is None:
                 return
             _truncate(part)
             return _attempt(url, shown, part, expected, max_bytes, progress, timeout)  # offset 0: no Range, no 416

@@ -316,9 +316,13 @@ def get(
         raise ManualStep(manual_message(e, dest))
     dest = dest or default_dest(e.name)
     storage.check_bucket(dest)
-    if src is None and not skip_checksum and (sha := recorded_sha256(e.name)):
-        if (done := _up_to_date(dest, catalog.source_id(e.name, sha))) is not None:
-            return done  # the verified archive is already in dest: no download, no conversion
+    if (
+        src is None
+        and not skip_checksum
+        and (sha := recorded_sha256(e.name))
+        and (done := _up_to_date(dest, catalog.source_id(e.name, sha))) is not None
+    ):
+        return done  # the verified archive is already in dest: no download, no conversion
     archive = obtain(e, src, skip_checksum=skip_checksum, max_bytes=max_bytes, quiet=quiet, retries=retries)
     sid = catalog.source_id(e.name, archive.sha256)
     if (done := _up_to_date(dest, sid)) is None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as dt
+import functools
 import hashlib
 import io
 import os
@@ -41,10 +42,12 @@ import threading
 import time
 import zipfile
 import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -58,6 +61,7 @@ from gansvc.data.manifest import (
     MANIFEST_NAME,
     SPLITS,
     VERSIONS_DIR,
+    Layout,
     Manifest,
     Skipped,
     SplitInfo,
@@ -85,6 +89,10 @@ MAX_UNZIPPED_BYTES = 200 << 30  # the whole zip, uncompressed: larger is refused
 READ_BUDGET_BYTES = 1 << 30
 DEFAULT_MAX_DOWNLOAD_GB = 20.0
 PAUSE_ENV = "GANSVC_PUT_PAUSE_AT"  # test hook (see `_pause_point`): tests kill a put at a named point
+
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 
 class DatasetError(ValueError):
@@ -204,7 +212,7 @@ def folder_source(path: Path) -> tuple[list[SourceFile], list[Skipped]]:
                 if size > MAX_FILE_BYTES:
                     rejected.append(Skipped(path=rel, reason=_too_big(size)))
                 else:
-                    out.append(SourceFile(rel, size, (lambda q=p: q.read_bytes())))
+                    out.append(SourceFile(rel, size, p.read_bytes))
     return out, rejected
 
 
@@ -243,7 +251,7 @@ def zip_source(path: Path) -> Source:
             if problem := _zip_entry_problem(info):
                 rejected.append(Skipped(path=info.filename, reason=problem))
             elif not _ignored(info.filename):
-                out.append(SourceFile(info.filename, info.file_size, (lambda i=info: _read_entry(zf, i))))
+                out.append(SourceFile(info.filename, info.file_size, functools.partial(_read_entry, zf, info)))
     except BaseException:
         zf.close()
         raise
@@ -310,7 +318,7 @@ def open_source(src: str, max_download_bytes: int | None = None, quiet: bool = F
 # -------------------------------------------------------------------------------------------------------- validation
 
 
-def detect_layout(files: Iterable[SourceFile]) -> str:
+def detect_layout(files: Iterable[SourceFile]) -> Layout:
     tops = {f.rel.split("/", 1)[0] for f in files if "/" in f.rel}
     if {"trainA", "trainB"} <= tops:
         return "unpaired"
@@ -353,7 +361,7 @@ def _decode_image(f: SourceFile, data: bytes) -> Checked:
 
 
 def parse_labels(
-    raw: bytes, images: dict[str, list[str]], skipped: set[str] = frozenset()
+    raw: bytes, images: dict[str, list[str]], skipped: AbstractSet[str] = frozenset()
 ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """(attributes -> sorted values, image rel -> values) from labels.csv; strict about names and shape.
 
@@ -407,8 +415,8 @@ def parse_labels(
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise DatasetError(f"{LABELS_NAME} names {len(missing)} file(s) that are not in the dataset: {shown}")
-    values = {a: sorted({row[i] for row in labels.values()}) for i, a in enumerate(attrs)}
-    return values, labels
+    attributes = {a: sorted({row[i] for row in labels.values()}) for i, a in enumerate(attrs)}
+    return attributes, labels
 
 
 # ----------------------------------------------------------------------------------------------------------- masks
@@ -570,12 +578,14 @@ def pair_masks(
 # ------------------------------------------------------------------------------------------------------------- put
 
 
-def _run(fn: Callable[[object], object], items: list, threads: int, desc: str, quiet: bool, pause: str = "") -> list:
+def _run(
+    fn: Callable[[_T], _R], items: Sequence[_T], threads: int, desc: str, quiet: bool, pause: str = ""
+) -> list[_R]:
     """`fn` over `items` in a thread pool with a progress bar. `pause`: the test hook's name for "after N items"."""
     done = [0]
     lock = threading.Lock()
 
-    def one(item: object) -> object:
+    def one(item: _T) -> _R:
         out = fn(item)
         if pause:
             with lock:
@@ -600,8 +610,9 @@ def _run(fn: Callable[[object], object], items: list, threads: int, desc: str, q
 def _pause_point(name: str) -> None:
     """Test hook: with GANSVC_PUT_PAUSE_AT=<name>, say so on stderr and wait there to be killed.
 
-    tests/test_data_safety.py and tests/test_faults_data.py SIGKILL a real `python -m gansvc.data put` at these
-    points ("upload:N", "commit", "committed", "delete:N") and check what readers see meanwhile and afterwards.
+    tests/unit/data/test_data_safety.py and tests/unit/data/test_faults_data.py SIGKILL a real
+    `python -m gansvc.data put` at these points ("upload:N", "commit", "committed", "delete:N") and check what readers
+    see meanwhile and afterwards.
     """
     if os.environ.get(PAUSE_ENV) == name:
         print(f"GANSVC_PUT_PAUSED {name}", file=sys.stderr, flush=True)
@@ -734,7 +745,7 @@ def put(
 
 @dataclass
 class _Validated:
-    layout: str
+    layout: Layout
     splits: dict[str, SplitInfo]
     good: list[Checked]
     masks: dict[str, Checked]
@@ -762,9 +773,9 @@ def _validate(source: Source, threads: int, quiet: bool, reader: _Reader) -> _Va
             mask_files.append(f)
         elif split_of(f.rel, layout) is None:
             allowed = ", ".join(f"{s}/" for s in SPLITS[layout])
-            masks = ", ".join(f"{mask_folder(s)}/" for s in SPLITS[layout])
+            mask_dirs = ", ".join(f"{mask_folder(s)}/" for s in SPLITS[layout])
             skipped.append(
-                Skipped(path=f.rel, reason=f"outside the {layout} layout's folders ({allowed}; masks in {masks})")
+                Skipped(path=f.rel, reason=f"outside the {layout} layout's folders ({allowed}; masks in {mask_dirs})")
             )
         else:
             in_layout.append(f)

@@ -20,7 +20,7 @@ before masks existed have neither field and load unchanged.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import Field, model_validator
 
@@ -29,12 +29,13 @@ from gansvc.data.spec import DataSpec
 from gansvc.strict import Strict
 
 MANIFEST_NAME = "manifest.json"
-FORMAT = "gansvc-dataset/1"
+FORMAT: Final = "gansvc-dataset/1"
 LABELS_NAME = "labels.csv"
 CLASSES_NAME = "classes.txt"  # optional: one class name per line, line i names mask value i
 VERSIONS_DIR = ".v"  # DEST/.v/<version>/<rel>: the immutable files of each dataset version
 MASKS_SUFFIX = "_masks"  # masks of split `train` live in `train_masks/`, of `trainA` in `trainA_masks/`
 
+Layout = Literal["single", "unpaired"]  # a dataset's folder layout (see gansvc.data.ingest)
 # the splits each layout may have; the first is the training split of each domain
 SPLITS: dict[str, tuple[str, ...]] = {"single": ("train", "test"), "unpaired": ("trainA", "trainB", "testA", "testB")}
 
@@ -91,7 +92,7 @@ class SplitInfo(Strict):
 
 class Manifest(Strict):
     format: Literal["gansvc-dataset/1"] = FORMAT
-    layout: Literal["single", "unpaired"]
+    layout: Layout
     splits: dict[str, SplitInfo]
     channels: int  # 3 if any image has colour, else 1
     # attribute -> sorted values; labels[file] = values in attribute order (label-conditioned datasets only)

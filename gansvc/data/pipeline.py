@@ -34,7 +34,7 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -418,7 +418,8 @@ class ByteSource:
         obj = self.manifest.object_rel(check_rel(rel))
         try:
             with self.fs.open_input_stream(f"{self.fs_root}/{obj}") as f:
-                return f.read()
+                data: bytes = f.read()  # pyarrow ships no types; NativeFile.read() returns bytes
+                return data
         except FileNotFoundError as err:
             hint = (
                 (
@@ -607,8 +608,8 @@ class ImageDataset:
         b = _tiled_permutation(len(self.streams["B"]), n, seed, epoch, 2)
         out = []
         for i in positions:
-            files = {"A": self.streams["A"][a[i]], "B": self.streams["B"][b[i]]}
-            out.append(Sample(files, masks=self._masks_of(files)))
+            pair = {"A": self.streams["A"][a[i]], "B": self.streams["B"][b[i]]}
+            out.append(Sample(pair, masks=self._masks_of(pair)))
         return out
 
     def _masks_of(self, files: dict[str, str]) -> dict[str, str]:
@@ -626,6 +627,12 @@ class ImageDataset:
         if sample.labels:
             out["labels"] = torch.tensor(sample.labels, dtype=torch.int64)
         return out
+
+
+# What the producer thread hands the consumer: a batch and the position after it, or the error that stopped it.
+# BatchStream's batches are dict[str, Tensor]; DecodedBatchStream's are host batches (tensors, plus the crop geometry
+# under "_geometry" on the device-side path) that its __next__ finishes: hence Any.
+_Item = tuple[dict[str, Any], tuple[int, int]] | Exception
 
 
 class BatchStream:
@@ -656,7 +663,7 @@ class BatchStream:
         self.batches_per_epoch = per_worker // batch_size  # drop_last: equal batches on every worker
         self.position = (epoch, batch)
         self.wait_s = 0.0
-        self._queue: queue.Queue = queue.Queue(maxsize=dataset.cfg.prefetch_batches)
+        self._queue: queue.Queue[_Item] = queue.Queue(maxsize=dataset.cfg.prefetch_batches)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._warmers: list[threading.Thread] = []  # cache warm-up threads, joined by close()
@@ -664,7 +671,7 @@ class BatchStream:
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.position[0], "batch": self.position[1]}
 
-    def _put(self, item: object) -> bool:
+    def _put(self, item: _Item) -> bool:
         """Hand an item (a batch or an error) to the consumer; gives up when the stream is closed (never blocks
         forever on a full queue whose consumer has gone)."""
         while not self._stop.is_set():
@@ -682,10 +689,9 @@ class BatchStream:
             self._put(err)
 
     def _warm(self, rels: list[str]) -> None:
-        try:
+        # only a head start: the decoders read the same files and report errors
+        with contextlib.suppress(Exception):
             self.dataset.bytes.warm(rels, stop=self._stop)
-        except Exception:  # noqa: BLE001 - only a head start: the decoders read the same files and report errors
-            pass
 
     def _produce_batches(self, epoch: int, batch: int) -> None:
         ds = self.dataset
@@ -720,6 +726,10 @@ class BatchStream:
         return self
 
     def __next__(self) -> dict[str, torch.Tensor]:
+        return self._next_item()
+
+    def _next_item(self) -> dict[str, Any]:
+        """The next batch as the producer handed it over (see `_Item`); raises the producer's error."""
         if self._stop.is_set():
             raise RuntimeError(
                 f"this batch stream of {self.dataset.cfg.uri} is closed: make a new BatchStream "
@@ -739,7 +749,7 @@ class BatchStream:
         batch, self.position = item
         return batch
 
-    def _get(self) -> object:
+    def _get(self) -> _Item:
         """The next item; an error instead of waiting forever if the producer died without handing one over."""
         while True:
             try:

@@ -83,7 +83,7 @@ def blob_image_and_mask(rng: np.random.Generator, size: int, striped: bool) -> t
         body = Image.fromarray(np.stack([stripes] * 3, axis=-1))
     else:
         tone = np.array([150, 95, 50]) + rng.integers(-20, 21, 3)
-        body = _background(rng, size, tuple(int(x) for x in tone), 8.0)
+        body = _background(rng, size, (int(tone[0]), int(tone[1]), int(tone[2])), 8.0)
     img.paste(body, (0, 0), mask)
     return img, mask.point(lambda v: 1 if v >= 128 else 0)
 
@@ -140,7 +140,8 @@ def shapes_seg_image(rng: np.random.Generator, size: int) -> tuple[Image.Image, 
         cx, cy = rng.uniform(r + 1, size - r - 1, 2)
         color = COLORS[list(COLORS)[int(rng.integers(len(COLORS)))]]
         fill = tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(color, rng.integers(-25, 26, 3), strict=True))
-        for draw, value in zip(draws, (fill, k + 1), strict=True):
+        values: tuple[tuple[int, ...] | int, ...] = (fill, k + 1)  # RGB fill on the image, class id on the mask
+        for draw, value in zip(draws, values, strict=True):
             if SHAPES[k] == "circle":
                 draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=value)
             elif SHAPES[k] == "square":

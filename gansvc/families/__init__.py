@@ -1,28 +1,38 @@
 """The registry of GAN families: the only list of families in the code base.
 
-Adding a family = one module exporting `SPEC` + one line in `_SPECS` below. Everything the rest of the code needs to
-know of a family is read from the specs (the helpers below gather the declarations across families).
+Adding a family = one module exporting `SPEC` + one line in `MODULES` below (CONTRIBUTING.md). Everything the rest
+of the code needs to know of a family is read from the specs (the helpers below gather the declarations).
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any, Literal
 
-from gansvc.families import acgan, cyclegan, dcgan, segmenter, semantic_cyclegan, ugatit, wacgan, wgan, wgan_gp
 from gansvc.families.base import ExtraMetric, FamilySpec, Importer
 
-_SPECS: list[FamilySpec[Any]] = [
-    # one line per family, e.g.: dcgan.SPEC,
-    dcgan.SPEC,
-    wgan.SPEC,
-    wgan_gp.SPEC,
-    acgan.SPEC,
-    wacgan.SPEC,
-    cyclegan.SPEC,
-    ugatit.SPEC,
-    semantic_cyclegan.SPEC,
-    segmenter.SPEC,
-]
+# One line per family: its module under gansvc/families/ (it exports `SPEC`), in the order lists show them.
+MODULES: tuple[str, ...] = (
+    "dcgan",
+    "wgan",
+    "wgan_gp",
+    "acgan",
+    "wacgan",
+    "cyclegan",
+    "ugatit",
+    "semantic_cyclegan",
+    "segmenter",
+)
+
+
+def _spec_of(module: str) -> FamilySpec[Any]:
+    spec = getattr(importlib.import_module(f"gansvc.families.{module}"), "SPEC", None)
+    if not isinstance(spec, FamilySpec):  # a programming error in a new family module
+        raise TypeError(f"gansvc/families/{module}.py must export SPEC = FamilySpec(...), found {type(spec).__name__}")
+    return spec
+
+
+_SPECS: list[FamilySpec[Any]] = [_spec_of(module) for module in MODULES]
 
 FAMILIES: dict[str, FamilySpec[Any]] = {s.name: s for s in _SPECS}
 

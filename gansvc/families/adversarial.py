@@ -30,9 +30,11 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from itertools import pairwise
+from typing import Any, cast
 
 import torch
+from pydantic import BaseModel
 from torch import Tensor, nn
 
 from gansvc import losses
@@ -40,7 +42,7 @@ from gansvc.data.spec import DataSpec
 from gansvc.families.base import Batch, GanState
 from gansvc.families.gan_fields import ConditionalFields, ConvGanFields, make_optimizer
 from gansvc.families.training import frozen
-from gansvc.nn.dcgan_blocks import DiscArch, Discriminator, GenArch, Generator, clip_weights_, resolution_steps
+from gansvc.nn.dcgan_blocks import DiscArch, Discriminator, DNorm, GenArch, Generator, clip_weights_, resolution_steps
 from gansvc.nn.ema import ema_copy, ema_update
 from gansvc.nn.noise import annealed_std, set_instance_noise
 from gansvc.nn.wrappers import unwrap
@@ -91,7 +93,7 @@ def build_parts(
             upsample=cfg.upsample,
         )
     )
-    norm = "batch" if cfg.d_batchnorm else "layer" if cfg.d_layernorm else "none"
+    norm: DNorm = "batch" if cfg.d_batchnorm else "layer" if cfg.d_layernorm else "none"
     d = Discriminator(
         DiscArch(
             size=data.image_size,
@@ -126,7 +128,8 @@ def _conditional(state: GanState) -> bool:
 
 
 def _attr_sizes(state: GanState) -> tuple[int, ...]:
-    return tuple(unwrap(state.nets["G"]).attr_sizes)
+    # build_parts makes G a Generator; GanState holds any family's nets, as nn.Module
+    return tuple(cast(Generator, unwrap(state.nets["G"])).attr_sizes)
 
 
 def fake_labels(labels: Tensor, attr_sizes: tuple[int, ...], mode: str) -> Tensor:
@@ -135,7 +138,10 @@ def fake_labels(labels: Tensor, attr_sizes: tuple[int, ...], mode: str) -> Tenso
     return draws if mode == "uniform" else torch.where(labels >= 0, labels, draws)
 
 
-def _class_settings(cfg: ConvGanFields) -> tuple[float, bool, str]:
+def _class_settings(cfg: BaseModel) -> tuple[float, bool, str]:
+    """(class_weight, d_class_on_fake, fake_labels) of a config with ConditionalFields; no class loss without."""
+    # typed BaseModel, not ConvGanFields: mypy deems a subclass of both field groups impossible (their pydantic
+    # __init__ signatures differ), and the check below would look unreachable to it
     if isinstance(cfg, ConditionalFields):
         return cfg.class_weight, cfg.d_class_on_fake, cfg.fake_labels
     return 0.0, False, "data"
@@ -161,11 +167,14 @@ def d_step(state: GanState, real: Tensor, labels: Tensor | None, step: int, cfg:
     """One update of D on `real` (and as many fakes). Returns detached 0-dim tensors."""
     G, D, opt = state.nets["G"], state.nets["D"], state.optimizers["D"]
     cond = _conditional(state)
+    if cond and labels is None:
+        raise ValueError("this family is label-conditioned: the batch needs 'labels'")
+    y_real = labels if cond else None  # not None exactly when cond
     w_cls, cls_on_fake, label_mode = _class_settings(cfg)
     n = real.shape[0]
     zero = real.new_zeros(())
     z = torch.randn(n, cfg.latent_dim, device=real.device, dtype=real.dtype)
-    y_fake = fake_labels(labels, _attr_sizes(state), label_mode) if cond and labels is not None else None
+    y_fake = fake_labels(y_real, _attr_sizes(state), label_mode) if y_real is not None else None
     with torch.no_grad():  # G is not trained here: its output enters D detached
         fake = G(z, y_fake) if cond else G(z)
     opt.zero_grad(set_to_none=True)
@@ -175,11 +184,11 @@ def d_step(state: GanState, real: Tensor, labels: Tensor | None, step: int, cfg:
         # batch norm: real and fake in separate forward+backward passes (per-domain batch statistics, as in the DCGAN
         # reference code); the gradients add up to those of the summed loss
         out_r, cls_r = D(real)
-        c_r = losses.classification_loss(cls_r, labels) if cond else zero
+        c_r = losses.classification_loss(cls_r, y_real) if y_real is not None else zero
         loss_r = losses.d_loss_real(cfg.loss, out_r, cfg.label_smoothing) + w_cls * c_r
         loss_r.backward()
         out_f, cls_f = D(fake)
-        c_f = losses.classification_loss(cls_f, y_fake) if cond and cls_on_fake else _touch(cls_f, zero)
+        c_f = losses.classification_loss(cls_f, y_fake) if y_fake is not None and cls_on_fake else _touch(cls_f, zero)
         loss_f = losses.d_loss_fake(cfg.loss, out_f) + w_cls * c_f
         loss_f.backward()
         loss = loss_r.detach() + loss_f.detach()
@@ -195,8 +204,12 @@ def d_step(state: GanState, real: Tensor, labels: Tensor | None, step: int, cfg:
         outs = out.split(n)
         out_r, out_f = outs[0], outs[1]
         cls_r = [c[:n] for c in cls]
-        c_r = losses.classification_loss(cls_r, labels) if cond else zero
-        c_f = losses.classification_loss([c[n : 2 * n] for c in cls], y_fake) if cond and cls_on_fake else zero
+        c_r = losses.classification_loss(cls_r, y_real) if y_real is not None else zero
+        c_f = (
+            losses.classification_loss([c[n : 2 * n] for c in cls], y_fake)
+            if y_fake is not None and cls_on_fake
+            else zero
+        )
         loss = losses.d_loss(cfg.loss, out_r, out_f, cfg.label_smoothing) + w_cls * (c_r + c_f)
         if x_hat is not None:
             gp, grad_norm = losses.gradient_penalty_from(D(x_hat)[0], x_hat)
@@ -212,8 +225,8 @@ def d_step(state: GanState, real: Tensor, labels: Tensor | None, step: int, cfg:
     stats["d_real"], stats["d_fake"] = out_r.detach().mean(), out_f.detach().mean()
     if cfg.loss == "wasserstein":
         stats["wdist"] = stats["d_real"] - stats["d_fake"]  # critic's estimate of W(P_data, P_G)
-    if cond:
-        stats["cls_real"], stats["acc_real"] = c_r.detach(), _real_accuracy(cls_r, labels)
+    if y_real is not None:
+        stats["cls_real"], stats["acc_real"] = c_r.detach(), _real_accuracy(cls_r, y_real)
         stats["cls_fake"] = c_f.detach() if cls_on_fake else zero
     return stats
 
@@ -254,7 +267,7 @@ def critic_slices(n: int, n_critic: int, mode: str) -> list[slice]:
     if mode == "reuse" or n_critic == 1:
         return [slice(0, n)] * n_critic
     bounds = [round(i * n / n_critic) for i in range(n_critic + 1)]
-    parts = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    parts = [slice(a, b) for a, b in pairwise(bounds) if b > a]
     return [parts[i % len(parts)] for i in range(n_critic)]
 
 
@@ -280,7 +293,7 @@ def train_step(state: GanState, batch: Batch, step: int, cfg: ConvGanFields, con
     stats.update(extra)
     keys = list(stats)
     values = torch.stack([stats[k].float() for k in keys]).tolist()  # one device sync for all scalars
-    return dict(zip(keys, values))
+    return dict(zip(keys, values, strict=True))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -296,14 +309,17 @@ def generate(
     if z.dim() != 2 or z.shape[1] != cfg.latent_dim:
         raise ValueError(f"z must have shape (N, {cfg.latent_dim}), got {tuple(z.shape)}")
     G = nets["G"]
+    images: Tensor
     with torch.no_grad():
         if conditional:
             if labels is None:
                 raise ValueError("this family is label-conditioned: pass labels (see sampling.encode_labels)")
             if labels.shape[0] != z.shape[0]:
                 raise ValueError(f"{labels.shape[0]} labels for {z.shape[0]} latents")
-            return G(z, labels.to(z.device)).clamp(-1.0, 1.0)
-        return G(z).clamp(-1.0, 1.0)
+            images = G(z, labels.to(z.device))
+            return images.clamp(-1.0, 1.0)
+        images = G(z)
+        return images.clamp(-1.0, 1.0)
 
 
 def penalised_nets(cfg: Any) -> tuple[str, ...]:

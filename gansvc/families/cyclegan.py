@@ -13,7 +13,7 @@ The build, both steps and the shared config fields are the cycle base's (`gansvc
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from pydantic import BaseModel, Field
@@ -89,8 +89,9 @@ def translate(
     """a2b with G_A, b2a with G_B. Any H x W: the batch is reflection-padded to multiples of 4 and cropped back."""
     if direction not in ("a2b", "b2a"):
         raise ValueError(f"direction must be 'a2b' or 'b2a', got {direction!r}")
-    net = unwrap(nets["G_A" if direction == "a2b" else "G_B"])
-    check_images(images, net.model[1].in_channels)
+    # build makes G_A / G_B ResnetGenerators; the hook's Mapping holds any family's nets, as nn.Module
+    net = cast(ResnetGenerator, unwrap(nets["G_A" if direction == "a2b" else "G_B"]))
+    check_images(images, net.in_channels)
     padded, size = pad_to_multiple(images, 4)
     return {"image": crop_to(net(padded), size)}
 

@@ -10,7 +10,7 @@ without the known flaw: ReLU in G and BN in D (§V.5-6, §VI), kernel 3 (§V.9: 
 resize-convolution upsampling in G (nearest x2 + conv; Odena et al. 2016) instead of the transposed conv whose kernel
 5 over stride 2 paints a checkerboard; no dropout in D (with BN there it slowed G: see the field); widths stay the
 baseline's 32 / 64 (§V.11: more filters gave no clear gain).
-Quality of the defaults against a textbook DCGAN on real data: tests/test_quality_gate.py.
+Quality of the defaults against a textbook DCGAN on real data: tests/integration/train/test_quality_gate.py.
 Ablation axes (all config fields): lr_g / lr_d (§V.2), optimizer (§V.3), loss (§V.4), d_batchnorm (§V.5),
 activation (§V.6), leaky_slope (§V.7), noise / noise_std / noise_anneal_steps (§V.8), kernel_size (§V.9),
 progressive_kernels (§V.10), g_filters / d_filters (§V.11), d_dropout, latent_dim, n_critic.

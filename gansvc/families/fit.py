@@ -11,14 +11,15 @@ A field the user set (not None) is never changed: if it does not fit, `build` ra
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
-
-from pydantic import BaseModel
+from typing import TYPE_CHECKING, TypeVar
 
 from gansvc.data.spec import DataSpec
 from gansvc.nn.patchgan import patchgan_output_size
 
-M = TypeVar("M", bound=BaseModel)
+if TYPE_CHECKING:
+    from gansvc.families.cycle import PatchGanFields
+
+P = TypeVar("P", bound="PatchGanFields")  # a family config with the PatchGAN fields
 
 # The 70x70 PatchGAN: 3 stride-2 layers (Isola et al. 2017; Zhu et al. 2017 appendix 7.2; official netD 'basic').
 PATCHGAN_REPORT_LAYERS = 3
@@ -77,8 +78,8 @@ def patchgan_layers(value: int | None, height: int, width: int, report: int = PA
 
 
 def fit_patchgan(
-    cfg: M, data: DataSpec, explicit: frozenset[str] = frozenset(), report: int = PATCHGAN_REPORT_LAYERS
-) -> tuple[M, list[str]]:
+    cfg: P, data: DataSpec, explicit: frozenset[str] = frozenset(), report: int = PATCHGAN_REPORT_LAYERS
+) -> tuple[P, list[str]]:
     """`FamilySpec.fit_to_data` for a family with a PatchGAN depth field `n_layers_d` (cyclegan, semantic-cyclegan):
     resolves it when it is None (auto). `explicit` (the field names the user set) is accepted for the hook's
     signature; a set field is never None, so it is left alone either way."""

@@ -96,7 +96,7 @@ def decode_labels(data: DataSpec, labels: Tensor) -> list[dict[str, str]]:
     out = []
     for row in labels.tolist():
         d = {}
-        for name, idx in zip(names, row):
+        for name, idx in zip(names, row, strict=True):
             vals = data.attributes[name]
             if not 0 <= idx < len(vals):
                 raise ValueError(f"label index {idx} out of range for attribute {name!r} ({len(vals)} values)")

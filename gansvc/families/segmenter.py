@@ -18,7 +18,7 @@ direction) and returns the coloured mask and the class map; `evaluate` gives mIo
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Annotated, Literal
+from typing import Annotated, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -111,7 +111,7 @@ def translate(
     """Segment `images` (N, C, H, W) in [-1, 1] (either direction: one network for every domain)."""
     if direction not in ("a2b", "b2a"):
         raise ValueError(f"direction must be 'a2b' or 'b2a', got {direction!r}")
-    net = unwrap(nets["S"])
+    net = cast(SegNet, unwrap(nets["S"]))  # build makes S a SegNet; the hook's Mapping holds nets as nn.Module
     check_images(images, net.in_channels)
     mask = net(images).argmax(1)
     return {"image": colorize(mask).to(images.dtype), "mask": mask}
@@ -122,7 +122,7 @@ def evaluate(state: GanState, batches: Iterable[Batch], cfg: SegmenterConfig) ->
     """mIoU and pixel accuracy over every masked stream of the held-out batches ({} without masks)."""
     from gansvc.metrics.segmentation import confusion_matrix, miou_from_confusion, pixel_accuracy
 
-    net = state.inference_nets()["S"]
+    net = cast(SegNet, state.inference_nets()["S"])  # build makes S a SegNet; GanState holds nets as nn.Module
     cm: Tensor | None = None
     for batch in batches:
         for images, masks in masked_pairs(batch):

@@ -37,6 +37,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterable, Mapping
+from typing import cast
 
 import torch
 from pydantic import BaseModel, Field
@@ -140,7 +141,7 @@ def load_segmenter(source: str, arch: str, data: DataSpec) -> FrozenSegmenter:
             model = load_payload(SEGMENTER, obj, uri)
         except CheckpointError as err:
             raise ValueError(f"model.segmenter: {err}") from None
-        net = model.nets["S"]
+        net = cast(SegNet, model.nets["S"])  # a segmenter family model (checked above): its S is a SegNet
         where = f"{uri} (segmenter {json.loads(obj['config']).get('arch')}, {net.num_classes} classes)"
     else:
         net = segnet_from_state_dict(arch, obj, data.channels)
@@ -233,7 +234,8 @@ def translate(
     """a2b with G_A, b2a with G_B; any H x W (the U-Net pads to its multiple and crops back)."""
     if direction not in ("a2b", "b2a"):
         raise ValueError(f"direction must be 'a2b' or 'b2a', got {direction!r}")
-    net = unwrap(nets["G_A" if direction == "a2b" else "G_B"])
+    # build makes G_A / G_B UnetGenerators; the hook's Mapping holds any family's nets, as nn.Module
+    net = cast(UnetGenerator, unwrap(nets["G_A" if direction == "a2b" else "G_B"]))
     check_images(images, net.in_channels)
     return {"image": net(images)}
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from itertools import chain
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -153,8 +153,8 @@ def fit_to_data(
                 REPORT_DIS_GLOBAL,
                 n_global,
                 f"a {REPORT_DIS_GLOBAL}-layer global discriminator needs images of at least "
-                f"{ugatit_d_min_side(REPORT_DIS_GLOBAL)} px; these are {size}, and {n_global} layers is the deepest that "
-                "fits",
+                f"{ugatit_d_min_side(REPORT_DIS_GLOBAL)} px; these are {size}, and {n_global} layers is the deepest "
+                "that fits",
             )
         )
     if cfg.n_dis_local is None and n_local != REPORT_DIS_LOCAL:
@@ -189,7 +189,7 @@ def build(cfg: UgatitConfig, data: DataSpec) -> GanState:
         for name in DISCRIMINATORS
     }
     # UGATIT-pytorch keeps PyTorch's default initialisation (no init pass)
-    opt = {
+    opt: dict[str, torch.optim.Optimizer] = {
         "G": torch.optim.Adam(
             chain(*(nets[k].parameters() for k in GENERATORS)),
             lr=cfg.lr,
@@ -305,8 +305,9 @@ def translate(
     Any H x W: reflection-padded to multiples of 4 and cropped back."""
     if direction not in ("a2b", "b2a"):
         raise ValueError(f"direction must be 'a2b' or 'b2a', got {direction!r}")
-    net = unwrap(nets["genA2B" if direction == "a2b" else "genB2A"])
-    check_images(images, net.DownBlock[1].in_channels)
+    # build makes the generators UgatitGenerators; the hook's Mapping holds any family's nets, as nn.Module
+    net = cast(UgatitGenerator, unwrap(nets["genA2B" if direction == "a2b" else "genB2A"]))
+    check_images(images, net.in_channels)
     padded, size = pad_to_multiple(images, 4)
     image, _, heatmap = net(padded)
     heat = heatmap_to_image(heatmap, (padded.shape[-2], padded.shape[-1]), size)

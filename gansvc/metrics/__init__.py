@@ -12,7 +12,8 @@ How the training loop (rank 0) uses it:
 
 `describe_metrics()` / `metric_mode(name)` say which are lower-is-better ("min"). Modules: `distances` (the math),
 `stats` (streaming accumulators), `swd`, `inception` (the extractor and its loader), `reference` (cached real
-statistics), `evaluate`.
+statistics), `scoring` (`evaluate`: every metric of a model, with its protocol), `names` (the extractors' names,
+torch-free).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
         "kernel_inception_distance",
         "mmd2_unbiased",
     ),
-    "gansvc.metrics.evaluate": (
+    "gansvc.metrics.scoring": (
         "METRICS",
         "MetricInfo",
         "describe_metrics",
@@ -83,15 +84,6 @@ if TYPE_CHECKING:  # the type checker sees the eager imports
         kernel_inception_distance,
         mmd2_unbiased,
     )
-    from gansvc.metrics.evaluate import (
-        METRICS,
-        MetricInfo,
-        describe_metrics,
-        evaluate,
-        evaluate_with_protocol,
-        evaluation_protocol,
-        metric_mode,
-    )
     from gansvc.metrics.inception import (
         FID_WEIGHTS_FILE,
         FID_WEIGHTS_SHA256,
@@ -106,8 +98,22 @@ if TYPE_CHECKING:  # the type checker sees the eager imports
     )
     from gansvc.metrics.names import DEFAULT_EXTRACTOR, EXTRACTORS, FID_EXTRACTOR, TORCHVISION_EXTRACTOR
     from gansvc.metrics.reference import ReferenceStats, reference_stats, stats_from_batches
+    from gansvc.metrics.scoring import (
+        METRICS,
+        MetricInfo,
+        describe_metrics,
+        evaluate,
+        evaluate_with_protocol,
+        evaluation_protocol,
+        metric_mode,
+    )
     from gansvc.metrics.stats import FeatureStats, ISStats
     from gansvc.metrics.swd import SWDDescriptors, sliced_wasserstein_distance
+
+
+# no exported name may equal a submodule's name: importing the submodule would bind the package attribute to the module
+# (tests/unit/metrics/test_metrics.py checks it)
+assert not set(_HOME) & {module.rsplit(".", 1)[1] for module in _MODULES}
 
 
 def __getattr__(name: str) -> Any:

@@ -49,7 +49,8 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 
 def polynomial_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """k(x, y) = (x.y / d + 1)^3, the KID kernel (Binkowski et al. 2018), for all pairs of rows."""
-    return (x @ y.T / x.shape[1] + 1.0) ** 3
+    k: np.ndarray = (x @ y.T / x.shape[1] + 1.0) ** 3  # numpy types `@` of untyped-shape arrays as Any
+    return k
 
 
 def _mmd2_from_kernels(kxx: np.ndarray, kyy: np.ndarray, kxy: np.ndarray) -> float:
@@ -134,10 +135,13 @@ def as_log_probs(probs_or_logits: np.ndarray, logits: bool | None = None) -> np.
         raise ValueError(f"expected (N, classes) predictions, got shape {a.shape}")
     if logits is None:
         logits = not (a.min() >= 0 and np.allclose(a.sum(axis=1), 1.0, atol=1e-4))
+    out: np.ndarray  # scipy's log_softmax and numpy's keepdims sum are typed Any
     if logits:
-        return log_softmax(a, axis=1)
-    with np.errstate(divide="ignore"):
-        return np.log(a / a.sum(axis=1, keepdims=True))
+        out = log_softmax(a, axis=1)
+    else:
+        with np.errstate(divide="ignore"):
+            out = np.log(a / a.sum(axis=1, keepdims=True))
+    return out
 
 
 def split_kl(log_p: np.ndarray) -> float:

@@ -24,7 +24,7 @@ import io
 import os
 import time
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -33,6 +33,9 @@ from torch import nn
 
 from gansvc import storage
 from gansvc.metrics.names import DEFAULT_EXTRACTOR, EXTRACTORS, FID_EXTRACTOR, TORCHVISION_EXTRACTOR
+
+if TYPE_CHECKING:
+    from torchvision.models import Inception3
 
 # ------------------------------------------------------------------------------------------------------- names
 # FID_EXTRACTOR, TORCHVISION_EXTRACTOR, DEFAULT_EXTRACTOR, EXTRACTORS: gansvc.metrics.names (torch-free)
@@ -144,16 +147,20 @@ def _fidelity_net(state: dict[str, torch.Tensor]) -> nn.Module:
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in state.items()}, buf)
     buf.seek(0)
-    return FeatureExtractorInceptionV3(
+    net: nn.Module = FeatureExtractorInceptionV3(  # torch-fidelity is untyped; this class is an nn.Module
         "inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=buf
     )
+    return net
 
 
 # --------------------------------------------------------------------------------------- torchvision (ImageNet)
 class InceptionFeatures(nn.Module):
     """torchvision Inception-v3 pool features (2048) and ImageNet logits (1000) of images in [-1, 1]."""
 
-    def __init__(self, net: nn.Module, id: str, sha256: str = "") -> None:
+    mean: torch.Tensor  # buffers (registered in __init__)
+    std: torch.Tensor
+
+    def __init__(self, net: Inception3, id: str, sha256: str = "") -> None:
         super().__init__()
         self.id = id
         self.protocol = {
@@ -237,9 +244,10 @@ def _fid_cache_bytes(url: str | None, sha256: str | None, download: bool) -> tup
     if dest.is_file() and sha256_file(dest) == want:
         return dest.read_bytes(), str(dest)
     failed = _failed_fetch.get(url)
-    if not download or (failed and time.monotonic() - failed[0] < _FAILED_FETCH_TTL):
+    failed_recently = failed[1] if failed and time.monotonic() - failed[0] < _FAILED_FETCH_TTL else None
+    if not download or failed_recently is not None:
         why = (
-            ("downloads are off" if not download else f"fetching it failed a moment ago: {failed[1]}")
+            ("downloads are off" if not download else f"fetching it failed a moment ago: {failed_recently}")
             if not dest.is_file()
             else f"{dest} does not have SHA-256 {want} (damaged or another file)"
         )
@@ -269,7 +277,7 @@ def load_inception(
     url: str | None = None,
     sha256: str | None = None,
     download: bool = True,
-) -> tuple[nn.Module | None, str]:
+) -> tuple[FidInceptionFeatures | InceptionFeatures | None, str]:
     """(extractor, message): the extractor and where its weights came from, or (None, why there is none).
 
     `weights`: a local path or s3:// URI of the extractor's state dict (used as given: a file other than the published
@@ -306,7 +314,7 @@ def load_inception(
     return net.to(device), f"{extractor} weights from {source} (SHA-256 {digest[:16]}...){note}"
 
 
-def _build(extractor: str, state: dict[str, torch.Tensor], digest: str) -> nn.Module:
+def _build(extractor: str, state: dict[str, torch.Tensor], digest: str) -> FidInceptionFeatures | InceptionFeatures:
     if extractor == FID_EXTRACTOR:
         return FidInceptionFeatures(_fidelity_net(state), digest)
     from torchvision.models import inception_v3

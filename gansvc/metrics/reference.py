@@ -64,6 +64,12 @@ class ReferenceStats:
         """The kept real images back in [-1, 1] (exactly the pipeline's values)."""
         return torch.from_numpy(self.swd_images).float().div_(127.5).sub_(1.0)
 
+    def features(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(mu, sigma, kid_features): set together whenever `extractor_id` is (an error when they are not)."""
+        if self.mu is None or self.sigma is None or self.kid_features is None:
+            raise ValueError(f"reference statistics {self.uri} hold no features (computed without an extractor)")
+        return self.mu, self.sigma, self.kid_features
+
     def to_bytes(self) -> bytes:
         arrays: dict[str, np.ndarray] = {
             "swd_images": self.swd_images,
@@ -71,11 +77,10 @@ class ReferenceStats:
             "meta": np.array(json.dumps(self.meta)),
         }
         if self.extractor_id is not None:
-            arrays.update(
-                mu=self.mu, sigma=self.sigma, kid_features=self.kid_features, extractor_id=np.array(self.extractor_id)
-            )
+            mu, sigma, kid_features = self.features()
+            arrays.update(mu=mu, sigma=sigma, kid_features=kid_features, extractor_id=np.array(self.extractor_id))
         buf = io.BytesIO()
-        np.savez(buf, **arrays)
+        np.savez(buf, allow_pickle=True, **arrays)  # savez's default, named: `**arrays` could otherwise be it
         return buf.getvalue()
 
     @classmethod

@@ -13,6 +13,7 @@ thousands of images) to keep an evaluation within a training step's memory: numb
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import numpy as np
 import torch
@@ -47,7 +48,7 @@ def laplacian_pyramid(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
     gauss = [x]
     for _ in range(levels - 1):
         gauss.append(pyr_down(gauss[-1]))
-    bands = [g - pyr_up(g_next, tuple(g.shape[-2:])) for g, g_next in zip(gauss[:-1], gauss[1:], strict=True)]
+    bands = [g - pyr_up(g_next, (g.shape[-2], g.shape[-1])) for g, g_next in pairwise(gauss)]
     return [*bands, gauss[-1]]
 
 
@@ -74,17 +75,18 @@ class SWDDescriptors:
     def update(self, images: torch.Tensor) -> None:
         x = images.detach().to("cpu", torch.float32)
         if self.shape is None:
-            self.shape = tuple(x.shape[1:])
-            if min(self.shape[1:]) < self.nhood_size:
+            _, c, h, w = x.shape
+            self.shape = (c, h, w)
+            if min(h, w) < self.nhood_size:
                 raise ValueError(f"SWD needs images of at least {self.nhood_size} pixels, got {self.shape}")
-            self.levels = [[] for _ in range(num_levels(*self.shape[1:], self.min_res))]
+            self.levels = [[] for _ in range(num_levels(h, w, self.min_res))]
         elif tuple(x.shape[1:]) != self.shape:
             raise ValueError(f"SWD images changed shape: {tuple(x.shape[1:])} after {self.shape}")
         half = self.nhood_size // 2
         offs = torch.arange(-half, half + 1)
         n = len(x)
         for lv, (level, band) in enumerate(zip(self.levels, laplacian_pyramid(x, len(self.levels)), strict=True)):
-            _, c, h, w = band.shape
+            _, _, h, w = band.shape
             img = torch.arange(n).repeat_interleave(self.nhoods_per_image)
             # positions depend on (seed, image index, level) only: the same for any batching of the same images
             pos = np.concatenate(

@@ -43,7 +43,8 @@ class NLayerDiscriminator(nn.Module):
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.model(x)
+        y: Tensor = self.model(x)
+        return y
 
 
 def patchgan_output_size(side: int, n_layers: int) -> int:

@@ -40,7 +40,8 @@ class ResnetBlock(nn.Module):
         self.conv_block = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.conv_block(x)
+        residual: Tensor = self.conv_block(x)
+        return x + residual
 
 
 class ResnetGenerator(nn.Module):
@@ -53,6 +54,7 @@ class ResnetGenerator(nn.Module):
         super().__init__()
         if n_blocks < 0:
             raise ValueError(f"n_blocks must be >= 0, got {n_blocks}")
+        self.in_channels = in_channels
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(3),
             nn.Conv2d(in_channels, ngf, 7),
@@ -74,7 +76,8 @@ class ResnetGenerator(nn.Module):
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.model(x)
+        y: Tensor = self.model(x)
+        return y
 
 
 def default_n_blocks(height: int, width: int) -> int:

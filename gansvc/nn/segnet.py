@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -87,12 +87,16 @@ class TinySegNet(nn.Module):
 def _torchvision_net(arch: str, num_classes: int) -> nn.Module:
     from torchvision.models import segmentation
 
-    return getattr(segmentation, arch)(weights=None, weights_backbone=None, num_classes=num_classes)
+    net: nn.Module = getattr(segmentation, arch)(weights=None, weights_backbone=None, num_classes=num_classes)
+    return net
 
 
 class SegNet(nn.Module):
     """One segmentation architecture: [-1, 1] images in, logits out. `net` holds the architecture's own modules (its
     state-dict keys are the architecture's, prefixed `net.`)."""
+
+    mean: Tensor  # buffers (registered in __init__)
+    std: Tensor
 
     def __init__(self, arch: str, in_channels: int, num_classes: int) -> None:
         super().__init__()
@@ -119,13 +123,15 @@ class SegNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, K, H, W) class logits at the input's resolution."""
-        return self.net(self.prepare(x))["out"]
+        logits: Tensor = self.net(self.prepare(x))["out"]
+        return logits
 
     def features(self, x: Tensor, kind: Features = "logits") -> Tensor:
         """ "logits": `forward`; "backbone": the backbone's last feature map (LR-ASPP: its high-level branch)."""
         if kind == "logits":
             return self.forward(x)
-        feats = self.net.backbone(self.prepare(x))
+        # every architecture's `backbone` is a submodule (torch types module attributes as Tensor | Module)
+        feats: dict[str, Tensor] = cast(nn.Module, self.net.backbone)(self.prepare(x))
         return feats["out"] if "out" in feats else feats["high"]
 
 
@@ -197,7 +203,8 @@ class FrozenSegmenter:
         return self._on(x).features(x, kind)
 
     def logits(self, x: Tensor) -> Tensor:
-        return self._on(x)(x)
+        logits: Tensor = self._on(x)(x)
+        return logits
 
     def state_dict(self) -> dict[str, Any]:
         return {"source": self.source, "digest": self.digest}

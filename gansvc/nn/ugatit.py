@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -83,7 +84,8 @@ class ResnetAdaLINBlock(nn.Module):
 
     def forward(self, x: Tensor, gamma: Tensor, beta: Tensor) -> Tensor:
         out = self.relu1(self.norm1(self.conv1(self.pad1(x)), gamma, beta))
-        return x + self.norm2(self.conv2(self.pad2(out)), gamma, beta)
+        residual: Tensor = self.norm2(self.conv2(self.pad2(out)), gamma, beta)
+        return x + residual
 
 
 def _cam(x: Tensor, gap_fc: nn.Linear, gmp_fc: nn.Linear, gap_w: Tensor, gmp_w: Tensor) -> tuple[Tensor, Tensor]:
@@ -111,7 +113,7 @@ class UgatitGenerator(nn.Module):
         h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
         if h % 4 or w % 4:
             raise ValueError(f"U-GAT-IT image size must be a multiple of 4, got {h}x{w}")
-        self.n_blocks, self.light = n_blocks, light
+        self.in_channels, self.n_blocks, self.light = in_channels, n_blocks, light
         self.feat_size = (h // 4, w // 4)  # size the full variant's first FC layer was built for
         dim = 4 * ngf
         down: list[nn.Module] = [
@@ -210,7 +212,9 @@ class UgatitDiscriminator(nn.Module):
         x = self.model(x)
         # UGATIT-pytorch re-weights the channels with `list(fc.parameters())[0]`, i.e. the spectral-norm module's raw
         # `weight_orig`, not the normalised weight; kept for checkpoint fidelity.
-        cam_logit, attended = _cam(x, self.gap_fc, self.gmp_fc, self.gap_fc.weight_orig, self.gmp_fc.weight_orig)
+        # spectral_norm registers `weight_orig` as a Parameter; torch types module attributes as Tensor | Module
+        gap_w, gmp_w = cast(Tensor, self.gap_fc.weight_orig), cast(Tensor, self.gmp_fc.weight_orig)
+        cam_logit, attended = _cam(x, self.gap_fc, self.gmp_fc, gap_w, gmp_w)
         x = self.leaky_relu(self.conv1x1(attended))
         heatmap = x.sum(dim=1, keepdim=True)
         return self.conv(self.pad(x)), cam_logit, heatmap
@@ -311,7 +315,8 @@ def ugatit_arch_from_state_dict(params: Mapping[str, Mapping[str, Tensor]] | Map
             "not a UGATIT-pytorch generator state dict: no 'FC.0.weight' (expected keys like "
             "DownBlock.1.weight, FC.0.weight, UpBlock1_1.norm1.rho)"
         )
-    gen = strip_module_prefix(gen)
+    # holding FC.0.weight, `gen` is one generator state dict (mypy cannot tell the two Mapping forms of `params` apart)
+    gen = strip_module_prefix(cast("Mapping[str, Tensor]", gen))
     first, fc0 = gen["DownBlock.1.weight"], gen["FC.0.weight"]
     ngf, dim = int(first.shape[0]), int(fc0.shape[0])
     n_blocks = len({int(m.group(1)) for k in gen if (m := re.match(r"UpBlock1_(\d+)\.", k))})
@@ -325,8 +330,10 @@ def ugatit_arch_from_state_dict(params: Mapping[str, Mapping[str, Tensor]] | Map
             raise ValueError(f"FC.0.weight has {fc_in} inputs: not (s/4)^2 * {dim} for a square image side s")
         img_size = 4 * side
     out = gen[max((k for k in gen if re.fullmatch(r"UpBlock2\.\d+\.weight", k)), key=lambda k: int(k.split(".")[1]))]
-    n_global = _n_dis(strip_module_prefix(params["disGA"])) if "disGA" in params else None
-    n_local = _n_dis(strip_module_prefix(params["disLA"])) if "disLA" in params else None
+    # with discriminators in it, `params` is the whole {name: state dict} form
+    nets = cast("Mapping[str, Mapping[str, Tensor]]", params)
+    n_global = _n_dis(strip_module_prefix(nets["disGA"])) if "disGA" in params else None
+    n_local = _n_dis(strip_module_prefix(nets["disLA"])) if "disLA" in params else None
     return UgatitArch(
         in_channels=int(first.shape[1]),
         out_channels=int(out.shape[0]),

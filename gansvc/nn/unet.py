@@ -59,9 +59,10 @@ class UnetSkipConnectionBlock(nn.Module):
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
+        y: Tensor = self.model(x)
         if self.outermost:
-            return self.model(x)
-        return torch.cat([x, self.model(x)], 1)
+            return y
+        return torch.cat([x, y], 1)
 
 
 class UnetGenerator(nn.Module):
@@ -74,7 +75,8 @@ class UnetGenerator(nn.Module):
         self.in_channels, self.num_downs = in_channels, num_downs
 
         def nc(i: int) -> int:  # channels after level i's down conv
-            return ngf * min(2**i, 8)
+            scale: int = 2**i  # typeshed: int ** int is Any (a negative exponent gives a float); i >= 0 here
+            return ngf * min(scale, 8)
 
         block = UnetSkipConnectionBlock(nc(num_downs - 2), nc(num_downs - 1), innermost=True)
         for i in range(num_downs - 2, 0, -1):
@@ -91,4 +93,4 @@ class UnetGenerator(nn.Module):
 def default_num_downs(height: int, width: int, cap: int = 8) -> int:
     """The deepest U-Net whose bottleneck is still >= 1 pixel: floor(log2(min side)), at most `cap` (the official
     unet_256 has 8 levels: 256 -> 1), at least 2."""
-    return max(2, min(cap, int(math.floor(math.log2(max(1, min(height, width)))))))
+    return max(2, min(cap, math.floor(math.log2(max(1, min(height, width))))))

@@ -9,8 +9,6 @@ A model request is handled by exactly one of the two ingresses, so it is validat
 """
 # No `from __future__ import annotations`: FastAPI must resolve the route functions' annotations (see ingress.py).
 
-from __future__ import annotations
-
 import asyncio
 import base64
 import importlib.resources
@@ -18,7 +16,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -33,7 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gansvc.data.spec import DataSpec
 from gansvc.families.sampling import encode_labels
 from gansvc.serve.errors import RETRY_AFTER_S, ROUTE, error_response
-from gansvc.serve.model import SECONDS_BOUNDS, DeadlineExpired
+from gansvc.serve.model import SECONDS_BOUNDS, DeadlineExpired, tag_keys
 from gansvc.serve.schemas import (
     GenerateRequest,
     GenJob,
@@ -44,6 +42,9 @@ from gansvc.serve.schemas import (
     TranslationBody,
 )
 from gansvc.serve.uploads import ApiError, decode_image, read_body, upload_bytes
+
+if TYPE_CHECKING:
+    from gansvc.families.base import Direction
 
 ENDPOINTS = ("generate", "translate", "v1_models", "healthz", "readyz", "docs", "openapi.json")
 # a replica died (killed, OOM, node lost) or none can take the request now: the model is briefly unavailable,
@@ -218,7 +219,8 @@ def add_local_docs(app: FastAPI, docs_url: str | None, redoc_url: str | None) ->
     folder = docs_assets_dir()
 
     def under_root(request: Request, path: str) -> str:
-        return request.scope.get("root_path", "").rstrip("/") + path
+        root: str = request.scope.get("root_path", "")  # an ASGI scope's root_path is a str
+        return root.rstrip("/") + path
 
     @app.get(DOCS_ASSETS_URL + "/{name}", include_in_schema=False)
     async def docs_asset(name: str) -> FileResponse:
@@ -269,6 +271,8 @@ def make_api(docs_url: str | None = "/docs", redoc_url: str | None = "/redoc", *
     app = FastAPI(docs_url=None, redoc_url=None, **fastapi_kwargs)  # FastAPI's own pages load a CDN: add_local_docs
     if app.openapi_url:
         add_local_docs(app, docs_url, redoc_url)
+    # starlette types every handler as taking any Exception, though it only calls one with the class it is registered
+    # for: a handler of ApiError (a narrower parameter) does not fit that hint
     app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http)  # type: ignore[arg-type]
@@ -281,9 +285,9 @@ def http_metrics() -> tuple[Counter, Histogram, Counter]:
     """The request metrics (created in the replica that serves the HTTP routes; Ray adds deployment tags)."""
     tags = ("model", "endpoint")
     return (
-        Counter("gansvc_http_requests", "HTTP requests by model, endpoint and status", (*tags, "status")),
-        Histogram("gansvc_http_request_seconds", "HTTP request latency", SECONDS_BOUNDS, tags),
-        Counter("gansvc_http_errors", "HTTP errors by model, endpoint and kind (error code)", (*tags, "kind")),
+        Counter("gansvc_http_requests", "HTTP requests by model, endpoint and status", tag_keys(*tags, "status")),
+        Histogram("gansvc_http_request_seconds", "HTTP request latency", SECONDS_BOUNDS, tag_keys(*tags)),
+        Counter("gansvc_http_errors", "HTTP errors by model, endpoint and kind (error code)", tag_keys(*tags, "kind")),
     )
 
 
@@ -391,7 +395,13 @@ async def generate_response(
 
 
 async def translate_response(
-    name: str, request: Request, direction: str, heatmap: bool, info: dict[str, Any], args: IngressArgs, run: Runner
+    name: str,
+    request: Request,
+    direction: "Direction",  # quoted: imported for type checking only (no `from __future__` here)
+    heatmap: bool,
+    info: dict[str, Any],
+    args: IngressArgs,
+    run: Runner,
 ) -> Response:
     """POST /v1/models/<name>/translate: validate, read and decode the upload, run the job, answer PNG or JSON."""
     if info["task"] == "generate":
@@ -413,7 +423,7 @@ async def translate_response(
     body = await read_body(request.stream(), request.headers.get("content-length"), args.max_request_bytes)
     data = upload_bytes(request.headers.get("content-type"), body)
     image = decode_image(data, info["image"]["channels"], max_pixels(info, args), args.min_side)
-    res = await run("translate", TranslateJob(image, direction, heatmap, deadline=deadline(args)))  # type: ignore
+    res = await run("translate", TranslateJob(image, direction, heatmap, deadline=deadline(args)))
     headers = _headers(info, res)
     if heatmap:
         body_out = TranslationBody(

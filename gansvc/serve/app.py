@@ -50,7 +50,9 @@ def model_app(args: ModelArgs) -> Application:
     }
     if a.initial_replicas is not None:
         autoscaling["initial_replicas"] = a.initial_replicas
-    deployment = serve.deployment(ModelIngress, name=MODEL_DEPLOYMENT).options(
+    # serve.deployment(name=...)(cls) is serve.deployment(cls, name=...), in the form its hints describe (they type
+    # every call as returning the decorator)
+    deployment = serve.deployment(name=MODEL_DEPLOYMENT)(ModelIngress).options(
         ray_actor_options={"num_cpus": args.num_cpus, "num_gpus": args.num_gpus},
         max_ongoing_requests=args.ongoing_limit(),
         autoscaling_config=autoscaling,
@@ -64,7 +66,7 @@ def ingress_app(args: IngressArgs) -> Application:
 
     from gansvc.serve.ingress import Ingress
 
-    deployment = serve.deployment(Ingress, name=INGRESS_DEPLOYMENT).options(
+    deployment = serve.deployment(name=INGRESS_DEPLOYMENT)(Ingress).options(  # see model_app
         ray_actor_options={"num_cpus": args.num_cpus},
         num_replicas=args.num_replicas,
         max_ongoing_requests=args.max_ongoing_requests,
@@ -88,7 +90,8 @@ def load_config(path: str | Path) -> dict[str, Any]:
     import yaml
 
     with open(path) as f:
-        return yaml.safe_load(f)
+        config: dict[str, Any] = yaml.safe_load(f)  # a deploy config: a YAML mapping
+    return config
 
 
 def check_config(config: dict[str, Any]) -> Any:
@@ -123,7 +126,7 @@ def deploy_config(
     apps = config.get("applications", [])
     front = [a for a in apps if not is_model_app(a)]
     by_name = {a["name"]: a for a in apps if is_model_app(a)}
-    template = next(
+    template: dict[str, Any] = next(
         iter(by_name.values()),
         {"import_path": "gansvc.serve.app:build_app", "route_prefix": model_route("template"), "args": {}},
     )  # one hop

@@ -20,7 +20,7 @@ from starlette.middleware import Middleware
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-RETRY_AFTER_S = 1  # a dead replica is replaced in seconds (tests/test_faults_serve.py measures it)
+RETRY_AFTER_S = 1  # a dead replica is replaced in seconds (tests/integration/serve/test_faults_serve.py measures it)
 ROUTE = re.compile(r"^/v1/models/([^/]+)/(generate|translate)$")
 
 

@@ -11,8 +11,6 @@ The request handling itself (validation, errors, limits, metrics) is gansvc.serv
 # No `from __future__ import annotations` here: FastAPI must resolve the route methods' annotations (Request, bodies)
 # when Serve rebuilds the routes, which string annotations break.
 
-from __future__ import annotations
-
 import asyncio
 import time
 from dataclasses import dataclass
@@ -22,7 +20,15 @@ from fastapi import Query, Request
 from fastapi.responses import JSONResponse, Response
 from ray import serve
 
-from gansvc.serve.api import generate_response, guarded, http_metrics, make_api, max_pixels, translate_response
+from gansvc.serve.api import (
+    Runner,
+    generate_response,
+    guarded,
+    http_metrics,
+    make_api,
+    max_pixels,
+    translate_response,
+)
 from gansvc.serve.schemas import (
     MAX_N_CAP,
     MODEL_DEPLOYMENT,
@@ -37,23 +43,20 @@ from gansvc.serve.schemas import (
 )
 from gansvc.serve.uploads import ApiError
 
-DESCRIPTION = (
-    """Generation (noise / labels -> image) and translation (image -> image) with the promoted GAN models.
-Errors are JSON `{"error": {"code": ..., "message": ...}}` with a 4xx/5xx status. Responses carry `X-Model-Version`,
+DESCRIPTION = f"""Generation (noise / labels -> image) and translation (image -> image) with the promoted GAN models.
+Errors are JSON `{{"error": {{"code": ..., "message": ...}}}}` with a 4xx/5xx status. Responses carry `X-Model-Version`,
 `X-Batch-Size` (requests in the forward pass this request shared) and `X-Replica`.
 
 Limits (this document is the whole contract; per-model values are in `GET /v1/models`):
 - every request body: at most `max_request_bytes` (deploy config, default 8 MiB), counted while it is read, with or
   without Content-Length -> 413 `payload_too_large`;
-- generate: `n` at most the model's `max_n` (never more than %d) -> 422 `n_out_of_range`; `labels` only for
+- generate: `n` at most the model's `max_n` (never more than {MAX_N_CAP}) -> 422 `n_out_of_range`; `labels` only for
   label-conditioned models, with the attributes and values listed in `GET /v1/models` -> 422 `invalid_labels`;
 - translate: the image at most the model's `max_pixels` (width x height; default 4 x its training pixels) -> 413
   `image_too_large`, both sides at least `min_side` (default 8) -> 400 `image_too_small`;
 - a model call longer than `request_timeout_s` -> 504 `timeout` (the work is dropped, not finished); a model replica
   that died or is restarting -> 503 `model_unavailable` with `Retry-After`."""
-    % MAX_N_CAP
-)
-ERRORS = {s: {"model": ErrorBody} for s in (400, 404, 413, 415, 422, 503, 504)}
+ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorBody} for s in (400, 404, 413, 415, 422, 503, 504)}
 PNG = {"content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}
 GENERATED = {
     "description": "image/png (format png or grid), or JSON with base64 PNGs (format json)",
@@ -126,7 +129,7 @@ class Catalog:
             return cached[1]
         if app_state.status in ("DEPLOY_FAILED", "UNHEALTHY"):
             raise ApiError(503, "model_unavailable", f"model {name!r} failed to load: {app_state.message[:300]}")
-        info = await call(await self.handle(name), "info", None, self.timeout, name)
+        info: dict[str, Any] = await call(await self.handle(name), "info", None, self.timeout, name)
         if app_state.status == "RUNNING":
             self._infos[name] = (app_state.deployed, info)
         return info
@@ -213,11 +216,12 @@ class Ingress:
     async def generate(self, name: str, body: GenerateRequest) -> Response:
         return await generate_response(name, body, await self.catalog.info(name), self.args, self._runner(name))
 
-    def _runner(self, name: str) -> Any:
+    def _runner(self, name: str) -> Runner:
         """How the front door runs a job of a model without its own route: through the model's deployment handle."""
 
         async def run(method: str, job: Any) -> JobResult:
-            return await call(await self.catalog.handle(name), method, job, self.args.request_timeout_s, name)
+            res: JobResult = await call(await self.catalog.handle(name), method, job, self.args.request_timeout_s, name)
+            return res
 
         return run
 

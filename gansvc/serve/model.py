@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import torch
 from ray import serve
@@ -31,8 +31,26 @@ from gansvc.imaging import grid, png_bytes, to_pil, to_uint8
 from gansvc.registry import load_model
 from gansvc.serve.schemas import GenJob, JobResult, ModelArgs, TranslateJob, expired
 
-BATCH_BOUNDS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
-SECONDS_BOUNDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+if TYPE_CHECKING:
+    from gansvc.families.base import Direction
+
+BATCH_BOUNDS: list[float] = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+SECONDS_BOUNDS: list[float] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+
+
+def tag_keys(*keys: str) -> tuple[str]:
+    """`keys` as the tag_keys of a ray.serve.metrics metric. Its hints say Tuple[str], one key, a slip: the metric
+    takes any number of keys (it checks for a tuple and hands them to ray.util.metrics, typed Tuple[str, ...])."""
+    return cast("tuple[str]", keys)
+
+
+class _BatchSetters(Protocol):
+    """What a @serve.batch method also has at run time (ray.serve.batching sets them on the wrapper it returns);
+    serve.batch's hints type the wrapper as a plain callable."""
+
+    def set_max_batch_size(self, new_max_batch_size: int) -> None: ...
+
+    def set_batch_wait_timeout_s(self, new_batch_wait_timeout_s: float) -> None: ...
 
 
 class DeadlineExpired(RuntimeError):
@@ -62,7 +80,9 @@ class GanModel:
         self.entry, self.m = load_model(self.args.model, self.args.registry, str(self.device))
         if self.device.type == "cuda":
             for net in self.m.nets.values():
-                net.to(dtype=self.dtype, memory_format=torch.channels_last)
+                # two calls: torch's hints of Module.to have no overload taking both (its parser does)
+                net.to(dtype=self.dtype)
+                net.to(memory_format=torch.channels_last)
         self.task = self.m.spec.task
         self.version = int(self.entry.get("version", 0))
         self.directions = list(self.entry.get("directions") or self.m.extra.get("directions") or ["a2b", "b2a"])
@@ -72,16 +92,16 @@ class GanModel:
         self.has_heatmap = self.task != "generate" and self.m.spec.heatmap
         if self.task != "generate":
             self._translate_pass(torch.zeros(1, d.channels, d.height, d.width), self.directions[0])
-        self._generate_batch.set_max_batch_size(self.args.max_batch_size)
-        self._generate_batch.set_batch_wait_timeout_s(self.args.batch_wait_timeout_s)
-        self._translate_batch.set_max_batch_size(self.args.max_batch_size)
-        self._translate_batch.set_batch_wait_timeout_s(self.args.batch_wait_timeout_s)
+        for batched in (self._generate_batch, self._translate_batch):
+            setters = cast(_BatchSetters, batched)  # the @serve.batch wrapper: see _BatchSetters
+            setters.set_max_batch_size(self.args.max_batch_size)
+            setters.set_batch_wait_timeout_s(self.args.batch_wait_timeout_s)
         try:
             ctx = serve.get_replica_context()
             self.replica, self.served_as = ctx.replica_id.unique_id, ctx.app_name or self.args.model
         except Exception:  # noqa: BLE001 - outside a replica (unit use)
             self.replica, self.served_as = "local", self.args.model
-        tags = ("model", "task")
+        tags = tag_keys("model", "task")
         self.m_requests = Counter("gansvc_model_requests", "requests run by a model replica", tags)
         self.m_images = Counter("gansvc_images", "images produced", tags)
         self.m_batch = Histogram("gansvc_batch_size", "requests per forward pass", BATCH_BOUNDS, tags)
@@ -183,20 +203,14 @@ class GanModel:
     async def _translate_batch(self, jobs: list[TranslateJob]) -> list[JobResult]:
         return await asyncio.to_thread(self._run_translate, jobs)
 
-    def _translate_pass(self, x: torch.Tensor, direction: str) -> dict[str, torch.Tensor]:
+    def _translate_pass(self, x: torch.Tensor, direction: Direction) -> dict[str, torch.Tensor]:
         x = x.to(self.device, self.dtype)
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         assert self.m.spec.translate is not None
         with torch.inference_mode():
             return {
-                k: v.float().cpu()
-                for k, v in self.m.spec.translate(
-                    self.m.nets,
-                    x,
-                    direction,  # type: ignore
-                    self.m.config,
-                ).items()
+                k: v.float().cpu() for k, v in self.m.spec.translate(self.m.nets, x, direction, self.m.config).items()
             }
 
     def _run_translate(self, jobs: list[TranslateJob]) -> list[JobResult]:
@@ -204,7 +218,7 @@ class GanModel:
 
     def _translate_jobs(self, jobs: list[TranslateJob]) -> list[JobResult]:
         t0 = time.perf_counter()
-        groups: dict[tuple[str, int, int], list[int]] = {}
+        groups: dict[tuple[Direction, int, int], list[int]] = {}
         for i, job in enumerate(jobs):
             groups.setdefault((job.direction, *job.image.shape[:2]), []).append(i)
         out: list[JobResult | None] = [None] * len(jobs)

@@ -15,8 +15,6 @@ SETTINGS_TTL_S after, in the background; with no front door deployed it uses Ing
 """
 # No `from __future__ import annotations`: FastAPI must resolve the route methods' annotations (see ingress.py).
 
-from __future__ import annotations
-
 import asyncio
 import time
 from typing import Any, Literal
@@ -40,8 +38,9 @@ class FrontDoorSettings:
     refreshed in the background when older than `ttl`)."""
 
     def __init__(self, ttl: float = SETTINGS_TTL_S) -> None:
-        self.ttl, self.args, self._at = ttl, None, -1e9
-        self._refreshing: asyncio.Task | None = None
+        self.ttl, self._at = ttl, -1e9
+        self.args: IngressArgs | None = None
+        self._refreshing: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
     async def get(self) -> IngressArgs:
@@ -84,7 +83,8 @@ class ModelIngress(GanModel):
     async def _run(self, method: str, job: Any) -> JobResult:
         """The job on this replica (its @serve.batch queue), bounded like a front door call."""
         args = await self.settings.get()
-        return await guarded(getattr(self, method)(job), args.request_timeout_s, self.served_as)
+        res: JobResult = await guarded(getattr(self, method)(job), args.request_timeout_s, self.served_as)
+        return res
 
     @model_api.post("/generate", response_model=None)
     async def http_generate(self, body: GenerateRequest) -> Response:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import re
 import warnings
+from collections.abc import AsyncIterable
 
 import numpy as np
 from PIL import Image
@@ -28,7 +29,7 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
-async def read_body(stream, content_length: str | None, max_bytes: int) -> bytes:  # noqa: ANN001 - an async iterator
+async def read_body(stream: AsyncIterable[bytes], content_length: str | None, max_bytes: int) -> bytes:
     """The whole body, refusing (413) more than max_bytes whether or not Content-Length was sent."""
     too_big = ApiError(413, "payload_too_large", f"the request body exceeds {max_bytes} bytes (max_request_bytes)")
     if content_length and content_length.isdigit() and int(content_length) > max_bytes:
@@ -99,7 +100,7 @@ def decode_image(data: bytes, channels: int, max_pixels: int, min_side: int) -> 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data), formats=("PNG", "JPEG"))
+            img: Image.Image = Image.open(io.BytesIO(data), formats=("PNG", "JPEG"))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ApiError(413, "image_too_large", f"the image has more than {max_pixels} pixels (max_pixels)") from None
     except Exception:  # noqa: BLE001 - PIL raises several types for data it cannot identify

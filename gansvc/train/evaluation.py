@@ -25,7 +25,7 @@ from gansvc.checkpoint import META_FILE, MODEL_FILE, drop_best, inference_payloa
 from gansvc.config import ExperimentConfig
 from gansvc.data.pipeline import BatchStream, ImageDataset
 from gansvc.data.spec import mask_key
-from gansvc.families.base import FamilyConfig, FamilySpec, GanState
+from gansvc.families.base import Direction, FamilyConfig, FamilySpec, GanState
 from gansvc.families.sampling import sample_labels, sample_latents
 from gansvc.imaging import grid, png_bytes
 from gansvc.nn.segnet import colorize
@@ -40,6 +40,9 @@ __all__ = ["QUALITY_KEYS", "Evaluator", "eval_dataset", "eval_split", "is_train_
 GRID_SEED = 1234
 # keys of history entries that are evaluations: the shared ones, and those a family declares (ExtraMetric.quality)
 QUALITY_KEYS = ("fid", "kid", "is", "swd", "miou")
+# one history.json entry: float values (step, losses, metrics), and on an evaluation "protocol" (a dict: how the
+# numbers were computed)
+HistoryEntry = dict[str, Any]
 
 
 def quality_keys(spec: FamilySpec[Any]) -> tuple[str, ...]:
@@ -51,7 +54,7 @@ class Evaluator:
     def __init__(
         self,
         cfg: ExperimentConfig,
-        spec: FamilySpec,
+        spec: FamilySpec[Any],
         fam_cfg: FamilyConfig,
         dataset: ImageDataset,
         run_uri: str,
@@ -61,7 +64,7 @@ class Evaluator:
         self.cfg, self.spec, self.fam_cfg, self.dataset, self.device = cfg, spec, fam_cfg, dataset, device
         self.run = storage.parse_uri(run_uri)
         # a resumed run's past ends at its checkpoint: what the failed attempt logged after it is rewritten
-        self.history: list[dict[str, float]] = [h for h in self._load_history() if h.get("step", 0) <= start_step]
+        self.history: list[HistoryEntry] = [h for h in self._load_history() if h.get("step", 0) <= start_step]
         self.fixed = self._fixed_inputs()
         self.quality = _quality_metrics(cfg, spec, dataset, device)
         self.best = self._load_best(start_step)
@@ -91,12 +94,16 @@ class Evaluator:
             n.eval()
         try:
             if self.spec.task == "generate":
+                assert self.spec.generate is not None  # a "generate" family has it
                 return self.spec.generate(nets, self.fixed["z"], self.fixed.get("labels"), self.fam_cfg).float()
+            translate = self.spec.translate
+            assert translate is not None  # a "translate" / "segment" family has it
             rows = []
-            for key, direction in (("A", "a2b"), ("B", "b2a"), ("image", "a2b")):
+            inputs: tuple[tuple[str, Direction], ...] = (("A", "a2b"), ("B", "b2a"), ("image", "a2b"))
+            for key, direction in inputs:
                 if key not in self.fixed:
                     continue
-                out = self.spec.translate(nets, self.fixed[key], direction, self.fam_cfg)
+                out = translate(nets, self.fixed[key], direction, self.fam_cfg)
                 rows += [self.fixed[key], out["image"].float()]
                 if "heatmap" in out:  # [0, 1] -> [-1, 1], grey to the image's channels
                     heat = out["heatmap"].float() * 2 - 1
@@ -110,7 +117,7 @@ class Evaluator:
                 n.train(modes[k])
 
     # ------------------------------------------------------------------------------------------------- state
-    def _load_history(self) -> list[dict[str, float]]:
+    def _load_history(self) -> list[HistoryEntry]:
         uri = self.run.join(HISTORY_FILE).uri()
         return storage.read_json(uri) if storage.exists(uri) else []
 
@@ -142,7 +149,7 @@ class Evaluator:
             f"[gansvc] best/ was evaluated at step {best.get('step')}, after the checkpoint resumed from "
             f"(step {start_step})"
         )
-        if scored:
+        if scored and name is not None:  # (scored is empty when name is None)
             pick = (max if higher_is_better else min)(scored, key=lambda h: h[name])
             step = int(pick["step"])
             model = self._checkpoint_model(step)
@@ -184,7 +191,7 @@ class Evaluator:
         results = self.quality.evaluate(state, self.fam_cfg) if self.quality is not None else {}
         self.record({**metrics, **results})
         if results and getattr(self.quality, "protocol", None):
-            self.history[-1]["protocol"] = self.quality.protocol  # type: ignore[assignment]
+            self.history[-1]["protocol"] = self.quality.protocol
         storage.write_json(self.run.join(HISTORY_FILE).uri(), self.history)
         curves = plot_curves(self.history, quality_keys(self.spec))
         storage.write_bytes(self.run.join(SAMPLES_DIR, "curves.png").uri(), curves, "image/png")
@@ -214,7 +221,9 @@ class Evaluator:
         self.best = write_best(self.run.uri(), buf.getvalue(), meta)
 
 
-def _quality_metrics(cfg: ExperimentConfig, spec: FamilySpec, dataset: ImageDataset, device: torch.device) -> Any:
+def _quality_metrics(
+    cfg: ExperimentConfig, spec: FamilySpec[Any], dataset: ImageDataset, device: torch.device
+) -> QualityMetrics:
     """FID/KID/IS/SWD against cached reference statistics (gansvc.metrics), or the family's own selection metric."""
     return QualityMetrics(cfg, spec, dataset, device)
 
@@ -239,7 +248,7 @@ def is_train_term(key: str, quality: tuple[str, ...] = QUALITY_KEYS) -> bool:
     return key not in LOOP_KEYS and key not in quality and not key.startswith(LOOP_PREFIXES)
 
 
-def plot_curves(history: list[dict[str, float]], quality_names: tuple[str, ...] = QUALITY_KEYS) -> bytes:
+def plot_curves(history: list[HistoryEntry], quality_names: tuple[str, ...] = QUALITY_KEYS) -> bytes:
     """Loss terms in one panel, quality metrics (`quality_names`: see quality_keys) in another, against the step."""
     import matplotlib
 

@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -95,7 +95,7 @@ def learning_rates(state: GanState) -> dict[str, float]:
     return {f"lr/{name}": float(opt.param_groups[0]["lr"]) for name, opt in state.optimizers.items()}
 
 
-def uncompilable(spec: FamilySpec, fam_cfg: Any) -> tuple[str, ...]:
+def uncompilable(spec: FamilySpec[Any], fam_cfg: Any) -> tuple[str, ...]:
     """The nets loop.compile leaves eager for this family config (FamilySpec.uncompilable)."""
     return tuple(spec.uncompilable(fam_cfg)) if spec.uncompilable is not None else ()
 
@@ -109,15 +109,21 @@ def place(
 
     cuda = device.type == "cuda"
     memory_format = torch.channels_last if cuda and cfg.loop.channels_last else torch.contiguous_format
+    # the ignores: torch's Module.to overloads lack (device, memory_format), which Module.to takes
+    # (torch._C._nn._parse_to parses device, dtype, non_blocking and memory_format together)
     for name, net in state.ema.items():
-        state.ema[name] = net.to(device, memory_format=memory_format)
+        state.ema[name] = net.to(device, memory_format=memory_format)  # type: ignore[call-overload]
     for name, net in state.nets.items():
-        net = net.to(device, memory_format=memory_format)
+        net = net.to(device, memory_format=memory_format)  # type: ignore[call-overload]
         if world > 1:
             net = ray.train.torch.prepare_model(net, move_to_device=False)
         if cuda and cfg.loop.compile and name not in eager:
             # "reduce-overhead" = CUDA graphs (launch-bound small steps: the batch-1 translation families)
-            net = torch.compile(net, mode=None if cfg.loop.compile_mode == "default" else cfg.loop.compile_mode)
+            # cast: torch.compile of an nn.Module returns an OptimizedModule (an nn.Module); its stub says Callable
+            net = cast(
+                torch.nn.Module,
+                torch.compile(net, mode=None if cfg.loop.compile_mode == "default" else cfg.loop.compile_mode),
+            )
         state.nets[name] = net
     # optimizer state follows its parameters (after a restore on CPU, move it to the device)
     for opt in state.optimizers.values():
@@ -127,7 +133,7 @@ def place(
                     st[k] = v.to(device)
 
 
-def autocast_for(device: torch.device, cfg: ExperimentConfig) -> contextlib.AbstractContextManager:
+def autocast_for(device: torch.device, cfg: ExperimentConfig) -> contextlib.AbstractContextManager[None]:
     """bf16 autocast on CUDA when loop.amp is on; nothing on CPU."""
     if device.type == "cuda" and cfg.loop.amp:
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -200,7 +206,7 @@ def _one_copy_of_each_print() -> None:
     builtins.print = _plain_print
 
 
-def _restore(directory: Path, spec: FamilySpec, state: GanState, rank: int) -> tuple[int, dict[str, int]]:
+def _restore(directory: Path, spec: FamilySpec[Any], state: GanState, rank: int) -> tuple[int, dict[str, int]]:
     """restore_training; a checkpoint that does not fit this config is a deterministic error (never retried)."""
     try:
         return restore_training(directory, spec, state, rank)
@@ -215,9 +221,7 @@ def _candidates(latest: Any, run_uri: str) -> list[str]:
     if latest_step is None:  # not one of ours (a Checkpoint Ray was given by someone else): no fall back
         return [latest_name]
     names = {obj.rel.split("/", 1)[0] for obj in storage.list_objects(run_uri) if "/" in obj.rel}
-    older = [
-        n for n in names if n != latest_name and (checkpoint_step(n) is not None) and checkpoint_step(n) <= latest_step
-    ]  # type: ignore[operator]
+    older = [n for n in names if n != latest_name and (step := checkpoint_step(n)) is not None and step <= latest_step]
     return [latest_name, *sorted(older, key=lambda n: (checkpoint_step(n), n), reverse=True)]
 
 
@@ -232,7 +236,7 @@ def _broadcast(obj: Any) -> Any:
 
 
 def _resume(
-    latest: Any, run_uri: str, spec: FamilySpec, state: GanState, rank: int
+    latest: Any, run_uri: str, spec: FamilySpec[Any], state: GanState, rank: int
 ) -> tuple[int, dict[str, int], str, str, int]:
     """Restore from Ray's latest checkpoint or, when it is truncated, corrupted or incomplete in storage, from the
     newest good one before it, with a message naming the bad one. Every worker validates its own files
@@ -318,7 +322,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         torch.backends.cudnn.allow_tf32 = cfg.loop.tf32
         torch.backends.cudnn.benchmark = True
 
-    spec: FamilySpec = cfg.spec()
+    spec: FamilySpec[Any] = cfg.spec()
     fam_cfg = cfg.family_config()
     # the dataset version the driver checked (all ranks read one version, even if the dataset is overwritten meanwhile)
     pinned = loop_config.get("manifest")
@@ -364,7 +368,16 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         net.train()
 
     # data.cache: the node's decoded store (batches made on `device`) or the per-file path (gansvc.data.decoded)
-    stream = open_stream(dataset, cfg.loop.batch_size, rank, world, cfg.loop.seed, device=device, **position)
+    stream = open_stream(
+        dataset,
+        cfg.loop.batch_size,
+        rank,
+        world,
+        cfg.loop.seed,
+        device=device,
+        epoch=position["epoch"],
+        batch=position["batch"],
+    )
     max_steps = _max_steps(cfg, stream.batches_per_epoch)
     evaluator = Evaluator(cfg, spec, fam_cfg, dataset, run_uri, device, step) if rank == 0 else None
     experiment_json = cfg.model_dump_json()

@@ -13,17 +13,20 @@ distribution to compare, its hook's mIoU, higher is better) is judged by that me
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Generator, Iterator
+from typing import Any, Literal
 
 import torch
 
 from gansvc.config import ExperimentConfig
 from gansvc.data.pipeline import BatchStream, ImageDataset
 from gansvc.families import metric_mode
-from gansvc.families.base import FamilyConfig, FamilySpec, GanState
+from gansvc.families.base import Batch, FamilyConfig, FamilySpec, GanState
 from gansvc.families.sampling import sample_labels, sample_latents
 from gansvc.metrics import (
     DEFAULT_EXTRACTOR,
+    FeatureExtractor,
+    ReferenceStats,
     evaluate_with_protocol,
     extractor_protocol,
     load_inception,
@@ -49,9 +52,15 @@ def eval_dataset(cfg: ExperimentConfig, dataset: ImageDataset) -> ImageDataset:
 
 
 class QualityMetrics:
-    def __init__(self, cfg: ExperimentConfig, spec: FamilySpec, dataset: ImageDataset, device: torch.device) -> None:
+    def __init__(
+        self, cfg: ExperimentConfig, spec: FamilySpec[Any], dataset: ImageDataset, device: torch.device
+    ) -> None:
         self.cfg, self.spec, self.dataset, self.device = cfg, spec, dataset, device
-        self.mode = "min"  # of `metric`: "max" when higher is better
+        self.mode: Literal["min", "max"] = "min"  # of `metric`: "max" when higher is better
+        self.extractor: FeatureExtractor | None
+        self.real: ReferenceStats | None  # None only for task "segment"
+        self.task: Literal["generate", "translate", "segment"]
+        self.metric: str
         self.protocol: dict[str, Any] = {}  # how the last evaluation was computed (evaluate_with_protocol)
         own = spec.selection_metric()  # e.g. a segment family's mIoU on held-out masks: its outputs are not images
         if own is not None:
@@ -75,7 +84,7 @@ class QualityMetrics:
             wanted = "swd"
         self.metric = wanted
 
-    def _sources(self) -> Any:
+    def _sources(self) -> Generator[torch.Tensor, None, None]:
         """An endless stream of source (A) images for translation metrics, fixed order (no flip, center crop)."""
         ds = eval_dataset(self.cfg, self.dataset)  # the one rule (and check) for the evaluation split
         stream = BatchStream(ds, batch_size=1, seed=EVAL_SEED)
@@ -102,13 +111,15 @@ class QualityMetrics:
         for net in nets.values():
             net.eval()
 
-        def batches() -> Any:
+        def batches() -> Iterator[Batch]:
             for _ in range(n // bs):
                 yield {k: v.to(self.device) for k, v in next(stream).items()}
 
         try:
+            evaluate = self.spec.evaluate
+            assert evaluate is not None  # the caller checks it
             with torch.no_grad():
-                return self.spec.evaluate(state, batches(), fam_cfg)
+                return evaluate(state, batches(), fam_cfg)
         finally:
             stream.close()
             for k, net in nets.items():
@@ -116,28 +127,32 @@ class QualityMetrics:
 
     def evaluate(self, state: GanState, fam_cfg: FamilyConfig) -> dict[str, float]:
         extra = self._family_metrics(state, fam_cfg) if self.spec.evaluate is not None else {}
-        if self.task == "segment":
+        task, real = self.task, self.real
+        if task == "segment" or real is None:  # real is None exactly for task "segment"
             return extra
         nets = state.inference_nets()
         modes = {k: n.training for k, n in nets.items()}
         for n in nets.values():
             n.eval()
         drawn = [0]
-        sources = self._sources() if self.task == "translate" else None
+        sources = self._sources() if task == "translate" else None
+        generate, translate = self.spec.generate, self.spec.translate
 
         def sample(n: int) -> torch.Tensor:
             seed = EVAL_SEED + drawn[0]
             drawn[0] += n
-            if self.task == "generate":
+            if task == "generate":
+                assert generate is not None  # a "generate" family has it
                 z = sample_latents(fam_cfg, n, seed, self.device)
                 labels = sample_labels(self.dataset.spec, n, seed, self.device) if self.spec.conditional else None
-                return self.spec.generate(nets, z, labels, fam_cfg)
+                return generate(nets, z, labels, fam_cfg)
+            assert sources is not None and translate is not None  # task "translate"
             a = torch.cat([next(sources) for _ in range(n)]).to(self.device)
-            return self.spec.translate(nets, a, "a2b", fam_cfg)["image"]
+            return translate(nets, a, "a2b", fam_cfg)["image"]
 
         try:
             results, protocol = evaluate_with_protocol(
-                sample, self.real, self.extractor, self.cfg.metrics.samples, batch_size=64, task=self.task
+                sample, real, self.extractor, self.cfg.metrics.samples, batch_size=64, task=task
             )
             self.protocol = {
                 **protocol,

@@ -98,7 +98,8 @@ def default_dataset_uri(spec: FamilySpec[Any]) -> str:
 
 
 def get_command(name: str) -> str:
-    """The `data get` command of a catalog name (tests/test_presets.py checks every family's name is in it)."""
+    """The `data get` command of a catalog name (tests/unit/families/test_presets.py checks every family's dataset is a
+    catalog name)."""
     from gansvc.data.catalog import get_command as catalog_command
 
     try:

@@ -2,7 +2,8 @@
 textbook DCGAN (tests/gate/textbook_dcgan.py) on the same data, steps, batch size and scorer.
 
 `python tests/gate/pipeline.py --seeds 0,1,2 --steps 300` measures several seeds outside pytest (Ray starts locally
-in each training command when RAY_ADDRESS is unset); the figures in tests/test_quality_gate.py come from it.
+in each training command when RAY_ADDRESS is unset); the figures in
+tests/integration/train/test_quality_gate.py come from it.
 """
 
 from __future__ import annotations

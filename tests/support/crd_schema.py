@@ -1,7 +1,7 @@
 """Kubernetes CRD schemas (openAPIV3Schema) checked as the API server does, with jsonschema: `k8s_to_jsonschema`
 turns a structural schema into a draft-4 JSON Schema, `K8sValidator` adds the x-kubernetes-* keywords that carry
 checks (list types; CEL rules fail: they are not evaluated here), `FORMATS` the int32 / int64 ranges. What each
-extension means and how it is treated: tests/test_manifests.py's module docstring."""
+extension means and how it is treated: tests/unit/deploy/test_manifests.py's module docstring."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def _list_type(validator: Any, value: str, instance: Any, schema: dict[str, Any]
 def _cel(validator: Any, rules: list[dict[str, Any]], instance: Any, schema: dict[str, Any]) -> Iterator[Any]:
     yield jsonschema.ValidationError(
         f"this field carries CEL rules that the test does not evaluate: {rules}; "
-        "add an explicit check to tests/test_manifests.py before using it"
+        "add an explicit check to tests/unit/deploy/test_manifests.py before using it"
     )
 
 

@@ -1,7 +1,7 @@
 """A small kustomize subset, enough for k8s/: `resources` (files and folders), `namespace`, `images` and targeted
 JSON 6902 `patches`. Any other kustomization field, patch form or JSON patch op fails (an AssertionError naming it)
-rather than being ignored, so the renderer never silently differs from `kustomize build` (tests/test_manifests.py
-compares the two where kustomize or kubectl is on PATH)."""
+rather than being ignored, so the renderer never silently differs from `kustomize build`
+(tests/unit/deploy/test_manifests.py compares the two where kustomize or kubectl is on PATH)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""What the Serve tests share (tests/test_serve*.py, tests/test_faults_serve.py): smoke model files in a fresh S3
+"""What the Serve tests share (tests/integration/serve/: test_serve*.py, test_faults_serve.py): smoke model files in a
+fresh S3
 registry, application entries, one Serve instance per module deployed declaratively (as `serve deploy` does), the
 metrics scrape, a raw chunked POST and a poller that watches models while they are redeployed.
 
@@ -23,6 +24,7 @@ import requests
 import torch
 from PIL import Image
 
+from gansvc import local
 from gansvc.checkpoint import inference_payload
 from gansvc.data.spec import DataSpec
 from gansvc.families import FAMILIES
@@ -86,7 +88,7 @@ def front_door(**args: Any) -> dict[str, Any]:
     }
 
 
-def smoke_registry(ray_stack: Any, tag: str, gen_metrics: dict[str, float] | None = None) -> str:
+def smoke_registry(ray_stack: local.StackState, tag: str, gen_metrics: dict[str, float] | None = None) -> str:
     """A fresh registry in the stack's bucket with `gen` (acgan, ATTRS) and `ugat` (ugatit, PAIRS), version 1 each."""
     registry = f"s3://{ray_stack.bucket}/{tag}-{uuid.uuid4().hex[:10]}/registry"
     register("gen", model_bytes("acgan", ATTRS, 0), "test", gen_metrics or {}, root=registry)
@@ -94,7 +96,7 @@ def smoke_registry(ray_stack: Any, tag: str, gen_metrics: dict[str, float] | Non
     return registry
 
 
-def deploy_config(ray_stack: Any, applications: list[dict[str, Any]]) -> dict[str, Any]:
+def deploy_config(ray_stack: local.StackState, applications: list[dict[str, Any]]) -> dict[str, Any]:
     port = ray_stack.ports.serve_http
     return {
         "proxy_location": "HeadOnly",
@@ -104,7 +106,7 @@ def deploy_config(ray_stack: Any, applications: list[dict[str, Any]]) -> dict[st
 
 
 @contextlib.contextmanager
-def serving(ray_stack: Any, config: dict[str, Any], timeout: float = 240) -> Iterator[str]:
+def serving(ray_stack: local.StackState, config: dict[str, Any], timeout: float = 240) -> Iterator[str]:
     """Serve started on the stack's Serve port, `config` deployed through the dashboard's REST API (as `serve deploy`
     does) and running; yields the base URL; Serve is shut down at the end."""
     from ray import serve  # not at module level: see the module docstring
