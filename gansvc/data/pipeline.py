@@ -39,19 +39,18 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from gansvc import storage
 from gansvc.data.manifest import Manifest, path_problem, read_manifest
 from gansvc.data.spec import DataSpec, mask_key
 from gansvc.imaging import on_white
 from gansvc.paths import cache_home
+from gansvc.strict import FrozenStrict
 
 
-class DataConfig(BaseModel):
-    """The `data` section of an experiment config."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class DataConfig(FrozenStrict):
+    """The `data` section of an experiment config (strict and immutable)."""
 
     uri: str = Field(description="dataset root: s3://bucket/prefix or a local folder holding manifest.json")
     # training image size: an int (square) or [height, width]; default: the dataset's most common size

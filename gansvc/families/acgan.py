@@ -17,14 +17,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from gansvc.families.adversarial import DcganStyle, penalised_nets
-from gansvc.families.base import FamilyConfig, FamilySpec, RunPreset
-from gansvc.families.gan_fields import ConditionalFields, ConvGanFields
+from gansvc.families.adversarial import DcganStyle, DcganStyleConfig
+from gansvc.families.base import FamilySpec, RunPreset
+from gansvc.families.gan_fields import ConditionalFields
 
 STYLE = DcganStyle(name="acgan", conditional=True)  # build, train_step, generate: gansvc.families.adversarial
 
 
-class ACGANConfig(FamilyConfig, ConvGanFields, ConditionalFields):
+class ACGANConfig(DcganStyleConfig, ConditionalFields):
     loss: Literal["bce", "mse", "hinge"] = "bce"  # Odena et al.: log-likelihood (bce) source loss
     label_smoothing: float = Field(0.0, ge=0.0, lt=0.5)  # Odena et al. use none
     latent_dim: int = Field(100, ge=1, le=4096)  # Odena et al.: 100-dim noise next to the class code
@@ -66,18 +66,11 @@ RUNS: dict[str, RunPreset] = {
 }
 
 
-SPEC: FamilySpec[ACGANConfig] = FamilySpec(
-    name="acgan",
-    task="generate",
-    config=ACGANConfig,
-    build=STYLE.build,
-    train_step=STYLE.train_step,
-    generate=STYLE.generate,
+SPEC: FamilySpec[ACGANConfig] = STYLE.spec(
+    ACGANConfig,
     presets=PRESETS,
     runs=RUNS,
     default_preset="report",
     dataset="anime-faces-tags",
-    conditional=STYLE.conditional,
     description="Auxiliary classifier GAN over several attributes (anime-face study; Odena et al. 2017)",
-    uncompilable=penalised_nets,  # the WGAN-GP gradient penalty: no torch.compile of D
 )

@@ -31,7 +31,7 @@ import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import torch
 from pydantic import BaseModel
@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from gansvc import losses
 from gansvc.data.spec import DataSpec
-from gansvc.families.base import Batch, GanState
+from gansvc.families.base import Batch, FamilyConfig, FamilySpec, GanState, RunPreset
 from gansvc.families.gan_fields import ConditionalFields, ConvGanFields, make_optimizer
 from gansvc.families.training import frozen
 from gansvc.nn.dcgan_blocks import DiscArch, Discriminator, DNorm, GenArch, Generator, clip_weights_, resolution_steps
@@ -328,8 +328,16 @@ def penalised_nets(cfg: Any) -> tuple[str, ...]:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# the family's spec callables
+# the family's config base and spec
 # --------------------------------------------------------------------------------------------------------------------
+
+
+class DcganStyleConfig(FamilyConfig, ConvGanFields):
+    """Base of a DCGAN-style family's config: the shared fields (`gansvc.families.gan_fields`); a family overrides the
+    defaults its report sets."""
+
+
+S = TypeVar("S", bound=DcganStyleConfig)
 
 
 @dataclass(frozen=True)
@@ -350,3 +358,31 @@ class DcganStyle:
 
     def generate(self, nets: Mapping[str, nn.Module], z: Tensor, labels: Tensor | None, cfg: ConvGanFields) -> Tensor:
         return generate(nets, z, labels, cfg, self.conditional)
+
+    def spec(
+        self,
+        config: type[S],
+        *,
+        presets: Mapping[str, Mapping[str, Any]],
+        runs: Mapping[str, RunPreset],
+        default_preset: str,
+        dataset: str,
+        description: str,
+    ) -> FamilySpec[S]:
+        """The family's FamilySpec: these shared steps (noise -> image), plus what the family declares. Under
+        loop.compile the critic of a gradient penalty stays eager (`penalised_nets`)."""
+        return FamilySpec(
+            name=self.name,
+            task="generate",
+            config=config,
+            build=self.build,
+            train_step=self.train_step,
+            generate=self.generate,
+            presets=presets,
+            runs=runs,
+            default_preset=default_preset,
+            dataset=dataset,
+            conditional=self.conditional,
+            description=description,
+            uncompilable=penalised_nets,
+        )

@@ -30,22 +30,23 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 from torch import Tensor, nn
 
 from gansvc.data.spec import DataSpec
 from gansvc.nn.ema import ema_update
 from gansvc.nn.wrappers import unwrap  # re-exported: the one definition lives in gansvc.nn
+from gansvc.strict import FrozenStrict
 
 Task = Literal["generate", "translate", "segment"]
 Direction = Literal["a2b", "b2a"]
 Batch = Mapping[str, Tensor]
 
 
-class FamilyConfig(BaseModel):
-    """Base of every family config: strict (unknown keys are errors) and immutable."""
+class FamilyConfig(FrozenStrict):
+    """Base of every family config: strict (unknown keys are errors) and immutable; defaults are validated too."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(validate_default=True)
 
     # Exponential moving average of generator weights, used for sampling when on (Karras et al. 2018 / Yazici et al.
     # 2019).

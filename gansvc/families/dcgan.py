@@ -22,14 +22,13 @@ from typing import Literal
 
 from pydantic import Field
 
-from gansvc.families.adversarial import DcganStyle, penalised_nets
-from gansvc.families.base import FamilyConfig, FamilySpec, RunPreset
-from gansvc.families.gan_fields import ConvGanFields
+from gansvc.families.adversarial import DcganStyle, DcganStyleConfig
+from gansvc.families.base import FamilySpec, RunPreset
 
 STYLE = DcganStyle(name="dcgan", conditional=False)  # build, train_step, generate: gansvc.families.adversarial
 
 
-class DCGANConfig(FamilyConfig, ConvGanFields):
+class DCGANConfig(DcganStyleConfig):
     """Fields: `gansvc.families.gan_fields.ConvGanFields` (defaults there: the report's baseline) plus ema /
     ema_decay; the defaults changed here are the baseline's known flaws (module docstring; preset "report" restores
     them all)."""
@@ -106,18 +105,11 @@ RUNS: dict[str, RunPreset] = {
 }
 
 
-SPEC: FamilySpec[DCGANConfig] = FamilySpec(
-    name="dcgan",
-    task="generate",
-    config=DCGANConfig,
-    build=STYLE.build,
-    train_step=STYLE.train_step,
-    generate=STYLE.generate,
+SPEC: FamilySpec[DCGANConfig] = STYLE.spec(
+    DCGANConfig,
     presets=PRESETS,
     runs=RUNS,
     default_preset="default",
     dataset="anime-faces",
-    conditional=STYLE.conditional,
     description="DCGAN of the anime-face DCGAN report: baseline and its ablations (noise -> image)",
-    uncompilable=penalised_nets,  # the WGAN-GP gradient penalty: no torch.compile of D
 )

@@ -13,14 +13,14 @@ from typing import Literal
 
 from pydantic import Field
 
-from gansvc.families.adversarial import DcganStyle, penalised_nets
-from gansvc.families.base import FamilyConfig, FamilySpec, RunPreset
-from gansvc.families.gan_fields import Beta, ConditionalFields, ConvGanFields, LearningRate
+from gansvc.families.adversarial import DcganStyle, DcganStyleConfig
+from gansvc.families.base import FamilySpec, RunPreset
+from gansvc.families.gan_fields import Beta, ConditionalFields, LearningRate
 
 STYLE = DcganStyle(name="wacgan", conditional=True)  # build, train_step, generate: gansvc.families.adversarial
 
 
-class WACGANConfig(FamilyConfig, ConvGanFields, ConditionalFields):
+class WACGANConfig(DcganStyleConfig, ConditionalFields):
     loss: Literal["wasserstein"] = "wasserstein"
     gp_lambda: float = Field(10.0, gt=0.0, le=1000.0)  # Gulrajani et al. 2017
     n_critic: int = Field(5, ge=1, le=100)
@@ -69,18 +69,11 @@ RUNS: dict[str, RunPreset] = {
 }
 
 
-SPEC: FamilySpec[WACGANConfig] = FamilySpec(
-    name="wacgan",
-    task="generate",
-    config=WACGANConfig,
-    build=STYLE.build,
-    train_step=STYLE.train_step,
-    generate=STYLE.generate,
+SPEC: FamilySpec[WACGANConfig] = STYLE.spec(
+    WACGANConfig,
     presets=PRESETS,
     runs=RUNS,
     default_preset="report",
     dataset="anime-faces-tags",
-    conditional=STYLE.conditional,
     description="WAC-GAN: AC-GAN with Wasserstein loss and gradient penalty (anime-face study)",
-    uncompilable=penalised_nets,  # the WGAN-GP gradient penalty: no torch.compile of D
 )

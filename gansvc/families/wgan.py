@@ -12,14 +12,14 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from gansvc.families.adversarial import DcganStyle, penalised_nets
-from gansvc.families.base import FamilyConfig, FamilySpec, RunPreset
-from gansvc.families.gan_fields import ConvGanFields, LearningRate, Optimizer
+from gansvc.families.adversarial import DcganStyle, DcganStyleConfig
+from gansvc.families.base import FamilySpec, RunPreset
+from gansvc.families.gan_fields import LearningRate, Optimizer
 
 STYLE = DcganStyle(name="wgan", conditional=False)  # build, train_step, generate: gansvc.families.adversarial
 
 
-class WGANConfig(FamilyConfig, ConvGanFields):
+class WGANConfig(DcganStyleConfig):
     loss: Literal["wasserstein"] = "wasserstein"  # Arjovsky et al. 2017
     clip_value: float = Field(0.01, gt=0.0, le=10.0)  # c = 0.01 (Algorithm 1)
     n_critic: int = Field(5, ge=1, le=100)  # n_critic = 5 (Algorithm 1)
@@ -73,18 +73,11 @@ RUNS: dict[str, RunPreset] = {
 }
 
 
-SPEC: FamilySpec[WGANConfig] = FamilySpec(
-    name="wgan",
-    task="generate",
-    config=WGANConfig,
-    build=STYLE.build,
-    train_step=STYLE.train_step,
-    generate=STYLE.generate,
+SPEC: FamilySpec[WGANConfig] = STYLE.spec(
+    WGANConfig,
     presets=PRESETS,
     runs=RUNS,
     default_preset="report",
     dataset="anime-faces-tags",
-    conditional=STYLE.conditional,
     description="Wasserstein GAN with weight clipping (WGAN proposal; Arjovsky et al. 2017)",
-    uncompilable=penalised_nets,  # the WGAN-GP gradient penalty: no torch.compile of D
 )

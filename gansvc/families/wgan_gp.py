@@ -12,14 +12,14 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from gansvc.families.adversarial import DcganStyle, penalised_nets
-from gansvc.families.base import FamilyConfig, FamilySpec, RunPreset
-from gansvc.families.gan_fields import Beta, ConvGanFields, LearningRate
+from gansvc.families.adversarial import DcganStyle, DcganStyleConfig
+from gansvc.families.base import FamilySpec, RunPreset
+from gansvc.families.gan_fields import Beta, LearningRate
 
 STYLE = DcganStyle(name="wgan-gp", conditional=False)  # build, train_step, generate: gansvc.families.adversarial
 
 
-class WGANGPConfig(FamilyConfig, ConvGanFields):
+class WGANGPConfig(DcganStyleConfig):
     loss: Literal["wasserstein"] = "wasserstein"
     gp_lambda: float = Field(10.0, gt=0.0, le=1000.0)  # lambda = 10 (Algorithm 1)
     n_critic: int = Field(5, ge=1, le=100)  # n_critic = 5
@@ -70,18 +70,11 @@ RUNS: dict[str, RunPreset] = {
 }
 
 
-SPEC: FamilySpec[WGANGPConfig] = FamilySpec(
-    name="wgan-gp",
-    task="generate",
-    config=WGANGPConfig,
-    build=STYLE.build,
-    train_step=STYLE.train_step,
-    generate=STYLE.generate,
+SPEC: FamilySpec[WGANGPConfig] = STYLE.spec(
+    WGANGPConfig,
     presets=PRESETS,
     runs=RUNS,
     default_preset="report",
     dataset="anime-faces-tags",
-    conditional=STYLE.conditional,
     description="Wasserstein GAN with gradient penalty (WGAN proposal; Gulrajani et al. 2017)",
-    uncompilable=penalised_nets,  # the WGAN-GP gradient penalty: no torch.compile of D
 )

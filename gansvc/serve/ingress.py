@@ -264,7 +264,7 @@ class Ingress:
         direction: Literal["a2b", "b2a"] = Query("a2b", description="a2b (domain A -> B) or b2a"),
         heatmap: bool = Query(
             False,
-            description="attention models (ugatit): answer JSON with "
+            description="models with `heatmap: true` in GET /v1/models (attention models): answer JSON with "
             "base64 PNGs of the image and its attention heatmap",
         ),
     ) -> Response:

@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from gansvc.registry import NAME_PATTERN
+from gansvc.strict import Strict
 
 MAX_N_CAP = 4096  # no model may allow more images per request (ModelArgs.max_n): the schema's static bound
 MIN_SIDE = 8  # default smallest translate input side: the nets downsample twice (4 x 4 after two stride-2 steps)
@@ -20,14 +21,10 @@ MODEL_DEPLOYMENT = "GanModel"  # the deployment name inside every model applicat
 INGRESS_DEPLOYMENT = "Ingress"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
 # ------------------------------------------------------------------------------------------------------ builder args
 
 
-class Autoscaling(_Strict):
+class Autoscaling(Strict):
     """Serve autoscaling of one model's replicas (ray.serve.config.AutoscalingConfig)."""
 
     min_replicas: int = Field(1, ge=0)
@@ -42,7 +39,7 @@ class Autoscaling(_Strict):
         return self
 
 
-class ModelArgs(_Strict):
+class ModelArgs(Strict):
     """`args:` of a model application (`build_app` with a `model` key): one registered model, its replicas, batching."""
 
     model: str = Field(pattern=NAME_PATTERN, description="registry name of the model to load")
@@ -93,7 +90,7 @@ class ModelArgs(_Strict):
         return self.max_pixels or PIXELS_PER_TRAIN_PIXEL * height * width
 
 
-class IngressArgs(_Strict):
+class IngressArgs(Strict):
     """`args:` of the HTTP front door (`build_app` without a `model` key)."""
 
     max_request_bytes: int = Field(8 << 20, ge=1024, description="largest request body (upload) in bytes -> else 413")
@@ -116,7 +113,7 @@ class IngressArgs(_Strict):
 # ------------------------------------------------------------------------------------------------------ HTTP bodies
 
 
-class GenerateRequest(_Strict):
+class GenerateRequest(Strict):
     # strict numbers (pydantic's lax mode would take true / "7" as 1 / 7): the schema is the contract, and a JSON
     # boolean or string where a number belongs is a client bug to report, not to guess at
     n: int = Field(
@@ -179,7 +176,7 @@ class ModelInfo(BaseModel):
     version: int
     created: str | None = None
     directions: list[str] = Field(description="translate models: a2b and/or b2a (one-way imports: a2b only)")
-    heatmap: bool = Field(description="translate models with attention maps (ugatit): heatmap=true is accepted")
+    heatmap: bool = Field(description="translate models whose family returns attention maps: heatmap=true is accepted")
     max_n: int = Field(description="generate: most images per request")
     max_pixels: int = Field(0, description="translate: largest input, width x height (0 for generate models)")
     min_side: int = Field(0, description="translate: smallest input side (0 for generate models)")
