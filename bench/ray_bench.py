@@ -17,11 +17,19 @@ config, same per-worker batch, one CPU (one torch thread) per worker. Measured:
   worker group, dataset, model build) and tail (last progress line to exit: final evaluation, checkpoint, shutdown);
 - overhead = ray-1 steady step time / plain step time - 1 (target < 5%); scaling efficiency = ray-2 images/s /
   (2 x ray-1 images/s); data wait = share of step time spent waiting for the next batch (target < 5%).
+
+`--tensorboard`: the cost of the run's TensorBoard events (loop.tensorboard, target < 1%) instead: the same ray-1 run
+with loop.tensorboard false and true, alternated `--repeats` times (off, on, on, off, ...: drifting load hits both),
+steady step times compared; and the writer's own cost, timed directly: one report's event (the run's own history
+entries, written by gansvc.train.tensorboard) over a log window's time (log_every x step time), since end-to-end
+differences under 1% are below the noise of a shared machine. Evaluation points (the sample grid, the S3 upload) are
+outside the steady windows, as the loop's windows leave evaluation and checkpointing out.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import statistics
@@ -100,10 +108,12 @@ def ray_run(
     log_every: int,
     workers: int,
     storage_root: str,
-) -> dict[str, float]:
+    extra: tuple[str, ...] = (),
+    tag: str = "",
+) -> dict[str, Any]:
     from gansvc import storage
 
-    name = f"bench-{family}-w{workers}-{int(time.time())}"
+    name = f"bench-{family}-w{workers}{tag}-{int(time.time())}"
     cmd = [
         sys.executable,
         "-m",
@@ -135,6 +145,7 @@ def ray_run(
         "metrics.reference_samples=64",
         "--set",
         "loop.grid_size=16",
+        *extra,
     ] + (["--preset", preset] if preset else [])
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
@@ -163,7 +174,98 @@ def ray_run(
         "startup_s": progress[0] - first_window,
         # last progress line -> exit (the final evaluation and checkpoint, worker group shutdown)
         "tail_s": wall - progress[-1],
+        "run_uri": storage.parse_uri(storage_root).join(name).uri(),
     }
+
+
+def writer_cost(run_uri: str, repeats: int = 200) -> dict[str, float]:
+    """Seconds gansvc.train.tensorboard takes to write one report's scalars (the run's own history entries) and one
+    sample grid (the run's last one), into a local folder as a local run does."""
+    from PIL import Image
+
+    from gansvc import storage
+    from gansvc.train.tensorboard import RunEvents
+
+    history = storage.read_json(storage.parse_uri(run_uri).join("history.json").uri())
+    grids = sorted(
+        o.rel for o in storage.list_objects(storage.parse_uri(run_uri).join("samples").uri()) if "step-" in o.rel
+    )
+    png = storage.read_bytes(storage.parse_uri(run_uri).join("samples", grids[-1]).uri())
+    picture = Image.open(io.BytesIO(png))
+    with tempfile.TemporaryDirectory(prefix="gansvc-tbcost-") as tmp:
+        events = RunEvents(tmp, 0)
+        t0 = time.perf_counter()
+        for i in range(repeats):
+            entry = history[i % len(history)]
+            events.scalars(int(entry.get("step", i)), entry)
+        report_s = (time.perf_counter() - t0) / repeats
+        t0 = time.perf_counter()
+        events.image(0, png, picture.height, picture.width, len(picture.getbands()))
+        events.sync()
+        image_s = time.perf_counter() - t0
+        events.close()
+    return {"report_write_s": report_s, "image_write_s": image_s, "scalars_per_report": float(len(history[-1]) - 1)}
+
+
+def tensorboard_cell(
+    args: argparse.Namespace, preset: str | None, data_uri: str, runs: str, steps: int, log_every: int
+) -> int:
+    """`--tensorboard`: ray-1 with loop.tensorboard off and on, alternated; the writer's own cost per report."""
+    results: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+    order = [on for i in range(args.repeats) for on in ((False, True) if i % 2 == 0 else (True, False))]
+    for on in order:
+        print(f"ray, 1 worker, tensorboard {'on' if on else 'off'} ...", file=sys.stderr, flush=True)
+        extra = ("--set", f"loop.tensorboard={'true' if on else 'false'}")
+        results[on].append(
+            ray_run(args.family, preset, data_uri, args.batch_size, steps, log_every, 1, runs, extra, f"-tb{int(on)}")
+        )
+    off = statistics.median(r["step_s"] for r in results[False])
+    on = statistics.median(r["step_s"] for r in results[True])
+    cost = writer_cost(str(results[True][-1]["run_uri"]))
+    rows: list[dict[str, Any]] = [
+        {
+            "run": f"ray tensorboard {'on' if flag else 'off'}",
+            "workers": 1,
+            "step_s": statistics.median(r["step_s"] for r in results[flag]),
+            "step_s_each": [r["step_s"] for r in results[flag]],
+            "images_per_s": statistics.median(r["images_per_s"] for r in results[flag]),
+            "tail_s": statistics.median(r["tail_s"] for r in results[flag]),
+        }
+        for flag in (False, True)
+    ]
+    rows[1]["overhead"] = on / off - 1
+    rows[1].update(cost)
+    rows[1]["writer_overhead"] = cost["report_write_s"] / (log_every * off)
+    meta = {
+        "family": args.family,
+        "preset": preset,
+        "size": args.size,
+        "batch_per_worker": args.batch_size,
+        "steps": steps,
+        "log_every": log_every,
+        "repeats": args.repeats,
+        "load_avg_1m": common.load_avg(),
+    }
+    common.print_table(
+        ("run", "step s", "img/s", "tail s", "overhead %", "writer %", "report write ms", "grid write ms"),
+        [
+            (
+                r["run"],
+                r["step_s"],
+                r["images_per_s"],
+                r["tail_s"],
+                100 * r["overhead"] if "overhead" in r else None,
+                100 * r["writer_overhead"] if "writer_overhead" in r else None,
+                1000 * r["report_write_s"] if "report_write_s" in r else None,
+                1000 * r["image_write_s"] if "image_write_s" in r else None,
+            )
+            for r in rows
+        ],
+        title=f"TensorBoard overhead: {args.family} {args.size}px, batch {args.batch_size}, {steps} steps, "
+        f"log every {log_every}",
+    )
+    common.append_rows("ray-tensorboard", rows, meta, args.out)
+    return 0
 
 
 def main() -> int:
@@ -176,6 +278,10 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=None, help="per worker (default 64; 32 with --quick)")
     p.add_argument("--steps", type=int, default=None, help="steps per run (default 300; 40 with --quick)")
     p.add_argument("--out", default=None)
+    p.add_argument(
+        "--tensorboard", action="store_true", help="measure the TensorBoard events' cost (ray-1, off vs on) instead"
+    )
+    p.add_argument("--repeats", type=int, default=2, help="--tensorboard: off/on pairs (default 2)")
     p.add_argument("--plain-json", default=None, help=argparse.SUPPRESS)  # internal: run plain_loop, print JSON
     args = p.parse_args()
     if args.plain_json:
@@ -198,6 +304,8 @@ def main() -> int:
     data_uri = f"{base.rstrip('/')}/bench-ray/shapes{args.size}"
     common.ensure_shapes(data_uri, args.size, 1024)
     runs = f"{base.rstrip('/')}/bench-ray/runs"
+    if args.tensorboard:
+        return tensorboard_cell(args, preset, data_uri, runs, steps, log_every)
     with tempfile.TemporaryDirectory(prefix="gansvc-raybench-") as cache:
         print("plain loop ...", file=sys.stderr, flush=True)
         plain = [plain_subprocess(args.family, preset, data_uri, args.batch_size, steps, log_every, cache)]

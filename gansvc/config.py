@@ -52,6 +52,9 @@ class LoopConfig(FrozenStrict):
     eval_every: int = Field(1000, ge=1)
     keep_checkpoints: int = Field(3, ge=1, description="most recent checkpoints kept (the best is kept apart)")
     grid_size: int = Field(64, ge=1, le=256, description="images in each sample grid")
+    tensorboard: bool = Field(
+        True, description="TensorBoard event files in RUN/tensorboard/: every logged scalar and each sample grid"
+    )
     # GPU switches (ignored on CPU): bf16 autocast, channels_last memory format, torch.compile, TF32 matmuls
     amp: bool = True
     channels_last: bool = True

@@ -7,7 +7,8 @@ Layout under the registry root (`--registry`, else `$GANSVC_REGISTRY`, else `$GA
 
 An entry names the family, task, family config, data spec (size, channels, attributes), source run or checkpoint,
 dataset, metrics (with `metric_protocol`: how they were computed, when the run recorded it), version and creation
-time. `load_model(NAME)` is the one load path of Serve and the offline CLIs.
+time. `load_model(NAME)` is the one load path of Serve and the offline CLIs. `export NAME --format onnx|torchscript
+OUT` writes a model's inference graphs for use outside Ray (gansvc.export).
 
 Start-up time: the listing commands (`list`, `show`, `delete`, `--help`) never import torch (`python -m
 gansvc.registry list` in well under a second, not 3-4 s): the modules that need it (checkpoint, importers, the
@@ -285,6 +286,15 @@ def main(argv: list[str] | None = None) -> int:
     p_pro.add_argument("--runs", default=None, help="where run names are looked up (default $GANSVC_STORAGE/runs)")
     p_del = sub.add_parser("delete", help="remove a model and its stored weights", parents=[common])
     p_del.add_argument("name")
+    p_exp = sub.add_parser(
+        "export",
+        help="write a model's inference graphs as ONNX or TorchScript files + export.json, for use outside Ray",
+        parents=[common],
+    )
+    p_exp.add_argument("name")
+    p_exp.add_argument("out", help="output folder (local path or s3:// URI): one file per graph + export.json")
+    p_exp.add_argument("--format", required=True, choices=("onnx", "torchscript"))
+    p_exp.add_argument("--overwrite", action="store_true", help="replace an export already in OUT")
     words = sys.argv[1:] if argv is None else argv
     _add_import_parser(sub, common, _import_formats() if _subcommand(words) == "import" else None)
     args = p.parse_args(argv)
@@ -308,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "delete":
             delete(args.name, root)
             print(f"deleted {args.name}")
+        elif args.cmd == "export":
+            return _run_export(args, root)
         else:
             return _run_import(args, root)
         return 0
@@ -348,7 +360,7 @@ def _add_import_parser(sub: Any, common: argparse.ArgumentParser, formats: dict[
     p_imp.add_argument("--name", required=True)
 
 
-COMMANDS = ("list", "show", "promote", "delete", "import")
+COMMANDS = ("list", "show", "promote", "delete", "import", "export")
 
 
 def _subcommand(argv: list[str]) -> str | None:
@@ -369,6 +381,29 @@ def _run_import(args: argparse.Namespace, root: str) -> int:
     print(f"imported {args.file} as {entry['name']} v{entry['version']} ({entry['family']})")
     for note in entry.get("import_notes", []):
         print(f"note: {note}")
+    return 0
+
+
+def export_model(name: str, fmt: str, out: str, root: str | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Export registered model NAME as ONNX or TorchScript graphs + export.json into folder `out` (gansvc.export);
+    returns the manifest. RegistryError when it cannot be done (the message says why and what to do)."""
+    check_name(name)
+    from gansvc import export  # deferred (torch, the exporters): start-up time of the listing commands
+
+    try:
+        export.check_target(fmt, out, overwrite)  # before loading the model
+        entry, model = load_model(name, root)
+        return export.export(entry, model, fmt, out, overwrite)
+    except export.ExportError as err:
+        raise RegistryError(str(err)) from None
+
+
+def _run_export(args: argparse.Namespace, root: str) -> int:
+    manifest = export_model(args.name, args.format, args.out, root, overwrite=args.overwrite)
+    files = ", ".join(g["file"] for g in manifest["graphs"].values())
+    print(
+        f"exported {args.name} v{manifest['model']['version']} ({manifest['model']['family']}) to {args.out}: {files}"
+    )
     return 0
 
 

@@ -103,3 +103,98 @@ def decode_labels(data: DataSpec, labels: Tensor) -> list[dict[str, str]]:
             d[name] = vals[idx]
         out.append(d)
     return out
+
+
+# ---------------------------------------------------------------------------------------------------- latent walks
+
+WALK_METHODS = ("slerp", "lerp")
+WALK_FORMATS = ("grid", "webp", "gif")
+WALK_MEDIA_TYPES = {"grid": "image/png", "webp": "image/webp", "gif": "image/gif"}
+WALK_FRAME_MS = 100  # each frame of an animated walk (WebP / GIF), looping forever
+
+
+def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
+    """Spherical linear interpolation (Shoemake 1985) from `a` to `b` (two (d,) vectors) at the fractions `t` (k,)
+    -> (k, d), the GAN latent-walk formula of White 2016 ("Sampling Generative Networks"):
+    sin((1 - t) W) / sin W * a + sin(t W) / sin W * b, W the angle between a and b. It follows the great circle
+    between the two directions, so the frames keep the norm a Gaussian latent has (lerp's midpoint of two
+    near-orthogonal latents is ~0.71 x as long, off the prior's shell). t = 0 gives `a`, t = 1 gives `b`, exactly.
+    Computed in float64; (anti)parallel vectors (sin W ~ 0) fall back to lerp."""
+    a64, b64, t64 = a.double(), b.double(), t.double().reshape(-1, 1)
+    cos = torch.dot(a64 / a64.norm(), b64 / b64.norm()).clamp(-1.0, 1.0)
+    omega = torch.arccos(cos)
+    so = torch.sin(omega)
+    if float(so) < 1e-6:
+        return lerp(a, b, t)
+    out = torch.sin((1.0 - t64) * omega) / so * a64 + torch.sin(t64 * omega) / so * b64
+    return out.to(a.dtype)
+
+
+def lerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
+    """Linear interpolation (1 - t) a + t b -> (k, d); t = 0 gives `a`, t = 1 gives `b`, exactly."""
+    t64 = t.double().reshape(-1, 1)
+    return ((1.0 - t64) * a.double() + t64 * b.double()).to(a.dtype)
+
+
+def walk_inputs(
+    cfg: Any,
+    seeds: Sequence[int],
+    steps: int,
+    method: str = "slerp",
+    data: DataSpec | None = None,
+    labels: Sequence[Mapping[str, str]] | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """The inputs of a latent walk of `steps` frames from seed A to seed B: ((steps, latent_dim) latents,
+    (steps, n_attributes) labels or None). The one definition Serve's /interpolate and the offline CLI share.
+
+    Latents: each seed's latent is `sample_latents(cfg, 1, seed)[0]`, the image `generate` makes for n=1 and that seed,
+    interpolated by `method` (slerp or lerp) at t = 0, 1/(steps-1), ..., 1: the first frame is seed A's image, the
+    last seed B's.
+    Labels (`data` given: a label-conditioned model): a family's generator takes attribute *indices* (categorical;
+    it embeds or one-hot encodes them itself), so there is no meaningful value between two attribute values. Each
+    end's labels are encoded as generate does (`encode_labels(data, [L], seed=S)`: attributes left out are drawn
+    from that end's seed), and frames with t < 0.5 take A's labels, the others B's: the latent moves smoothly and the
+    condition switches once, at the midpoint.
+    """
+    if len(seeds) != 2:
+        raise ValueError(f"a walk needs two seeds (start and end), got {len(seeds)}")
+    if steps < 2:
+        raise ValueError(f"steps must be at least 2 (the two ends), got {steps}")
+    if method not in WALK_METHODS:
+        raise ValueError(f"unknown interpolation method {method!r}; methods: {', '.join(WALK_METHODS)}")
+    za, zb = (sample_latents(cfg, 1, s)[0] for s in seeds)
+    t = torch.linspace(0.0, 1.0, steps, dtype=torch.float64)
+    z = (slerp if method == "slerp" else lerp)(za, zb, t)
+    if data is None:
+        if labels:
+            raise ValueError("this model is not label-conditioned: drop labels")
+        return z, None
+    ends = list(labels) if labels is not None else [{}, {}]
+    if len(ends) != 2:
+        raise ValueError(f"labels must be two mappings (start and end), got {len(ends)}")
+    ya, yb = (encode_labels(data, [dict(end)], seed=s)[0] for end, s in zip(ends, seeds, strict=True))
+    y = torch.stack([ya if float(ti) < 0.5 else yb for ti in t])
+    return z, y
+
+
+def walk_bytes(images: Tensor, fmt: str, frame_ms: int = WALK_FRAME_MS) -> bytes:
+    """The frames (N, C, H, W) in [-1, 1] as one file: `grid` a PNG grid (row by row), `webp` an animated lossless
+    WebP, `gif` an animated GIF, both looping forever at `frame_ms` per frame. Deterministic: the same frames give the
+    same bytes."""
+    import io
+
+    from gansvc.imaging import grid, png_bytes, to_pil, to_uint8
+
+    if fmt == "grid":
+        return png_bytes(grid(images))
+    if fmt not in WALK_FORMATS:
+        raise ValueError(f"unknown walk format {fmt!r}; formats: {', '.join(WALK_FORMATS)}")
+    frames = [to_pil(a).convert("RGB") for a in to_uint8(images)]
+    buf = io.BytesIO()
+    if fmt == "webp":
+        frames[0].save(
+            buf, "WEBP", save_all=True, append_images=frames[1:], duration=frame_ms, loop=0, lossless=True, method=4
+        )
+    else:
+        frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=frame_ms, loop=0)
+    return buf.getvalue()

@@ -2,9 +2,10 @@
 application's own ingress (`model_ingress.ModelIngress`, route "/v1/models/<name>").
 
 One copy of: the JSON error contract (`errors.error_response`, the exception handlers), the body limit
-(`BodyLimit`), the request metrics (`observe`), the validation of generate / translate requests and the response
-headers and bodies (`generate_response`, `translate_response`), the mapping of a model call's failures to
-503 / 504 / 500 (`guarded`), and the documentation pages with their assets served by the app itself (`add_local_docs`).
+(`BodyLimit`), the request metrics (`observe`), the validation of generate / interpolate / translate requests and the
+response headers and bodies (`generate_response`, `interpolate_response`, `translate_response`), the mapping of a
+model call's failures to 503 / 504 / 500 (`guarded`), and the documentation pages with their assets served by the app
+itself (`add_local_docs`).
 A model request is handled by exactly one of the two ingresses, so it is validated, limited and counted once.
 """
 # No `from __future__ import annotations`: FastAPI must resolve the route functions' annotations (see ingress.py).
@@ -29,7 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gansvc.data.spec import DataSpec
-from gansvc.families.sampling import encode_labels
+from gansvc.families.sampling import WALK_MEDIA_TYPES, encode_labels
 from gansvc.serve.errors import RETRY_AFTER_S, ROUTE, error_response
 from gansvc.serve.model import SECONDS_BOUNDS, DeadlineExpired, tag_keys
 from gansvc.serve.schemas import (
@@ -37,16 +38,18 @@ from gansvc.serve.schemas import (
     GenJob,
     ImagesBody,
     IngressArgs,
+    InterpolateRequest,
     JobResult,
     TranslateJob,
     TranslationBody,
+    WalkJob,
 )
 from gansvc.serve.uploads import ApiError, decode_image, read_body, upload_bytes
 
 if TYPE_CHECKING:
     from gansvc.families.base import Direction
 
-ENDPOINTS = ("generate", "translate", "v1_models", "healthz", "readyz", "docs", "openapi.json")
+ENDPOINTS = ("generate", "interpolate", "translate", "v1_models", "healthz", "readyz", "docs", "openapi.json")
 # a replica died (killed, OOM, node lost) or none can take the request now: the model is briefly unavailable,
 # Serve replaces the replica; the client should retry (503 + Retry-After), it did nothing wrong and the server did not
 # fail on its input (500)
@@ -58,7 +61,7 @@ UNAVAILABLE = (
     ReplicaUnavailableError,
 )
 
-# what runs a job: (task method name "generate" | "translate", job) -> the replica's result
+# what runs a job: (task method name "generate" | "interpolate" | "translate", job) -> the replica's result
 Runner = Callable[[str, Any], Awaitable[JobResult]]
 
 
@@ -371,12 +374,7 @@ async def generate_response(
     name: str, body: GenerateRequest, info: dict[str, Any], args: IngressArgs, run: Runner
 ) -> Response:
     """POST /v1/models/<name>/generate: validate against the model's info, run the job, answer PNG or JSON."""
-    if info["task"] != "generate":
-        raise ApiError(
-            400,
-            "wrong_task",
-            f"{name!r} is an image-to-image model ({info['family']}): POST an image to /v1/models/{name}/translate",
-        )
+    _generation_model(name, info)
     if body.n > info["max_n"]:
         raise ApiError(422, "n_out_of_range", f"n={body.n}: {name!r} makes at most {info['max_n']} images per request")
     fmt: Literal["png", "grid", "json"] = body.format or ("png" if body.n == 1 else "grid")
@@ -392,6 +390,52 @@ async def generate_response(
         )
         return JSONResponse(payload.model_dump(), headers=headers)
     return Response(res.pngs[0], media_type="image/png", headers=headers)
+
+
+def _generation_model(name: str, info: dict[str, Any]) -> None:
+    if info["task"] != "generate":
+        raise ApiError(
+            400,
+            "wrong_task",
+            f"{name!r} is an image-to-image model ({info['family']}): generate and interpolate need a generation "
+            f"model; POST an image to /v1/models/{name}/translate",
+        )
+
+
+async def interpolate_response(
+    name: str, body: InterpolateRequest, info: dict[str, Any], args: IngressArgs, run: Runner
+) -> Response:
+    """POST /v1/models/<name>/interpolate: a latent walk from seed A to seed B (gansvc.families.sampling.walk_inputs),
+    validated as generate (steps bounded by max_n, labels by the model's attributes), run as one job of the generate
+    batch queue, answered as one grid PNG or an animated WebP / GIF."""
+    _generation_model(name, info)
+    if body.steps > info["max_n"]:
+        raise ApiError(
+            422,
+            "steps_out_of_range",
+            f"steps={body.steps}: {name!r} makes at most {info['max_n']} images per request (its max_n)",
+        )
+    labels = None
+    if not info["conditional"]:
+        if body.labels:
+            raise ApiError(422, "invalid_labels", f"{name!r} is not label-conditioned: drop labels")
+    elif body.labels is not None:
+        try:
+            encode_labels(DataSpec.from_dict(info["data_spec"]), body.labels, seed=0)
+        except ValueError as err:
+            text = (
+                str(err)
+                .replace("labels item 0: ", "labels[0] (seed A's): ")
+                .replace("labels item 1: ", "labels[1] (seed B's): ")
+            )
+            raise ApiError(422, "invalid_labels", text) from None
+        labels = body.labels
+    seeds = (body.seeds[0], body.seeds[1])
+    res = await run(
+        "interpolate", WalkJob(seeds, body.steps, body.method, labels, body.format, deadline=deadline(args))
+    )
+    headers = _headers(info, res, **{"X-Seeds": f"{seeds[0]},{seeds[1]}", "X-Frames": body.steps})
+    return Response(res.pngs[0], media_type=WALK_MEDIA_TYPES[body.format], headers=headers)
 
 
 async def translate_response(

@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 RETRY_AFTER_S = 1  # a dead replica is replaced in seconds (tests/integration/serve/test_faults_serve.py measures it)
-ROUTE = re.compile(r"^/v1/models/([^/]+)/(generate|translate)$")
+ROUTE = re.compile(r"^/v1/models/([^/]+)/(generate|interpolate|translate)$")
 
 
 def error_response(status: int, code: str, message: str) -> JSONResponse:

@@ -25,6 +25,7 @@ from gansvc.serve.api import (
     generate_response,
     guarded,
     http_metrics,
+    interpolate_response,
     make_api,
     max_pixels,
     translate_response,
@@ -36,6 +37,7 @@ from gansvc.serve.schemas import (
     GenerateRequest,
     ImagesBody,
     IngressArgs,
+    InterpolateRequest,
     JobResult,
     ModelInfo,
     ModelList,
@@ -52,6 +54,8 @@ Limits (this document is the whole contract; per-model values are in `GET /v1/mo
   without Content-Length -> 413 `payload_too_large`;
 - generate: `n` at most the model's `max_n` (never more than {MAX_N_CAP}) -> 422 `n_out_of_range`; `labels` only for
   label-conditioned models, with the attributes and values listed in `GET /v1/models` -> 422 `invalid_labels`;
+- interpolate: `steps` (frames) at least 2 and at most the model's `max_n` -> 422 `steps_out_of_range`; `labels` as
+  for generate;
 - translate: the image at most the model's `max_pixels` (width x height; default 4 x its training pixels) -> 413
   `image_too_large`, both sides at least `min_side` (default 8) -> 400 `image_too_small`;
 - a model call longer than `request_timeout_s` -> 504 `timeout` (the work is dropped, not finished); a model replica
@@ -63,6 +67,12 @@ GENERATED = {
     "content": {
         "image/png": {"schema": {"type": "string", "format": "binary"}},
         "application/json": {"schema": ImagesBody.model_json_schema()},
+    },
+}
+WALK = {
+    "description": "format grid: image/png; webp: animated image/webp; gif: animated image/gif",
+    "content": {
+        media: {"schema": {"type": "string", "format": "binary"}} for media in ("image/png", "image/webp", "image/gif")
     },
 }
 app = make_api(title="gansvc", version="1", description=DESCRIPTION)
@@ -215,6 +225,22 @@ class Ingress:
     )
     async def generate(self, name: str, body: GenerateRequest) -> Response:
         return await generate_response(name, body, await self.catalog.info(name), self.args, self._runner(name))
+
+    @app.post(
+        "/v1/models/{name}/interpolate",
+        response_model=None,
+        response_class=Response,  # binary only: no default application/json 200 in the document
+        responses={200: WALK, **ERRORS},
+        summary="a latent walk between two seeds: grid PNG or animated WebP / GIF",
+        description="`steps` frames from seed A's image to seed B's (the first and last frames are generate's images "
+        "for n=1 and each seed), their latents interpolated by `method` (slerp: Shoemake 1985, as in White 2016 "
+        "'Sampling Generative Networks'; or lerp), all frames in one forward pass. Deterministic: the same body gives "
+        "the same bytes. Per model (GET /v1/models): `steps` at most its `max_n` (422 steps_out_of_range); `labels` "
+        "[A's, B's] only for a `conditional` model (422 invalid_labels); attributes are categorical, so frames "
+        "before the midpoint take A's labels and the others B's. A translate model answers 400 wrong_task.",
+    )
+    async def interpolate(self, name: str, body: InterpolateRequest) -> Response:
+        return await interpolate_response(name, body, await self.catalog.info(name), self.args, self._runner(name))
 
     def _runner(self, name: str) -> Runner:
         """How the front door runs a job of a model without its own route: through the model's deployment handle."""

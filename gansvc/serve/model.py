@@ -3,7 +3,9 @@
 - Load: `registry.load_model` (generator nets only, EMA weights where the family keeps them), eval, no grad; on CUDA
   the nets run in bf16 with channels_last.
 - Generation batching: the latents (and labels) of every request in a batch are drawn from each request's own seed,
-  concatenated, run as ONE forward pass and split back, so requests with different n share a pass.
+  concatenated, run as ONE forward pass and split back, so requests with different n share a pass. A latent walk
+  (interpolate, `WalkJob`) joins the same queue: its frames' inputs (`sampling.walk_inputs`) are one more slice of
+  that pass.
 - Translation batching: the requests of a batch are grouped by (direction, height, width); each group is one forward
   pass (same-size requests are stacked, different sizes run one pass per size).
 - Metrics (ray.serve.metrics, exported by Ray with a `ray_` prefix and deployment/replica/application tags):
@@ -26,10 +28,10 @@ import torch
 from ray import serve
 from ray.serve.metrics import Counter, Histogram
 
-from gansvc.families.sampling import encode_labels, sample_latents
+from gansvc.families.sampling import encode_labels, sample_latents, walk_bytes, walk_inputs
 from gansvc.imaging import grid, png_bytes, to_pil, to_uint8
 from gansvc.registry import load_model
-from gansvc.serve.schemas import GenJob, JobResult, ModelArgs, TranslateJob, expired
+from gansvc.serve.schemas import GenJob, JobResult, ModelArgs, TranslateJob, WalkJob, expired
 
 if TYPE_CHECKING:
     from gansvc.families.base import Direction
@@ -142,6 +144,10 @@ class GanModel:
     async def generate(self, job: GenJob) -> JobResult:
         return self._checked(await self._generate_batch(job))
 
+    async def interpolate(self, job: WalkJob) -> JobResult:
+        """A latent walk, batched with the generate requests (the same queue, limits and forward pass)."""
+        return self._checked(await self._generate_batch(job))
+
     @staticmethod
     def _checked(res: JobResult) -> JobResult:
         if res.skipped:
@@ -162,17 +168,24 @@ class GanModel:
         return out
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-    async def _generate_batch(self, jobs: list[GenJob]) -> list[JobResult]:
+    async def _generate_batch(self, jobs: list[GenJob | WalkJob]) -> list[JobResult]:
         return await asyncio.to_thread(self._run_generate, jobs)
 
-    def _run_generate(self, jobs: list[GenJob]) -> list[JobResult]:
+    def _run_generate(self, jobs: list[GenJob | WalkJob]) -> list[JobResult]:
         return self._run_live(jobs, self._generate_pass)
 
     @torch.inference_mode()
-    def _generate_pass(self, jobs: list[GenJob]) -> list[JobResult]:
+    def _generate_pass(self, jobs: list[GenJob | WalkJob]) -> list[JobResult]:
         t0 = time.perf_counter()
         zs, ys = [], []
         for job in jobs:
+            if isinstance(job, WalkJob):
+                data = self.m.data if self.m.spec.conditional else None
+                z, y = walk_inputs(self.m.config, job.seeds, job.steps, job.method, data, job.labels)
+                zs.append(z)
+                if y is not None:
+                    ys.append(y)
+                continue
             z = sample_latents(self.m.config, job.n, job.seed)
             zs.append(truncate(z, job.truncation, job.seed) if job.truncation else z)
             if self.m.spec.conditional:
@@ -185,7 +198,12 @@ class GanModel:
         for job in jobs:
             part = images[start : start + job.n]
             start += job.n
-            pngs = [png_bytes(grid(part))] if job.fmt == "grid" else [png_bytes(to_pil(a)) for a in to_uint8(part)]
+            if isinstance(job, WalkJob):
+                pngs = [walk_bytes(part, job.fmt)]
+            elif job.fmt == "grid":
+                pngs = [png_bytes(grid(part))]
+            else:
+                pngs = [png_bytes(to_pil(a)) for a in to_uint8(part)]
             out.append(
                 JobResult(
                     pngs, batch_requests=len(jobs), batch_images=total, replica=self.replica, version=self.version

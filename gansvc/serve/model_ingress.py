@@ -1,12 +1,12 @@
 """One hop: a model application that answers its own HTTP routes.
 
 A model application deployed with `route_prefix: /v1/models/<name>` (the application name) gets requests for
-/v1/models/<name>/generate and /translate straight from Serve's proxy: the proxy matches the longest route prefix
-(ray.serve._private.proxy_router.ProxyRouter.match_route: a prefix matches at a "/" boundary, so /v1/models/gen does
-not catch /v1/models/gen2/...), and the front door's "/" keeps everything else (/healthz, /readyz, /v1/models,
-/openapi.json, /docs, unknown models). The replica that runs the model validates the request, batches it with
-@serve.batch and answers: no second deployment on the request path. Without a route_prefix the application is reached
-through the front door and its deployment handle, as before (two hops).
+/v1/models/<name>/generate, /interpolate and /translate straight from Serve's proxy: the proxy matches the longest
+route prefix (ray.serve._private.proxy_router.ProxyRouter.match_route: a prefix matches at a "/" boundary, so
+/v1/models/gen does not catch /v1/models/gen2/...), and the front door's "/" keeps everything else (/healthz, /readyz,
+/v1/models, /openapi.json, /docs, unknown models). The replica that runs the model validates the request, batches it
+with @serve.batch and answers: no second deployment on the request path. Without a route_prefix the application is
+reached through the front door and its deployment handle, as before (two hops).
 
 The request handling is the front door's (gansvc.serve.api: the same validation, errors, body limit, headers and
 metrics). The HTTP limits (max_request_bytes, max_pixels cap, min_side, request_timeout_s) are the front door's
@@ -23,9 +23,16 @@ from fastapi import Query, Request
 from fastapi.responses import Response
 from ray import serve
 
-from gansvc.serve.api import generate_response, guarded, http_metrics, make_api, translate_response
+from gansvc.serve.api import (
+    generate_response,
+    guarded,
+    http_metrics,
+    interpolate_response,
+    make_api,
+    translate_response,
+)
 from gansvc.serve.model import GanModel
-from gansvc.serve.schemas import INGRESS_DEPLOYMENT, GenerateRequest, IngressArgs, JobResult
+from gansvc.serve.schemas import INGRESS_DEPLOYMENT, GenerateRequest, IngressArgs, InterpolateRequest, JobResult
 
 SETTINGS_TTL_S = 5.0  # how stale the front door's HTTP limits may be on a model replica (a front door redeploy)
 # The model's own app: no /docs or /openapi.json here (the front door's document at "/" is the whole contract,
@@ -89,6 +96,10 @@ class ModelIngress(GanModel):
     @model_api.post("/generate", response_model=None)
     async def http_generate(self, body: GenerateRequest) -> Response:
         return await generate_response(self.served_as, body, self._static_info, await self.settings.get(), self._run)
+
+    @model_api.post("/interpolate", response_model=None)
+    async def http_interpolate(self, body: InterpolateRequest) -> Response:
+        return await interpolate_response(self.served_as, body, self._static_info, await self.settings.get(), self._run)
 
     @model_api.post("/translate", response_model=None)
     async def http_translate(

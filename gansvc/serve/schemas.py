@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
@@ -151,6 +151,46 @@ class GenerateRequest(Strict):
     )
 
 
+Seed = Annotated[int, Field(ge=0, le=2**63 - 1, strict=True)]
+
+
+class InterpolateRequest(Strict):
+    """A latent walk: `steps` frames from seed A's image to seed B's (the images generate makes for n=1 and each
+    seed), in one forward pass."""
+
+    seeds: list[Seed] = Field(
+        min_length=2,
+        max_length=2,
+        description="[A, B]: the first frame is generate's image for seed A (n=1), the last for seed B",
+    )
+    steps: int = Field(
+        8,
+        ge=2,
+        le=MAX_N_CAP,
+        strict=True,
+        description="number of frames, both ends included: at least 2, at most the model's max_n "
+        "(422 steps_out_of_range)",
+    )
+    method: Literal["slerp", "lerp"] = Field(
+        "slerp",
+        description="slerp: spherical interpolation (Shoemake 1985; White 2016, Sampling Generative Networks), "
+        "frames keep a Gaussian latent's norm; lerp: straight line (the middle frames' latents are shorter)",
+    )
+    labels: list[dict[str, str]] | None = Field(
+        None,
+        min_length=2,
+        max_length=2,
+        description="label-conditioned models: [labels of A, labels of B], each attribute -> value (attributes left "
+        "out are drawn from that end's seed). Attributes are categorical: frames before the midpoint (t < 0.5) take "
+        "A's labels, the others B's",
+    )
+    format: Literal["grid", "webp", "gif"] = Field(
+        "grid",
+        description="grid: one image/png grid of the frames, row by row; webp / gif: an animated image/webp "
+        "(lossless) or image/gif, 100 ms a frame, looping",
+    )
+
+
 class ImageSize(BaseModel):
     height: int
     width: int
@@ -223,6 +263,23 @@ class GenJob:
 
 
 @dataclass
+class WalkJob:
+    """A latent walk (POST .../interpolate): run through the generate batch queue (one forward pass of its frames,
+    shared with the generate jobs of the same batch); its result's `pngs` holds the one encoded file."""
+
+    seeds: tuple[int, int]
+    steps: int
+    method: Literal["slerp", "lerp"]
+    labels: list[dict[str, str]] | None  # [A's, B's] (already validated by the ingress); None: drawn from the seeds
+    fmt: Literal["grid", "webp", "gif"]
+    deadline: float = 0.0  # as GenJob.deadline
+
+    @property
+    def n(self) -> int:
+        return self.steps
+
+
+@dataclass
 class TranslateJob:
     image: np.ndarray  # (H, W, C) uint8, C = the model's channels
     direction: Literal["a2b", "b2a"]
@@ -238,7 +295,7 @@ def expired(deadline: float, now: float | None = None) -> bool:
 
 @dataclass
 class JobResult:
-    pngs: list[bytes]  # one per image, or one grid
+    pngs: list[bytes]  # one per image, or one grid (a walk: its one grid PNG, WebP or GIF)
     heatmaps: list[bytes] = field(default_factory=list)
     batch_requests: int = 1  # requests in the forward pass this job shared
     batch_images: int = 1  # images in that forward pass

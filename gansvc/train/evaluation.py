@@ -5,7 +5,9 @@ Every `--eval-every` steps it writes to the run's storage
   (and U-GAT-IT heatmaps) for translation, so grids of one run are comparable over time;
 - `samples/curves.png` and `history.json`: every logged loss and metric so far;
 - `best/`: the inference part of the best evaluation by the run's metric, committed atomically
-  (`checkpoint.write_best`: model first, meta.json naming it last).
+  (`checkpoint.write_best`: model first, meta.json naming it last);
+- `tensorboard/` (loop.tensorboard): every history entry's scalars and each evaluation's sample grid as TensorBoard
+  events (gansvc.train.tensorboard), uploaded at each evaluation and checkpoint (`sync_events`) and at the end.
 
 A resumed run (from a checkpoint at step S) continues the history up to S, and its best/ is made consistent with that
 history: a best evaluated after S (by the attempt that failed) is rolled back to the best of the history up to S, from
@@ -34,6 +36,7 @@ from gansvc.paths import HISTORY_FILE, SAMPLES_DIR
 # eval_dataset / eval_split live with the quality metrics (their user; imports point evaluation -> quality) and are
 # re-exported here, where the train driver's preflight imports them
 from gansvc.train.quality import QualityMetrics, eval_dataset, eval_split
+from gansvc.train.tensorboard import TENSORBOARD_DIR, RunEvents
 
 __all__ = ["QUALITY_KEYS", "Evaluator", "eval_dataset", "eval_split", "is_train_term", "plot_curves", "quality_keys"]
 
@@ -68,6 +71,7 @@ class Evaluator:
         self.fixed = self._fixed_inputs()
         self.quality = _quality_metrics(cfg, spec, dataset, device)
         self.best = self._load_best(start_step)
+        self.events = self._open_events(start_step)
 
     # ---------------------------------------------------------------------------------------------------- inputs
     def _fixed_inputs(self) -> dict[str, torch.Tensor]:
@@ -179,15 +183,54 @@ class Evaluator:
         step = metrics.get("step", 0)
         self.history = [h for h in self.history if h.get("step", 0) < step]  # a resumed run rewrites its future
         self.history.append({k: float(v) for k, v in metrics.items() if isinstance(v, int | float)})
+        if self.events is not None:
+            self.events.scalars(int(step), self.history[-1])
+
+    # ------------------------------------------------------------------------------------------- tensorboard
+    def _open_events(self, start_step: int) -> RunEvents | None:
+        if not self.cfg.loop.tensorboard:
+            return None
+        try:
+            return RunEvents(self.run.uri(), start_step, quality_keys(self.spec))
+        except ImportError:
+            print(
+                "[gansvc] tensorboard is not installed (pip install tensorboard): this run writes no TensorBoard "
+                "events (--set loop.tensorboard=false turns them off)",
+                flush=True,
+            )
+            return None
+
+    def sync_events(self) -> None:
+        """Upload the TensorBoard events written so far (S3 runs); a storage failure is reported, not fatal (the next
+        sync sends them)."""
+        if self.events is None:
+            return
+        try:
+            self.events.sync()
+        except storage.StorageError as err:
+            where = self.run.join(TENSORBOARD_DIR).uri()
+            print(f"[gansvc] tensorboard: upload to {where} failed ({err}); retried at the next sync", flush=True)
+
+    def close(self) -> None:
+        """The run's end (or failure): the last TensorBoard sync."""
+        if self.events is None:
+            return
+        events, self.events = self.events, None
+        try:
+            events.close()
+        except storage.StorageError as err:
+            print(f"[gansvc] tensorboard: the last upload to {events.remote.uri()} failed ({err})", flush=True)
 
     # ---------------------------------------------------------------------------------------------- evaluate
     def evaluate(self, state: GanState, step: int, metrics: dict[str, Any]) -> dict[str, float]:
         images = self.sample_grid(state)
         first = self.fixed.get("A", self.fixed.get("image"))
         nrow = first.shape[0] if first is not None else None
-        storage.write_bytes(
-            self.run.join(SAMPLES_DIR, f"step-{step:08d}.png").uri(), png_bytes(grid(images, nrow=nrow)), "image/png"
-        )
+        picture = grid(images, nrow=nrow)
+        png = png_bytes(picture)
+        storage.write_bytes(self.run.join(SAMPLES_DIR, f"step-{step:08d}.png").uri(), png, "image/png")
+        if self.events is not None:
+            self.events.image(step, png, picture.height, picture.width, len(picture.getbands()))
         results = self.quality.evaluate(state, self.fam_cfg) if self.quality is not None else {}
         self.record({**metrics, **results})
         if results and getattr(self.quality, "protocol", None):
@@ -196,6 +239,7 @@ class Evaluator:
         curves = plot_curves(self.history, quality_keys(self.spec))
         storage.write_bytes(self.run.join(SAMPLES_DIR, "curves.png").uri(), curves, "image/png")
         self._maybe_best(state, step, results)
+        self.sync_events()
         return results
 
     def _maybe_best(self, state: GanState, step: int, results: dict[str, float]) -> None:

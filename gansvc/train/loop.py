@@ -447,6 +447,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
                 )
             if do_ckpt:
                 metrics["replicas_identical"] = 1.0 if replicas_identical(state) else 0.0
+                if evaluator is not None:  # the TensorBoard events up to this checkpoint are in storage before it
+                    evaluator.sync_events()
                 with tempfile.TemporaryDirectory(prefix="gansvc-ckpt-") as tmp:
                     if rank == 0:
                         save_checkpoint(
@@ -477,3 +479,5 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         raise RuntimeError(str(err)) from None
     finally:
         stream.close()
+        if evaluator is not None:
+            evaluator.close()

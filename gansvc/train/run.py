@@ -201,6 +201,7 @@ RESUME_MAY_CHANGE = (
     "loop.eval_every",
     "loop.keep_checkpoints",
     "loop.grid_size",
+    "loop.tensorboard",
     "loop.amp",
     "loop.channels_last",
     "loop.compile",

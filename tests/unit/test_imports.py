@@ -38,6 +38,7 @@ LAYERS: dict[str, tuple[int, tuple[str, ...]]] = {
     "gansvc.config": (3, ()),
     "gansvc.registry": (3, ()),
     "gansvc.importers": (3, ()),
+    "gansvc.export": (3, ()),  # ONNX / TorchScript export of registry models (the registry's export command)
     # 4: training on Ray Train
     "gansvc.train": (4, ()),
     # 5: sweeps on Ray Tune

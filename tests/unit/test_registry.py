@@ -234,10 +234,11 @@ LIGHT_SCRIPT = """
 import json, sys
 import gansvc.registry as r
 codes = [r.main(["list", "--registry", sys.argv[1]]), r.main(["show", "nope", "--registry", sys.argv[1]])]
-try:
-    r.main(["list", "--help"])
-except SystemExit:
-    pass
+for words in (["list", "--help"], ["export", "--help"]):
+    try:
+        r.main(words)
+    except SystemExit:
+        pass
 print(json.dumps({"codes": codes, "heavy": sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "ray"))}))
 """
 
@@ -246,7 +247,8 @@ print(json.dumps({"codes": codes, "heavy": sorted(m for m in sys.modules if m.sp
 def test_registry_listing_commands_do_not_import_torch(tmp_path: Path) -> None:
     """issue 16 #10: `python -m gansvc.registry list` took 3-4 s because the module imported checkpoint -> families ->
     torch. Importing the registry and running list / show / --help in a fresh interpreter imports neither torch nor
-    Ray (the model-loading paths import them inside their functions)."""
+    Ray (the model-loading paths import them inside their functions); nor does `export --help` (issue 17: the
+    exporters are imported by the export command itself)."""
     out = subprocess.run(
         [sys.executable, "-c", LIGHT_SCRIPT, str(tmp_path / "empty-registry")],
         capture_output=True,

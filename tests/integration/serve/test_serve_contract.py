@@ -35,7 +35,7 @@ SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 #   and the negative checks hold the server to them.
 # - ignored_auth, object_level_authorization: the API has no authentication (loopback; see serve/README.md).
 EXCLUDED_CHECKS = "positive_data_acceptance,ignored_auth,object_level_authorization"
-MAX_EXAMPLES = 400  # per operation in the fuzzing phase (5 operations), valid and invalid inputs
+MAX_EXAMPLES = 400  # per operation in the fuzzing phase (6 operations), valid and invalid inputs
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +63,10 @@ def _config(path: Path) -> Path:
             [
                 "[[operations]]",
                 'include-path = "/v1/models/{name}/generate"',
+                'parameters = { "path.name" = "gen" }',
+                "",
+                "[[operations]]",
+                'include-path = "/v1/models/{name}/interpolate"',
                 'parameters = { "path.name" = "gen" }',
                 "",
                 "[[operations]]",

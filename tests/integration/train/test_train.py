@@ -475,6 +475,7 @@ def test_every_family_trains_through_the_loop(
     assert train_main(args) == 0
     objects = _run_objects(s3_prefix, "fam")
     assert "checkpoint-00000003/model.pt" in objects and "samples/step-00000003.png" in objects
+    assert any(o.startswith("tensorboard/") for o in objects), "every family's run writes TensorBoard events"
     meta = storage.read_json(f"{s3_prefix}/fam/checkpoint-00000003/meta.json")
     assert meta["metrics"]["replicas_identical"] == 1.0
     model = load_inference(f"{s3_prefix}/fam/checkpoint-00000003")
