@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     import torch
 
     from gansvc.checkpoint import InferenceModel
+    from gansvc.families.base import Direction
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 DIRECTIONS = ("a2b", "b2a")
@@ -156,11 +157,12 @@ def translate_files(
     with torch.inference_mode():
         _, model = load_model(model_name, registry, device)
         check_model(model_name, model, direction)
+        way: Direction = "a2b" if direction == "a2b" else "b2a"  # check_model refused any other value
         jobs = plan(src, out, heat)
         assert model.spec.translate is not None
         for i, job in enumerate(jobs, 1):
             x = read_image(job.src, model.data.channels, resize).to(device)
-            result = model.spec.translate(model.nets, x, direction, model.config)  # type: ignore[arg-type]
+            result = model.spec.translate(model.nets, x, way, model.config)
             if job.heat is not None and "heatmap" not in result:  # checked on the first image, before any write
                 raise TranslateError(
                     f"{model_name} ({model.spec.name}) has no attention heatmap (only attention "

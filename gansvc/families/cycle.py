@@ -206,8 +206,10 @@ def discriminator_step(
     state: GanState, real_a: Tensor, real_b: Tensor, fake_b: Tensor, fake_a: Tensor, cfg: CycleConfig
 ) -> dict[str, float]:
     """One update of D_A (real B vs pooled G_A(a)) and D_B (real A vs pooled G_B(b)); returns {"D_A", "D_B"}."""
-    pooled_b = state.extras["fake_B_pool"].query(fake_b.detach())  # type: ignore[attr-defined]
-    pooled_a = state.extras["fake_A_pool"].query(fake_a.detach())  # type: ignore[attr-defined]
+    pool_b, pool_a = state.extras["fake_B_pool"], state.extras["fake_A_pool"]
+    assert isinstance(pool_b, ImagePool) and isinstance(pool_a, ImagePool), "build_cycle_state makes the two pools"
+    pooled_b = pool_b.query(fake_b.detach())
+    pooled_a = pool_a.query(fake_a.detach())
     out: dict[str, Tensor] = {}
     total = real_a.new_zeros(())
     for name, real, fake in (("D_A", real_b, pooled_b), ("D_B", real_a, pooled_a)):

@@ -152,7 +152,9 @@ def load_segmenter(source: str, arch: str, data: DataSpec) -> FrozenSegmenter:
 def segmenters(state: GanState) -> tuple[FrozenSegmenter, FrozenSegmenter]:
     """(Sem_A, Sem_B): the same object when one network serves both domains."""
     sem_a = state.extras["segmenter_A"]
-    return sem_a, state.extras.get("segmenter_B", sem_a)  # type: ignore[return-value]
+    sem_b = state.extras.get("segmenter_B", sem_a)
+    assert isinstance(sem_a, FrozenSegmenter) and isinstance(sem_b, FrozenSegmenter), "build() makes the segmenters"
+    return sem_a, sem_b
 
 
 def _check_compatible(sem_a: FrozenSegmenter, sem_b: FrozenSegmenter, kind: Features) -> None:

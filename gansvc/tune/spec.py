@@ -51,7 +51,10 @@ class Axis(FrozenStrict):
         for values in (self.grid, self.choice):
             if values is not None:
                 return list(values)
-        lo, hi = self.uniform or self.loguniform or self.randint  # type: ignore[misc]
+        bounds = self.uniform or self.loguniform or self.randint
+        if bounds is None:  # the model validator requires exactly one kind of axis
+            raise ValueError("an axis needs one of grid, choice, uniform, loguniform, randint")
+        lo, hi = bounds
         return [lo, hi - 1 if self.randint else hi]
 
     def to_tune(self) -> Any:
@@ -65,7 +68,9 @@ class Axis(FrozenStrict):
             return tune.uniform(*self.uniform)
         if self.loguniform is not None:
             return tune.loguniform(*self.loguniform)
-        return tune.randint(*self.randint)  # type: ignore[misc]
+        if self.randint is None:  # the model validator requires exactly one kind of axis
+            raise ValueError("an axis needs one of grid, choice, uniform, loguniform, randint")
+        return tune.randint(*self.randint)
 
 
 class SchedulerSpec(FrozenStrict):
