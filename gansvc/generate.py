@@ -119,7 +119,7 @@ def _walk(args: argparse.Namespace, p: argparse.ArgumentParser) -> int:
     except (ValueError, RegistryError, CheckpointError, storage.StorageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from gansvc.families.sampling import WALK_MEDIA_TYPES, walk_bytes  # torch: deferred as in generate_images
+    from gansvc.imaging import WALK_MEDIA_TYPES, walk_bytes  # torch: deferred as in generate_images
 
     uri = storage.parse_uri(args.out)
     if not uri.is_s3:

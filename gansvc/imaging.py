@@ -57,3 +57,28 @@ def png_bytes(image: Image.Image) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return buf.getvalue()
+
+
+# a latent walk's frames as one file (gansvc.families.sampling.walk_inputs makes the frames)
+WALK_FORMATS = ("grid", "webp", "gif")
+WALK_MEDIA_TYPES = {"grid": "image/png", "webp": "image/webp", "gif": "image/gif"}
+WALK_FRAME_MS = 100  # each frame of an animated walk (WebP / GIF), looping forever
+
+
+def walk_bytes(images: torch.Tensor, fmt: str, frame_ms: int = WALK_FRAME_MS) -> bytes:
+    """The frames (N, C, H, W) in [-1, 1] as one file: `grid` a PNG grid (row by row), `webp` an animated lossless
+    WebP, `gif` an animated GIF, both looping forever at `frame_ms` per frame. Deterministic: the same frames give the
+    same bytes."""
+    if fmt == "grid":
+        return png_bytes(grid(images))
+    if fmt not in WALK_FORMATS:
+        raise ValueError(f"unknown walk format {fmt!r}; formats: {', '.join(WALK_FORMATS)}")
+    frames = [to_pil(a).convert("RGB") for a in to_uint8(images)]
+    buf = io.BytesIO()
+    if fmt == "webp":
+        frames[0].save(
+            buf, "WEBP", save_all=True, append_images=frames[1:], duration=frame_ms, loop=0, lossless=True, method=4
+        )
+    else:
+        frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=frame_ms, loop=0)
+    return buf.getvalue()

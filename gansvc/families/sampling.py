@@ -108,9 +108,6 @@ def decode_labels(data: DataSpec, labels: Tensor) -> list[dict[str, str]]:
 # ---------------------------------------------------------------------------------------------------- latent walks
 
 WALK_METHODS = ("slerp", "lerp")
-WALK_FORMATS = ("grid", "webp", "gif")
-WALK_MEDIA_TYPES = {"grid": "image/png", "webp": "image/webp", "gif": "image/gif"}
-WALK_FRAME_MS = 100  # each frame of an animated walk (WebP / GIF), looping forever
 
 
 def slerp(a: Tensor, b: Tensor, t: Tensor) -> Tensor:
@@ -175,26 +172,3 @@ def walk_inputs(
     ya, yb = (encode_labels(data, [dict(end)], seed=s)[0] for end, s in zip(ends, seeds, strict=True))
     y = torch.stack([ya if float(ti) < 0.5 else yb for ti in t])
     return z, y
-
-
-def walk_bytes(images: Tensor, fmt: str, frame_ms: int = WALK_FRAME_MS) -> bytes:
-    """The frames (N, C, H, W) in [-1, 1] as one file: `grid` a PNG grid (row by row), `webp` an animated lossless
-    WebP, `gif` an animated GIF, both looping forever at `frame_ms` per frame. Deterministic: the same frames give the
-    same bytes."""
-    import io
-
-    from gansvc.imaging import grid, png_bytes, to_pil, to_uint8
-
-    if fmt == "grid":
-        return png_bytes(grid(images))
-    if fmt not in WALK_FORMATS:
-        raise ValueError(f"unknown walk format {fmt!r}; formats: {', '.join(WALK_FORMATS)}")
-    frames = [to_pil(a).convert("RGB") for a in to_uint8(images)]
-    buf = io.BytesIO()
-    if fmt == "webp":
-        frames[0].save(
-            buf, "WEBP", save_all=True, append_images=frames[1:], duration=frame_ms, loop=0, lossless=True, method=4
-        )
-    else:
-        frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=frame_ms, loop=0)
-    return buf.getvalue()

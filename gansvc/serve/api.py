@@ -30,7 +30,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gansvc.data.spec import DataSpec
-from gansvc.families.sampling import WALK_MEDIA_TYPES, encode_labels
+from gansvc.families.sampling import encode_labels
+from gansvc.imaging import WALK_MEDIA_TYPES
 from gansvc.serve.errors import RETRY_AFTER_S, ROUTE, error_response
 from gansvc.serve.model import SECONDS_BOUNDS, DeadlineExpired, tag_keys
 from gansvc.serve.schemas import (

@@ -28,8 +28,8 @@ import torch
 from ray import serve
 from ray.serve.metrics import Counter, Histogram
 
-from gansvc.families.sampling import encode_labels, sample_latents, walk_bytes, walk_inputs
-from gansvc.imaging import grid, png_bytes, to_pil, to_uint8
+from gansvc.families.sampling import encode_labels, sample_latents, walk_inputs
+from gansvc.imaging import grid, png_bytes, to_pil, to_uint8, walk_bytes
 from gansvc.registry import load_model
 from gansvc.serve.schemas import GenJob, JobResult, ModelArgs, TranslateJob, WalkJob, expired
 

@@ -17,16 +17,9 @@ from PIL import Image
 from gansvc.checkpoint import inference_payload
 from gansvc.data.spec import DataSpec
 from gansvc.families import FAMILIES
-from gansvc.families.sampling import (
-    WALK_FORMATS,
-    encode_labels,
-    lerp,
-    sample_latents,
-    slerp,
-    walk_bytes,
-    walk_inputs,
-)
+from gansvc.families.sampling import encode_labels, lerp, sample_latents, slerp, walk_inputs
 from gansvc.generate import interpolate_images
+from gansvc.imaging import WALK_FORMATS, walk_bytes
 from gansvc.registry import register
 
 ATTRS = DataSpec("single", 16, 16, 3, {"hair_color": ("blue", "red", "green"), "eye_color": ("brown", "blue")})

@@ -62,8 +62,8 @@ def _frame(grid_png: bytes, i: int, n: int, side: int = 16, pad: int = 2) -> np.
 def test_interpolate_on_both_paths(served: tuple[str, str]) -> None:
     import torch
 
-    from gansvc.families.sampling import walk_bytes
     from gansvc.generate import interpolate_images
+    from gansvc.imaging import walk_bytes
 
     url, registry = served
     body = {"seeds": [3, 4], "steps": 5, "labels": LABELS}
