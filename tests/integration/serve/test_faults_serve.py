@@ -151,7 +151,7 @@ def _proxy_callback_installed(ray_stack: local.StackState) -> bool:
     return b"RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=gansvc.serve.errors:proxy_middlewares" in environ
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 def test_one_hop_replica_killed_answers_503(url: str, ray_stack: local.StackState) -> None:
     """One hop (a model application with its own route): no gansvc code runs between Serve's proxy and the killed
     replica, so the requests in flight get the proxy's answer; with gansvc.serve.errors:proxy_middlewares installed
@@ -176,11 +176,21 @@ def test_one_hop_replica_killed_answers_503(url: str, ray_stack: local.StackStat
         },
     )
     wait_running(ray_stack.dashboard_url, ["gen1"], timeout=240)
-    (pid,) = [
-        a.pid
-        for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000, raise_on_missing_output=False)
-        if a.class_name.startswith("ServeReplica:gen1:")
-    ]
+
+    def gen1_pid() -> int:
+        """The PID of gen1's one live replica (a killed one can stay listed ALIVE for a moment: wait it out)."""
+        deadline = time.monotonic() + 60
+        while True:
+            pids = [
+                a.pid
+                for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000, raise_on_missing_output=False)
+                if a.class_name.startswith("ServeReplica:gen1:")
+            ]
+            if len(pids) == 1 or time.monotonic() > deadline:
+                assert len(pids) == 1, f"gen1 should have one live replica: {pids}"
+                return int(pids[0])
+            time.sleep(0.5)
+
     stop, lock = threading.Event(), threading.Lock()
     log: list[tuple[int | str, str, str]] = []
 
@@ -188,13 +198,16 @@ def test_one_hop_replica_killed_answers_503(url: str, ray_stack: local.StackStat
         session = requests.Session()
         while not stop.is_set():
             try:
-                r = session.post(f"{url}/v1/models/gen1/generate", json={"n": 1, "seed": i}, timeout=CLIENT_TIMEOUT_S)
+                r = session.post(f"{url}/v1/models/gen1/generate", json={"n": 4, "seed": i}, timeout=CLIENT_TIMEOUT_S)
                 entry = (r.status_code, r.headers.get("Retry-After", ""), r.text[:200] if r.status_code != 200 else "")
             except requests.RequestException as err:
                 entry = (type(err).__name__, "", str(err)[:200])
             with lock:
                 log.append(entry)
 
+    # A SIGKILL that lands while no request has been accepted by the replica fails nothing (Serve's router retries a
+    # request whose replica died before accepting it): on a loaded 2-core machine that happens now and then, so the
+    # kill is repeated, on the replacement replica, until it has hit requests in flight (at most 3 kills).
     with cf.ThreadPoolExecutor(16) as pool:
         futures = [pool.submit(client, i) for i in range(16)]
         try:
@@ -202,19 +215,26 @@ def test_one_hop_replica_killed_answers_503(url: str, ray_stack: local.StackStat
             with lock:
                 first = len(log)
                 assert first and all(e[0] == 200 for e in log), log[:5]
-            os.kill(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:  # until the new replica has answered for a while
+            for _ in range(3):
                 with lock:
-                    if sum(1 for e in log[first:] if e[0] == 200) >= 64:
+                    mark = len(log)
+                os.kill(gen1_pid(), signal.SIGKILL)
+                deadline = time.monotonic() + 120
+                while time.monotonic() < deadline:  # until the new replica has answered for a while
+                    with lock:
+                        if sum(1 for e in log[mark:] if e[0] == 200) >= 64:
+                            break
+                    time.sleep(0.2)
+                with lock:
+                    if any(e[0] != 200 for e in log[mark:]):
                         break
-                time.sleep(0.2)
+                wait_running(ray_stack.dashboard_url, ["gen1"], timeout=240)
         finally:
             stop.set()
             for f in futures:
                 f.result(timeout=CLIENT_TIMEOUT_S + 30)
     after = log[first:]
     errors = [e for e in after if e[0] != 200]
-    assert sum(1 for e in after if e[0] == 200) >= 64, f"serving did not resume: {errors[-5:]}"
-    assert errors, "the kill hit no request in flight: nothing was checked"
+    assert sum(1 for e in log[mark:] if e[0] == 200) >= 64, f"serving did not resume: {errors[-5:]}"
+    assert errors, "three kills hit no request in flight: nothing was checked"
     assert all(e[0] == 503 and e[1] == "1" and "model_unavailable" in e[2] for e in errors), errors[:5]
