@@ -251,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         f"  curl -s -X POST '{url}/v1/models/stripes-cyclegan/translate?direction=a2b' -H 'content-type: image/png' "
         f"--data-binary @{sample} -o zebra.png"
     )
+    print(f"  playground (open in a browser): {url}/")
     print(
         f"  API docs: {url}/docs   Ray dashboard: {state.dashboard_url} (token: cat {state.token_path})   "
         f"stop everything: python -m gansvc.local down{' --state-dir ' + str(state_dir) if args.state_dir else ''}"

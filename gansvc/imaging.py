@@ -24,11 +24,20 @@ def to_pil(image: np.ndarray) -> Image.Image:
     return Image.fromarray(image[:, :, 0], "L") if image.shape[2] == 1 else Image.fromarray(image, "RGB")
 
 
-def grid(images: torch.Tensor, nrow: int | None = None, pad: int = 2) -> Image.Image:
-    """A grid of (N, C, H, W) images in [-1, 1] with `pad` pixels of white between them."""
+GRID_PAD = 2  # white pixels around and between the images of a grid
+
+
+def grid_columns(n: int) -> int:
+    """How many images a row of a grid of n holds by default (a near-square grid); the API sends it as
+    X-Grid-Columns, so a client (the playground) can cut the frames back out."""
+    return max(1, math.ceil(math.sqrt(n)))
+
+
+def grid(images: torch.Tensor, nrow: int | None = None, pad: int = GRID_PAD) -> Image.Image:
+    """A grid of (N, C, H, W) images in [-1, 1] with `pad` pixels of white around and between them, row by row."""
     arr = to_uint8(images)
     n, h, w, c = arr.shape
-    nrow = nrow or max(1, math.ceil(math.sqrt(n)))
+    nrow = nrow or grid_columns(n)
     rows = math.ceil(n / nrow)
     canvas = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), 255, np.uint8)
     for i in range(n):

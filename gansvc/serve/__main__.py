@@ -219,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     url = f"http://{http.get('host', '127.0.0.1')}:{http.get('port', port)}"
     served = [a["name"] for a in config["applications"] if a["name"] != INGRESS_APP]
     print(
-        f"gansvc serves {', '.join(served) or 'no models'} at {url}  (API docs {url}/docs, models {url}/v1/models)",
+        f"gansvc serves {', '.join(served) or 'no models'} at {url}  (playground {url}/ in a browser, API docs "
+        f"{url}/docs, models {url}/v1/models)",
         flush=True,
     )
     if args.detach:

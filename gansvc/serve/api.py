@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gansvc.data.spec import DataSpec
 from gansvc.families.sampling import encode_labels
-from gansvc.imaging import WALK_MEDIA_TYPES
+from gansvc.imaging import GRID_PAD, WALK_MEDIA_TYPES, grid_columns
 from gansvc.serve.errors import RETRY_AFTER_S, ROUTE, error_response
 from gansvc.serve.model import SECONDS_BOUNDS, DeadlineExpired, tag_keys
 from gansvc.serve.schemas import (
@@ -50,7 +50,18 @@ from gansvc.serve.uploads import ApiError, decode_image, read_body, upload_bytes
 if TYPE_CHECKING:
     from gansvc.families.base import Direction
 
-ENDPOINTS = ("generate", "interpolate", "translate", "v1_models", "healthz", "readyz", "docs", "openapi.json")
+ENDPOINTS = (
+    "generate",
+    "interpolate",
+    "translate",
+    "v1_models",
+    "healthz",
+    "readyz",
+    "docs",
+    "openapi.json",
+    "root",  # the playground page (GET /)
+    "playground",  # its files (/playground/<name>)
+)
 # a replica died (killed, OOM, node lost) or none can take the request now: the model is briefly unavailable,
 # Serve replaces the replica; the client should retry (503 + Retry-After), it did nothing wrong and the server did not
 # fail on its input (500)
@@ -167,6 +178,8 @@ async def observe(request: Request, call_next: Any) -> Response:
         path = _full_path(request)
         m = ROUTE.match(path)
         endpoint = m.group(2) if m else path.strip("/").replace("/", "_") or "root"
+        if endpoint.startswith("playground_"):
+            endpoint = "playground"
         if endpoint not in ENDPOINTS:
             endpoint = "other"
         name = m.group(1) if m else ""
@@ -352,6 +365,12 @@ def _headers(info: dict[str, Any], res: JobResult, **extra: Any) -> dict[str, st
     }
 
 
+def _grid_headers(fmt: str, n: int) -> dict[str, int]:
+    """A grid PNG's layout (gansvc.imaging.grid: images row by row, X-Grid-Pad white pixels around and between them),
+    so a client can cut the images back out of it."""
+    return {"X-Grid-Columns": grid_columns(n), "X-Grid-Pad": GRID_PAD} if fmt == "grid" else {}
+
+
 def _labels(name: str, info: dict[str, Any], body: GenerateRequest) -> list[dict[str, str]] | None:
     if not info["conditional"]:
         if body.labels:
@@ -384,7 +403,7 @@ async def generate_response(
     seed = body.seed if body.seed is not None else secrets.randbits(62)
     labels = _labels(name, info, body)
     res = await run("generate", GenJob(body.n, seed, labels, body.truncation, fmt, deadline=deadline(args)))
-    headers = _headers(info, res, **{"X-Seed": seed})
+    headers = _headers(info, res, **{"X-Seed": seed}, **_grid_headers(fmt, body.n))
     if fmt == "json":
         payload = ImagesBody(
             images=[_b64(p) for p in res.pngs], seed=seed, model=name, version=res.version or info["version"]
@@ -435,7 +454,8 @@ async def interpolate_response(
     res = await run(
         "interpolate", WalkJob(seeds, body.steps, body.method, labels, body.format, deadline=deadline(args))
     )
-    headers = _headers(info, res, **{"X-Seeds": f"{seeds[0]},{seeds[1]}", "X-Frames": body.steps})
+    walk = {"X-Seeds": f"{seeds[0]},{seeds[1]}", "X-Frames": body.steps}
+    headers = _headers(info, res, **walk, **_grid_headers(body.format, body.steps))
     return Response(res.pngs[0], media_type=WALK_MEDIA_TYPES[body.format], headers=headers)
 
 

@@ -30,6 +30,7 @@ from gansvc.serve.api import (
     max_pixels,
     translate_response,
 )
+from gansvc.serve.playground import add_playground
 from gansvc.serve.schemas import (
     MAX_N_CAP,
     MODEL_DEPLOYMENT,
@@ -76,6 +77,7 @@ WALK = {
     },
 }
 app = make_api(title="gansvc", version="1", description=DESCRIPTION)
+add_playground(app)  # GET /: the web playground (its files from gansvc/serve/static)
 
 
 @dataclass
@@ -205,7 +207,11 @@ class Ingress:
             except ApiError:
                 continue  # being deleted or failing: not listed
             limits = (
-                {"max_pixels": max_pixels(info, self.args), "min_side": self.args.min_side}
+                {
+                    "max_pixels": max_pixels(info, self.args),
+                    "min_side": self.args.min_side,
+                    "max_request_bytes": self.args.max_request_bytes,
+                }
                 if info["task"] != "generate"
                 else {}
             )

@@ -130,6 +130,8 @@ class GanModel:
             "metric_protocol": dict(e.get("metric_protocol") or {}),
             "version": int(e.get("version", 0)),
             "created": e.get("created"),
+            "dataset": str(e.get("dataset") or ""),
+            "step": e.get("step") if isinstance(e.get("step"), int) else None,
             "directions": self.directions if self.task != "generate" else [],
             "heatmap": self.has_heatmap,
             "max_n": self.args.max_n,

@@ -215,11 +215,16 @@ class ModelInfo(BaseModel):
     )
     version: int
     created: str | None = None
+    dataset: str = Field("", description="the dataset the model was trained on (its URI), when the registry knows it")
+    step: int | None = Field(None, description="training steps of the registered checkpoint, when known")
     directions: list[str] = Field(description="translate models: a2b and/or b2a (one-way imports: a2b only)")
     heatmap: bool = Field(description="translate models whose family returns attention maps: heatmap=true is accepted")
     max_n: int = Field(description="generate: most images per request")
     max_pixels: int = Field(0, description="translate: largest input, width x height (0 for generate models)")
     min_side: int = Field(0, description="translate: smallest input side (0 for generate models)")
+    max_request_bytes: int = Field(
+        0, description="translate: largest request body, the upload (the front door's max_request_bytes; 0: generate)"
+    )
 
 
 class ModelList(BaseModel):

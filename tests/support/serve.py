@@ -28,6 +28,7 @@ from gansvc import local
 from gansvc.checkpoint import inference_payload
 from gansvc.data.spec import DataSpec
 from gansvc.families import FAMILIES
+from gansvc.families.sampling import encode_labels
 from gansvc.registry import register
 
 ATTRS = DataSpec("single", 16, 16, 3, {"hair_color": ("blue", "red", "green"), "eye_color": ("brown", "blue")})
@@ -35,13 +36,33 @@ PAIRS = DataSpec("unpaired", 32, 32, 3)
 MAX_BYTES = 64 * 1024
 
 
-def model_bytes(family: str, data: DataSpec, seed: int, extra: dict[str, Any] | None = None) -> bytes:
-    """A model file as training writes it, from freshly built smoke nets."""
+def model_bytes(
+    family: str, data: DataSpec, seed: int, extra: dict[str, Any] | None = None, vivid: bool = False
+) -> bytes:
+    """A model file as training writes it, from freshly built smoke nets. `vivid`: the generators' output layer is
+    scaled so its images vary visibly (a fresh DCGAN-initialised generator draws near-uniform grey: N(0, 0.02)
+    weights), for the screenshots of the page tests; what the model computes is otherwise unchanged."""
     spec = FAMILIES[family]
     cfg = spec.make_config("smoke")
     torch.manual_seed(seed)
+    state = spec.build(cfg, data)
+    if vivid:
+        assert spec.generate is not None, "vivid: generation families only"
+        nets = state.inference_nets()
+        for net in nets.values():
+            net.eval()
+        last = [m for m in nets["G"].modules() if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d)][-1]
+        seen: list[torch.Tensor] = []
+        hook = last.register_forward_hook(lambda _m, _i, out: seen.append(out))
+        labels = encode_labels(data, [{}] * 16, seed=0) if spec.conditional else None
+        spec.generate(nets, torch.randn(16, cfg.latent_dim), labels, cfg)
+        hook.remove()
+        with torch.no_grad():  # the output layer's values (before tanh) to a standard deviation of 1.5
+            last.weight.mul_(1.5 / float(seen[0].std()))
+            if last.bias is not None:
+                last.bias.zero_()
     buf = io.BytesIO()
-    torch.save(inference_payload(spec, cfg, data, spec.build(cfg, data), extra), buf)
+    torch.save(inference_payload(spec, cfg, data, state, extra), buf)
     return buf.getvalue()
 
 

@@ -36,7 +36,7 @@ def _data(family: str) -> DataSpec:
     return DataSpec("unpaired", 16, 16, 3, {}, num_classes=4)
 
 
-def _register(root: Path, family: str, name: str, extra: dict[str, Any] | None = None) -> None:
+def _register(root: Path | str, family: str, name: str, extra: dict[str, Any] | None = None) -> None:
     """A smoke model of `family` with random (non-trivial) weights, registered under NAME in a local registry."""
     spec = FAMILIES[family]
     cfg = spec.make_config("smoke")
@@ -52,7 +52,7 @@ def _register(root: Path, family: str, name: str, extra: dict[str, Any] | None =
     register(name, buf.getvalue(), f"test:{family}", {}, root=str(root))
 
 
-def _reference(name: str, root: Path, stem: str, inputs: tuple[torch.Tensor, ...]) -> list[np.ndarray]:
+def _reference(name: str, root: Path | str, stem: str, inputs: tuple[torch.Tensor, ...]) -> list[np.ndarray]:
     """The registry model's outputs: the family's generate / translate, loaded as the CLIs load it."""
     _, model = load_model(name, str(root))
     with torch.no_grad():
@@ -140,6 +140,30 @@ def test_export_exports_only_the_directions_the_model_has(tmp_path: Path) -> Non
     assert registry_main(["export", "one-way", str(out), "--format", "onnx", "--registry", str(root)]) == 0
     manifest = json.loads((out / "export.json").read_text())
     assert list(manifest["graphs"]) == ["a2b"] and sorted(p.name for p in out.iterdir()) == ["a2b.onnx", "export.json"]
+
+
+@pytest.mark.timeout(180)
+def test_export_to_s3(tmp_path: Path, s3_prefix: str) -> None:
+    """A registry in S3 exported to an s3:// OUT (the embedded S3 server): the files and the manifest land there, the
+    graph read back from S3 runs in onnxruntime and equals the model; a second export without --overwrite is
+    refused, as for a local folder."""
+    import onnxruntime as ort
+
+    from gansvc import storage
+
+    family = next(s.name for s in FAMILIES.values() if s.task == "generate" and s.conditional)
+    registry, out = f"{s3_prefix}/registry", f"{s3_prefix}/exports/m"
+    _register(registry, family, "m")
+    assert registry_main(["export", "m", out, "--format", "onnx", "--registry", registry]) == 0
+    manifest = storage.read_json(f"{out}/export.json")
+    assert sorted(o.rel for o in storage.list_objects(out)) == ["export.json", manifest["graphs"]["generate"]["file"]]
+    graph = storage.read_bytes(f"{out}/{manifest['graphs']['generate']['file']}")
+    sess = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+    _, model = load_model("m", registry)
+    inputs = example_inputs(model, 3, None, seed=3)
+    got = sess.run(None, {i.name: t.numpy() for i, t in zip(sess.get_inputs(), inputs, strict=True)})
+    assert _diff([np.asarray(g) for g in got], _reference("m", registry, "generate", inputs)) <= TOL
+    assert registry_main(["export", "m", out, "--format", "onnx", "--registry", registry]) == 2
 
 
 @pytest.mark.timeout(120)
