@@ -52,7 +52,9 @@ def browser() -> Iterator[Any]:
     """A launched headless Chromium (a Playwright Browser) for a fixture to yield from; closed at the end."""
     exe = chromium_path()
     if exe is None:
-        _unavailable("no Chromium: install Debian's package (apt-get install chromium) or set GANSVC_CHROMIUM")
+        _unavailable(
+            "no Chromium: install Debian's package (./dev browser, or apt-get install chromium) or set GANSVC_CHROMIUM"
+        )
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

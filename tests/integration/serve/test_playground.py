@@ -41,7 +41,6 @@ PROTOCOL = {
     "n_real": 50000,
     "reference": {"split": "train"},
 }
-SHOTS = chromium.output_dir("playground")
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +67,8 @@ def site(ray_stack: local.StackState) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def browser(site: str) -> Iterator[Any]:
+def browser() -> Iterator[Any]:
+    """Chromium, launched before `site` deploys anything: without it the browser tests skip (or fail in CI) at once."""
     yield from chromium.browser()
 
 
@@ -91,7 +91,7 @@ class Page:
             self.foreign.append(request.url)
 
     def shot(self, name: str) -> None:
-        self.page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+        self.page.screenshot(path=str(chromium.output_dir("playground") / f"{name}.png"), full_page=True)
 
     def pixels(self, selector: str) -> np.ndarray:
         """The RGBA pixels of an <img> as the page decoded it (drawn on a canvas at its own size). The page's
@@ -125,14 +125,24 @@ class Page:
         )
         return str(self.page.inner_text(f"{panel} .error"))
 
+    def shown_while_hidden(self) -> list[str]:
+        """Elements the page marks `hidden` that a style sheet still displays (a class's `display` beats the
+        attribute unless the page's CSS says otherwise)."""
+        found: list[str] = self.page.evaluate(
+            "() => [...document.querySelectorAll('[hidden]')].filter(e => getComputedStyle(e).display !== 'none')"
+            ".map(e => e.id || e.className)"
+        )
+        return found
+
     def close(self) -> None:
+        assert not self.shown_while_hidden(), self.shown_while_hidden()
         assert not self.script_errors, f"uncaught script errors: {self.script_errors}"
         assert not self.foreign, f"the page loaded something from another host: {self.foreign}"
         self.context.close()
 
 
 @pytest.fixture
-def page(browser: Any, site: str) -> Iterator[Page]:
+def page(browser: Any, site: str) -> Iterator[Page]:  # browser first: see `browser`
     p = Page(browser, site, viewport={"width": 1280, "height": 900})
     yield p
     p.close()
@@ -203,6 +213,12 @@ def test_lists_models_and_shows_the_card(page: Page) -> None:
     card = p.inner_text("#card")
     assert "ugatit" in card and "horse2zebra" in card and "A → B, B → A" in card and "No metrics" in card
     assert p.is_hidden("#generate-panel") and p.is_visible("#translate-panel")
+    assert p.is_visible("#tr-heatmap-field")  # an attention model
+    for name in ("faces", "zebra"):
+        p.select_option("#model", name)
+        assert not page.shown_while_hidden(), (name, page.shown_while_hidden())
+    p.evaluate("() => { document.getElementById('tr-heatmap-field').hidden = true }")  # as for a model without one
+    assert p.is_hidden("#tr-heatmap-field")
     assert "model=zebra" in p.url  # a link to this model
     p.reload()
     p.wait_for_selector("#translate-panel:not([hidden])")
