@@ -207,6 +207,19 @@ def writer_cost(run_uri: str, repeats: int = 200) -> dict[str, float]:
     return {"report_write_s": report_s, "image_write_s": image_s, "scalars_per_report": float(len(history[-1]) - 1)}
 
 
+def _meta(args: argparse.Namespace, preset: str | None, steps: int, **extra: Any) -> dict[str, Any]:
+    """What a results row records of the run's settings (and the machine's load)."""
+    return {
+        "family": args.family,
+        "preset": preset,
+        "size": args.size,
+        "batch_per_worker": args.batch_size,
+        "steps": steps,
+        **extra,
+        "load_avg_1m": common.load_avg(),
+    }
+
+
 def tensorboard_cell(
     args: argparse.Namespace, preset: str | None, data_uri: str, runs: str, steps: int, log_every: int
 ) -> int:
@@ -236,16 +249,7 @@ def tensorboard_cell(
     rows[1]["overhead"] = on / off - 1
     rows[1].update(cost)
     rows[1]["writer_overhead"] = cost["report_write_s"] / (log_every * off)
-    meta = {
-        "family": args.family,
-        "preset": preset,
-        "size": args.size,
-        "batch_per_worker": args.batch_size,
-        "steps": steps,
-        "log_every": log_every,
-        "repeats": args.repeats,
-        "load_avg_1m": common.load_avg(),
-    }
+    meta = _meta(args, preset, steps, log_every=log_every, repeats=args.repeats)
     common.print_table(
         ("run", "step s", "img/s", "tail s", "overhead %", "writer %", "report write ms", "grid write ms"),
         [
@@ -335,15 +339,7 @@ def main() -> int:
             "speedup_vs_1": ray2["images_per_s"] / ray1["images_per_s"],
         },
     ]
-    meta = {
-        "family": args.family,
-        "preset": preset,
-        "size": args.size,
-        "batch_per_worker": args.batch_size,
-        "steps": steps,
-        "quick": args.quick,
-        "load_avg_1m": common.load_avg(),
-    }
+    meta = _meta(args, preset, steps, quick=args.quick)
     common.print_table(
         (
             "run",

@@ -492,8 +492,7 @@ async function translate(progress) {
       rows.push([[keepUrl("tr", await res.blob()), `Output ${label}`, `${tag}.png`]]);
     }
   }
-  const input = URL.createObjectURL(file);
-  state.urls.tr.push(input);
+  const input = keepUrl("tr", file); // a File is a Blob
   $("tr-result").replaceChildren(
     ...rows.map((row) =>
       el(
