@@ -93,14 +93,21 @@ def _write(img: Image.Image, path: Path, grayscale: bool) -> None:
     (img.convert("L") if grayscale else img).save(path, format="PNG", optimize=False, compress_level=1)
 
 
+def shape_item(seed: int, split: str, i: int, size: int) -> tuple[Image.Image, str, str]:
+    """Item `i` of the `shapes` dataset's `split` for `seed`: (image, shape, colour), the same as `write_shapes`
+    writes (the demo quality check, tests/gate/shapes.py, rebuilds the demo's data with it)."""
+    rng = _rng(seed, split, i)
+    shape, color = SHAPES[int(rng.integers(len(SHAPES)))], list(COLORS)[int(rng.integers(len(COLORS)))]
+    return shape_image(rng, size, shape, color), shape, color
+
+
 def write_shapes(out: Path, count: int, size: int, seed: int, test_count: int, grayscale: bool) -> None:
     rows = []
     for split, n in (("train", count), ("test", test_count)):
         for i in range(n):
-            rng = _rng(seed, split, i)
-            shape, color = SHAPES[int(rng.integers(len(SHAPES)))], list(COLORS)[int(rng.integers(len(COLORS)))]
+            img, shape, color = shape_item(seed, split, i, size)
             name = f"{split}/{i:06d}.png"
-            _write(shape_image(rng, size, shape, color), out / name, grayscale)
+            _write(img, out / name, grayscale)
             rows.append((name, shape, color))
     with open(out / "labels.csv", "w", newline="") as f:
         w = csv.writer(f)
