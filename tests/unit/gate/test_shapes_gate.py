@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def test_shapes_data_equals_the_written_dataset(tmp_path: Path) -> None:
     # the measure trains on exactly what `data synth shapes` writes for the demo (same seed, size, order, labels)
-    write_shapes(tmp_path, 6, shapes.SIZE, 0, 0, grayscale=False)
+    write_shapes(tmp_path, 6, shapes.SIZE, 0, 0, grayscale=False)  # the demo's size
     images, classes = shapes.shapes_data(6, 0)
     rows = (tmp_path / "labels.csv").read_text().splitlines()[1:]
     for i, row in enumerate(rows):
@@ -40,9 +40,12 @@ def test_scores_separate_shapes_from_blobs(scorer: torch.nn.Module) -> None:
     real = shapes.score(scorer, shapes.shapes_data(300, 9)[0])
     # shapeless images: the real ones blurred into blobs, and flat dark ground
     blurred = np.stack(
-        [np.asarray(Image.fromarray(x).resize((4, 4)).resize((32, 32))) for x in shapes.shapes_data(300, 9)[0]]
+        [
+            np.asarray(Image.fromarray(x).resize((4, 4)).resize((shapes.SIZE, shapes.SIZE)))
+            for x in shapes.shapes_data(300, 9)[0]
+        ]
     )
-    flat = np.full((300, 32, 32, 3), 30, np.uint8)
+    flat = np.full((300, shapes.SIZE, shapes.SIZE, 3), 30, np.uint8)
     blobs, ground = shapes.score(scorer, blurred), shapes.score(scorer, flat)
     assert real.inception_score > 2 * max(blobs.inception_score, ground.inception_score)
     assert real.coverage > max(blobs.coverage, ground.coverage)
@@ -65,4 +68,4 @@ def test_command_runs_end_to_end(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, *cmd], cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr
     assert "held-out accuracy" in out.stdout and "seed 0" in out.stdout and "[smoke]" in out.stdout
-    assert Image.open(tmp_path / "grid-3-seed0.png").size == (512, 512)
+    assert Image.open(tmp_path / f"grid-{shapes.SIZE}px-3-seed0.png").size == (512, 512)
