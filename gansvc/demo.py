@@ -78,6 +78,12 @@ def viewable(png: bytes, min_width: int = 384) -> bytes:
     return out.getvalue()
 
 
+def _loop_flags(every: int, log_every: int) -> list[str]:
+    """The demo's training flags: 2 DDP workers, a checkpoint and an evaluation every `every` steps."""
+    n = str(every)
+    return ["--num-workers", "2", "--checkpoint-every", n, "--eval-every", n, "--log-every", str(log_every)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gansvc.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--state-dir", type=Path, default=None, help="embedded stack state (default ~/.gansvc/local)")
@@ -125,7 +131,6 @@ def main(argv: list[str] | None = None) -> int:
     # (REPRODUCING.md, "The demo's grid"). A 16 px step costs a quarter of a 32 px one (about 760 vs 186 img/s on
     # 2 CPU workers), so 3200 steps at 16 px take about 1.7x the time of 400 at 32 px and show circles, squares and
     # triangles in all four colours.
-    every = str(max(1, args.steps // 4))
     _run(
         [
             ray,
@@ -144,14 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             str(args.steps),
             "--batch-size",
             "32",
-            "--num-workers",
-            "2",
-            "--checkpoint-every",
-            every,
-            "--eval-every",
-            every,
-            "--log-every",
-            str(max(1, args.steps // 8)),
+            *_loop_flags(max(1, args.steps // 4), max(1, args.steps // 8)),
         ],
         env,
     )
@@ -181,14 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             "model.ndf=16",
             "--set",
             "model.n_blocks=3",
-            "--num-workers",
-            "2",
-            "--checkpoint-every",
-            "100",
-            "--eval-every",
-            "100",
-            "--log-every",
-            "50",
+            *_loop_flags(100, 50),
         ],
         env,
     )

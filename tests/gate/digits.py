@@ -66,6 +66,14 @@ def _features(images: np.ndarray) -> np.ndarray:
     return images.reshape(len(images), -1).astype(np.float64) / 255.0
 
 
+def inception_score(probabilities: np.ndarray) -> float:
+    """exp(E_x KL(p(y|x) || p(y))) of class probabilities (N, K), p(y) their mean over the images (Salimans et al.
+    2016). Shared by the gates' scorers (this one and tests/gate/shapes.py)."""
+    p = np.clip(probabilities, 1e-12, 1.0)
+    marginal = p.mean(axis=0, keepdims=True)
+    return float(np.exp(np.mean(np.sum(p * (np.log(p) - np.log(marginal)), axis=1))))
+
+
 @dataclass(frozen=True)
 class Scorer:
     """The independent classifier and the scores computed from it."""
@@ -77,10 +85,7 @@ class Scorer:
         return self.model.predict_proba(_features(images))  # type: ignore[attr-defined]
 
     def inception_score(self, images: np.ndarray) -> float:
-        """exp(E_x KL(p(y|x) || p(y))), p(y) the mean of p(y|x) over the images (Salimans et al. 2016)."""
-        p = np.clip(self.probabilities(images), 1e-12, 1.0)
-        marginal = p.mean(axis=0, keepdims=True)
-        return float(np.exp(np.mean(np.sum(p * (np.log(p) - np.log(marginal)), axis=1))))
+        return inception_score(self.probabilities(images))
 
     def coverage(self, images: np.ndarray, conf: float = 0.8, share: float = 0.02) -> int:
         """Classes with at least `share` of the images predicted confidently (max p >= conf) as that class."""

@@ -42,6 +42,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 from gansvc.data.spec import DataSpec
 from gansvc.data.synth import COLORS, SHAPES, shape_item
 from gansvc.families import FAMILIES
+from gansvc.imaging import grid, to_uint8
+from tests.gate.digits import inception_score
 
 SIZE = 16  # the demo's (gansvc/demo.py: 16 px shapes, 3200 steps); --size 32 for the former demo
 N_CLASSES = len(SHAPES) * len(COLORS)
@@ -118,10 +120,8 @@ def score(scorer: nn.Module, images: np.ndarray) -> Scores:
     counts = np.bincount(p.argmax(1)[sure], minlength=N_CLASSES)
     n_sure = max(1, int(sure.sum()))
     coverage = int((counts >= MIN_SHARE * n_sure).sum()) if sure.any() else 0
-    p_y = p.mean(0)
-    kl = (p * (np.log(p + 1e-12) - np.log(p_y + 1e-12))).sum(1).mean()
     shares = tuple(float(v) / n_sure for v in counts.reshape(len(SHAPES), len(COLORS)).sum(1))
-    return Scores(float(np.exp(kl)), float(sure.mean()), coverage, shares)
+    return Scores(inception_score(p), float(sure.mean()), coverage, shares)
 
 
 def train_dcgan(
@@ -157,14 +157,12 @@ def train_dcgan(
     z = torch.randn(1000, cfg.latent_dim, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         out = spec.generate(nets, z, None, cfg)
-    return ((out + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return to_uint8(out)
 
 
 def save_grid(images: np.ndarray, path: Path) -> None:
     """The first 64 images as an 8 x 8 grid, 512 px wide (nearest neighbour) to be looked at."""
-    size = images.shape[1]
-    grid = images[:64].reshape(8, 8, size, size, 3).transpose(0, 2, 1, 3, 4).reshape(8 * size, 8 * size, 3)
-    Image.fromarray(grid).resize((512, 512), Image.Resampling.NEAREST).save(path)
+    grid(to_tensor(images[:64]), nrow=8, pad=0).resize((512, 512), Image.Resampling.NEAREST).save(path)
 
 
 def parse_sets(items: list[str]) -> dict[str, object]:
